@@ -1,0 +1,179 @@
+"""The exported-model contract: the single source of truth every engine follows.
+
+A model file is a TorchScript archive holding
+
+* the scripted module, which exposes ``compute`` (atomistic kind) or ``compute_lattice``
+  (lattice kind) as an exported method, plus ``force_uncertainty`` for atomistic committees;
+* ``metadata.json`` as an *extra file*, so Python (``torch.jit.load(..., _extra_files=...)``) and
+  C++ (``torch::jit::load(path, device, extra_files)``) read it without running the model.
+
+Atomistic ``compute(positions, types, edge_index, shifts, n_local, need_virial, need_uncertainty)``
+-------------------------------------------------------------------------------------------------
+Inputs (dtype of positions/shifts = the model's ``dtype``; lengths in ``length_unit``):
+
+``positions``  [N, 3]  local atoms first (``n_local`` of them), then ghost atoms (LAMMPS) if any.
+``types``      [N]     int64 index into ``species``.
+``edge_index`` [2, E]  int64, a *full* (directed) list: edge e goes from centre ``edge_index[0, e]``
+                       to neighbour ``edge_index[1, e]``; every centre that needs an energy has all
+                       its neighbours within ``cutoff``. Ghost centres are needed only for
+                       message-passing models (``interaction_range > cutoff``).
+``shifts``     [E, 3]  Cartesian periodic shift: r_e = positions[j] - positions[i] + shifts[e].
+                       Zero where ghosts carry the image positions (LAMMPS).
+``n_local``    int     atoms whose energies are counted; atoms >= n_local are ghosts.
+
+Outputs (dict; energies in ``energy_unit``):
+
+``energy``        []        total energy of the local atoms (committee mean).
+``energies``      [n_local] per-atom energies.
+``forces``        [N, 3]    -dE/dpositions on all atoms. Ghost rows must be added to their owners
+                            (LAMMPS reverse communication); with shifts-based PBC there are no ghosts.
+``virial``        [3, 3]    (need_virial) W = -sum_e r_e (x) dE/dr_e; ASE stress = -W / V.
+``atom_virial``   [N, 3, 3] (need_virial) each edge's term split half/half between its two atoms.
+With ``need_uncertainty`` and ``ensemble_size > 1`` also:
+``member_energy`` [K]          total energy of each member.
+``member_forces`` [K, N, 3]    forces of each member (ghost rows to be summed like ``forces``).
+``forces_std``    [N]          force_uncertainty(member_forces): calibrated per-atom force std
+                               (valid as is when there are no ghosts).
+``energies_std``  [n_local]    calibrated per-atom energy std.
+``energy_std``    []           calibrated std of the total energy.
+
+``force_uncertainty(member_forces [K, n, 3]) -> [n]``: sqrt(mean_k |F_k - mean F|^2) times
+``uncertainty_scale``. Engines with ghosts sum member forces over images first, then call this.
+
+Lattice ``compute_lattice(Q, need_uncertainty)``
+------------------------------------------------
+``Q`` [..., L, L] lattice displacement field; returns ``forces`` [..., L, L] (on-site forces), and with
+``need_uncertainty`` ``forces_std`` [..., L, L]; energy-based models also return ``energy`` [...].
+Lattice and Hamiltonian parameters live in ``metadata["extra"]``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Dict, List
+
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+METADATA_FILE = "metadata.json"
+KINDS = ("atomistic", "lattice")
+METHOD_FOR_KIND = {"atomistic": "compute", "lattice": "compute_lattice"}
+UNCERTAINTY_METHOD = "force_uncertainty"
+DTYPES = ("float32", "float64")
+LENGTH_UNITS = ("angstrom", "lattice")
+ENERGY_UNITS = ("eV", "t")  # "t": the lattice model's hopping energy
+
+ATOMISTIC_OUTPUTS = ("energy", "energies", "forces", "virial", "atom_virial")
+UNCERTAINTY_OUTPUTS = ("member_energy", "member_forces", "forces_std", "energies_std", "energy_std")
+LATTICE_OUTPUTS = ("forces", "energy", "forces_std")
+
+REQUIRED_FIELDS: Dict[str, type] = {
+    "format_version": int,
+    "kind": str,
+    "species": list,
+    "cutoff": float,
+    "interaction_range": float,
+    "length_unit": str,
+    "energy_unit": str,
+    "dtype": str,
+    "outputs": list,
+    "ensemble_size": int,
+    "uncertainty_scale": float,
+    "description": str,
+    "references": list,
+}
+OPTIONAL_FIELDS: Dict[str, Any] = {"name": "", "extra": {}}
+
+
+class ModelFormatError(ValueError):
+    """A model file or its metadata does not follow the mlpot exported-model contract."""
+
+
+def _fail(problem: str, fix: str) -> None:
+    raise ModelFormatError(f"{problem}. {fix}")
+
+
+def validate_metadata(meta: Dict[str, Any], *, source: str = "metadata") -> Dict[str, Any]:
+    """Check and normalise a metadata dict; raise ModelFormatError naming the bad field."""
+    if not isinstance(meta, dict):
+        _fail(f"{source}: metadata must be a JSON object, got {type(meta).__name__}",
+              "Re-export the model with mlpot_plugins.export()")
+    out = dict(meta)
+    version = out.get("format_version")
+    if version is not None and version not in SUPPORTED_FORMAT_VERSIONS:
+        _fail(f"{source}: unsupported format_version {version!r} (this mlpot_plugins reads "
+              f"{list(SUPPORTED_FORMAT_VERSIONS)})", "Upgrade mlpot_plugins or re-export the model")
+    missing = [k for k in REQUIRED_FIELDS if k not in out]
+    if missing:
+        _fail(f"{source}: missing metadata field(s) {missing}",
+              "Pass them to mlpot_plugins.export(model, path, ...)")
+    for key, typ in REQUIRED_FIELDS.items():
+        value = out[key]
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = out[key] = float(value)
+        if not isinstance(value, typ) or isinstance(value, bool):
+            _fail(f"{source}: metadata field {key!r} must be {typ.__name__}, got {value!r}",
+                  "Fix the value passed to export()")
+    for key, default in OPTIONAL_FIELDS.items():
+        out.setdefault(key, default)
+    if out["kind"] not in KINDS:
+        _fail(f"{source}: kind {out['kind']!r} is not one of {list(KINDS)}", "Use 'atomistic' or 'lattice'")
+    if out["dtype"] not in DTYPES:
+        _fail(f"{source}: dtype {out['dtype']!r} is not one of {list(DTYPES)}", "Use float32 or float64")
+    if out["length_unit"] not in LENGTH_UNITS or out["energy_unit"] not in ENERGY_UNITS:
+        _fail(f"{source}: units {out['length_unit']!r}/{out['energy_unit']!r} are not supported "
+              f"(length {list(LENGTH_UNITS)}, energy {list(ENERGY_UNITS)})",
+              "Export in angstrom and eV (atomistic) or lattice units (lattice)")
+    species = out["species"]
+    if out["kind"] == "atomistic":
+        if not species or not all(isinstance(s, str) and s for s in species):
+            _fail(f"{source}: species must be a non-empty list of element names, got {species!r}",
+                  "Pass species=['Cu', ...] in type order")
+        if len(set(species)) != len(species):
+            _fail(f"{source}: duplicate species in {species!r}", "List each element once")
+        if not (out["cutoff"] > 0 and math.isfinite(out["cutoff"])):
+            _fail(f"{source}: cutoff must be a positive finite number, got {out['cutoff']!r}",
+                  "Pass the model's cutoff in angstrom")
+        if out["interaction_range"] < out["cutoff"]:
+            _fail(f"{source}: interaction_range {out['interaction_range']} is smaller than cutoff "
+                  f"{out['cutoff']}", "Use n_layers * cutoff for message-passing models")
+        allowed = ATOMISTIC_OUTPUTS + UNCERTAINTY_OUTPUTS
+    else:
+        allowed = LATTICE_OUTPUTS
+    unknown = [o for o in out["outputs"] if o not in allowed]
+    if unknown or "forces" not in out["outputs"]:
+        _fail(f"{source}: outputs {out['outputs']!r} must include 'forces' and only use {list(allowed)}",
+              "List the outputs the module really returns")
+    if out["ensemble_size"] < 1:
+        _fail(f"{source}: ensemble_size must be >= 1, got {out['ensemble_size']}", "Use 1 for a single model")
+    has_unc = "forces_std" in out["outputs"]
+    if has_unc != (out["ensemble_size"] > 1):
+        _fail(f"{source}: outputs list forces_std={has_unc} but ensemble_size={out['ensemble_size']}",
+              "Uncertainty outputs exist exactly when ensemble_size > 1")
+    if not (out["uncertainty_scale"] > 0):
+        _fail(f"{source}: uncertainty_scale must be > 0, got {out['uncertainty_scale']}",
+              "Use 1.0 for an uncalibrated committee")
+    if not isinstance(out["extra"], dict):
+        _fail(f"{source}: 'extra' must be a JSON object", "Pass extra={...}")
+    return out
+
+
+def dumps(meta: Dict[str, Any]) -> str:
+    return json.dumps(meta, indent=1, sort_keys=True)
+
+
+def loads(text: str, *, source: str) -> Dict[str, Any]:
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelFormatError(f"{source}: metadata.json is not valid JSON ({exc}). "
+                               "Re-export the model with mlpot_plugins.export()") from None
+    return validate_metadata(meta, source=source)
+
+
+def outputs_for(kind: str, ensemble_size: int, energy_based: bool = True) -> List[str]:
+    """The ``outputs`` list a standard model of this kind/ensemble size declares."""
+    if kind == "lattice":
+        outs = ["forces"] + (["energy"] if energy_based else [])
+        return outs + (["forces_std"] if ensemble_size > 1 else [])
+    outs = list(ATOMISTIC_OUTPUTS)
+    return outs + (list(UNCERTAINTY_OUTPUTS) if ensemble_size > 1 else [])

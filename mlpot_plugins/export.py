@@ -1,0 +1,148 @@
+"""Write and read exported model files (TorchScript + metadata.json extra file)."""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from . import contract
+from .contract import ModelFormatError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _module_dtype(module: torch.nn.Module) -> str:
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.is_floating_point():
+            return str(t.dtype).replace("torch.", "")
+    return "float64"
+
+
+def export(model: torch.nn.Module, path: PathLike, **metadata: Any) -> Path:
+    """Script ``model`` and save it with its metadata to ``path``.
+
+    Metadata not given is taken from the module (``species``, ``cutoff``, ``ensemble_size``,
+    ``uncertainty_scale``, ``interaction_range()``, ``kind``) and from its parameters (``dtype``).
+    """
+    kind = metadata.get("kind", getattr(model, "kind", "atomistic"))
+    meta: Dict[str, Any] = {
+        "format_version": contract.FORMAT_VERSION,
+        "kind": kind,
+        "dtype": _module_dtype(model),
+        "ensemble_size": int(getattr(model, "ensemble_size", 1)),
+        "uncertainty_scale": float(getattr(model, "uncertainty_scale", 1.0)),
+        "description": "",
+        "references": [],
+    }
+    if kind == "atomistic":
+        meta.update(species=list(model.species), cutoff=float(model.cutoff),
+                    interaction_range=float(model.interaction_range()),
+                    length_unit="angstrom", energy_unit="eV")
+    else:
+        meta.update(species=list(getattr(model, "species", [])), cutoff=float(getattr(model, "cutoff", 0.0)),
+                    interaction_range=float(getattr(model, "cutoff", 0.0)),
+                    length_unit="lattice", energy_unit="t")
+    meta.update(metadata)
+    meta.setdefault("outputs", contract.outputs_for(kind, meta["ensemble_size"],
+                                                    bool(getattr(model, "energy_based", True))))
+    meta = contract.validate_metadata(meta, source=f"export({os.fspath(path)})")
+    for attr in ("cutoff", "ensemble_size", "uncertainty_scale"):
+        if hasattr(model, attr) and float(getattr(model, attr)) != float(meta[attr]):
+            # the module uses its own attribute at run time, so it must agree with the metadata
+            setattr(model, attr, type(getattr(model, attr))(meta[attr]))
+    scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(scripted, str(path), _extra_files={contract.METADATA_FILE: contract.dumps(meta)})
+    return path
+
+
+class LoadedModel:
+    """A validated exported model: ``module`` (TorchScript) and ``metadata`` (dict)."""
+
+    def __init__(self, module: torch.jit.ScriptModule, metadata: Dict[str, Any], path: Path, device: str):
+        self.module = module
+        self.metadata = metadata
+        self.path = path
+        self.device = torch.device(device)
+
+    kind = property(lambda self: self.metadata["kind"])
+    species = property(lambda self: list(self.metadata["species"]))
+    cutoff = property(lambda self: self.metadata["cutoff"])
+    interaction_range = property(lambda self: self.metadata["interaction_range"])
+    ensemble_size = property(lambda self: self.metadata["ensemble_size"])
+    has_uncertainty = property(lambda self: self.metadata["ensemble_size"] > 1)
+    dtype = property(lambda self: getattr(torch, self.metadata["dtype"]))
+
+    def compute(self, positions, types, edge_index, shifts, n_local: Optional[int] = None,
+                need_virial: bool = True, need_uncertainty: bool = False) -> Dict[str, torch.Tensor]:
+        """Call the contract method (atomistic kind)."""
+        n_local = positions.shape[0] if n_local is None else int(n_local)
+        return self.module.compute(positions, types, edge_index, shifts, n_local, need_virial,
+                                   need_uncertainty)
+
+    def __repr__(self) -> str:
+        m = self.metadata
+        return (f"LoadedModel({m.get('name') or self.path.name!r}, kind={m['kind']}, species={m['species']}, "
+                f"cutoff={m['cutoff']}, ensemble_size={m['ensemble_size']})")
+
+
+def resolve_model_path(model: PathLike) -> Path:
+    """A file path, or the name of a model shipped in the package."""
+    from .pretrained import pretrained_names, pretrained_path
+
+    path = Path(model)
+    if path.is_file():
+        return path
+    if str(model) in pretrained_names():
+        return pretrained_path(str(model))
+    raise FileNotFoundError(
+        f"model file {os.fspath(model)!r} does not exist and is not a shipped model name. "
+        f"Give a path to an exported .pt file or one of {pretrained_names()} (see `mlpot models`)")
+
+
+def load(model: PathLike, device: str = "cpu") -> LoadedModel:
+    """Load and validate an exported model file or a shipped model name."""
+    path = resolve_model_path(model)
+    if not zipfile.is_zipfile(path):
+        raise ModelFormatError(f"{path}: not a TorchScript archive (not a zip file). "
+                               "Export the model with mlpot_plugins.export() or `mlpot export`")
+    extra = {contract.METADATA_FILE: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFormatError(f"{path}: not a loadable TorchScript archive ({first}). "
+                               "Export the model with mlpot_plugins.export()") from None
+    text = extra[contract.METADATA_FILE]
+    if isinstance(text, bytes):
+        text = text.decode()
+    if not text:
+        raise ModelFormatError(f"{path}: TorchScript archive has no {contract.METADATA_FILE}. "
+                               "It was not written by mlpot_plugins.export(); re-export it")
+    meta = contract.loads(text, source=str(path))
+    _check_module_agrees(module, meta, path)
+    return LoadedModel(module, meta, path, device)
+
+
+def _check_module_agrees(module, meta: Dict[str, Any], path: Path) -> None:
+    method = contract.METHOD_FOR_KIND[meta["kind"]]
+    if not hasattr(module, method):
+        raise ModelFormatError(f"{path}: metadata says kind {meta['kind']!r} but the module has no "
+                               f"exported {method}() method. Re-export with the right kind")
+    checks = {"cutoff": meta["cutoff"], "ensemble_size": meta["ensemble_size"],
+              "uncertainty_scale": meta["uncertainty_scale"]}
+    if meta["kind"] == "atomistic":
+        checks["n_species"] = len(meta["species"])
+    for attr, expected in checks.items():
+        if hasattr(module, attr) and float(getattr(module, attr)) != float(expected):
+            raise ModelFormatError(f"{path}: metadata {attr}={expected} contradicts the module's "
+                                   f"{attr}={getattr(module, attr)}. Re-export the model")
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.is_floating_point() and str(t.dtype).replace("torch.", "") != meta["dtype"]:
+            raise ModelFormatError(f"{path}: metadata dtype {meta['dtype']} contradicts the module's "
+                                   f"{t.dtype} tensors. Re-export the model")
+        break
