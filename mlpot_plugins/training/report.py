@@ -125,12 +125,13 @@ def final_report(trainer, log=print) -> Dict[str, Any]:
 
 def export_checkpoint(checkpoint, out, dtype: str = "float64", name: str = "", description: str = ""):
     """Rebuild the model of a `mlpot train` checkpoint and write it through the exported-model contract."""
+    from .checkpoint import read_checkpoint
     from .train import model_from_checkpoint
 
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     model = model_from_checkpoint(checkpoint).to(getattr(torch, dtype))
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ck = read_checkpoint(checkpoint)
     hp = ck["hparams"]
     metrics = ck.get("metrics", {})
     desc = description or (f"E(3)-equivariant {hp['ensemble']} (K={hp['ensemble_size']}) on "

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..models.equivariant import DEFAULTS as MODEL_DEFAULTS
 from ..models.equivariant import EquivariantPotential
+from .checkpoint import read_checkpoint
 from .dataset import Structure, read_frames, species_statistics, split, to_structures
 
 TRAINING_DEFAULTS: Dict[str, Any] = dict(
@@ -243,9 +244,7 @@ class Trainer:
 
 
 def model_from_checkpoint(path, best: bool = True) -> EquivariantPotential:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ck, dict) or ck.get("kind") != "mlpot-equivariant-checkpoint":
-        raise ValueError(f"{path} is not a checkpoint written by `mlpot train` (best.pt / last.pt)")
+    ck = read_checkpoint(path)
     model = EquivariantPotential(**ck["hparams"])
     model.load_state_dict(ck["best_state_dict"] if best else ck["state_dict"])
     model.uncertainty_scale = float(ck.get("uncertainty_scale", 1.0))
