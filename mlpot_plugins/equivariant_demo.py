@@ -18,11 +18,11 @@ def cu_emt_stage(out_dir: Path, quick: bool) -> None:
     from .ase import MLPotCalculator
 
     calc = MLPotCalculator("cu-emt")
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3))
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
     del atoms[0]
     atoms.calc = calc
     MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=np.random.default_rng(0))
-    steps = 40 if quick else 150
+    steps = 30 if quick else 60
     e0 = atoms.get_total_energy()
     VelocityVerlet(atoms, timestep=2.0 * units.fs).run(steps)
     e1 = atoms.get_total_energy()
