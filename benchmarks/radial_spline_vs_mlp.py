@@ -21,9 +21,9 @@ from mlpot_plugins.training.dataset import species_statistics, split, to_structu
 from mlpot_plugins.training.train import TRAINING_DEFAULTS, accuracy, predict, structure_loss
 
 
-def train(radial, train_set, val_set, epochs, channels, cutoff, avg_nb, shift, scale):
+def train(radial, n_basis, train_set, val_set, epochs, channels, cutoff, avg_nb, shift, scale):
     torch.manual_seed(0)
-    model = EquivariantPotential(species=["Cu"], cutoff=cutoff, channels=channels, radial=radial,
+    model = EquivariantPotential(species=["Cu"], cutoff=cutoff, channels=channels, radial=radial, n_basis=n_basis,
                                  avg_num_neighbors=avg_nb, dtype="float32", seed=0)
     model.set_species_stats(torch.as_tensor(shift), torch.as_tensor(scale))
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
@@ -62,6 +62,7 @@ def main():
     ap.add_argument("--channels", type=int, default=8)
     ap.add_argument("--cutoff", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--variants", default="spline:8,spline:16,mlp:8", help="radial:n_basis,...")
     a = ap.parse_args()
     torch.set_num_threads(1)
     frames = generate("Cu", "train", seed=0)
@@ -78,9 +79,10 @@ def main():
           f"{a.channels}, cutoff {a.cutoff} A, K=1; timing: 108 atoms, float64, 1 thread")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for radial in ("spline", "mlp"):
-            model, rmse, minutes = train(radial, train_set, val_set, a.epochs, a.channels, a.cutoff, avg_nb,
-                                         shift, scale)
+        for variant in a.variants.split(","):
+            radial, n_basis = variant.split(":")
+            model, rmse, minutes = train(radial, int(n_basis), train_set, val_set, a.epochs, a.channels, a.cutoff,
+                                         avg_nb, shift, scale)
             loaded = load(export(model.to(torch.float64), Path(tmp) / f"{radial}.pt"))
             for _ in range(3):
                 loaded.compute(*args)
@@ -90,12 +92,17 @@ def main():
                 loaded.compute(*args)
                 ts.append(time.perf_counter() - t0)
             n_radial = sum(p.numel() for n, p in model.named_parameters() if "radial" in n)
-            rows[radial] = (rmse, float(np.median(ts)), minutes, n_radial, radial_only_time(model, a.repeats))
+            rows[variant] = (rmse, float(np.median(ts)), minutes, n_radial, radial_only_time(model, a.repeats))
     for radial, (rmse, t, minutes, n_radial, t_rad) in rows.items():
-        print(f"  {radial:7s} val force RMSE {rmse:.4f} eV/A   {t * 1e3:7.1f} ms/step   radial functions alone "
+        print(f"  {radial:9s} val force RMSE {rmse:.4f} eV/A   {t * 1e3:7.1f} ms/step   radial functions alone "
               f"{t_rad * 1e3:6.2f} ms   training {minutes:.1f} min   radial parameters {n_radial}")
-    (r_s, t_s, *_), (r_m, t_m, *_) = rows["spline"], rows["mlp"]
-    print(f"  spline/mlp: force RMSE ratio {r_s / r_m:.3f}, step time ratio {t_s / t_m:.3f}")
+    base = [v for v in rows if v.startswith("mlp")]
+    if base:
+        r_m, t_m, _, _, tr_m = rows[base[0]]
+        for v, (r, t, _, _, tr) in rows.items():
+            if v.startswith("spline"):
+                print(f"  {v} / {base[0]}: force RMSE ratio {r / r_m:.3f}, step time ratio {t / t_m:.3f}, "
+                      f"radial-function time ratio {tr / tr_m:.3f}")
 
 
 if __name__ == "__main__":
