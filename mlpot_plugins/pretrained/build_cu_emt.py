@@ -21,7 +21,7 @@ CONFIG = {
     "data": {"train": "train.extxyz", "test": "test.extxyz",
              "ood": {"ood-hot": "ood-hot.extxyz", "ood-compressed": "ood-compressed.extxyz"}},
     "model": {"species": ["Cu"], "cutoff": 4.0, "lmax": 2, "n_layers": 2, "channels": 12, "radial": "spline",
-              "n_basis": 8, "nonlinearity": "gate", "readout_hidden": 12, "ensemble_size": 4,
+              "n_basis": 16, "nonlinearity": "gate", "readout_hidden": 12, "ensemble_size": 4,
               "ensemble": "committee", "seed": 0, "dtype": "float32"},
     "training": {"epochs": 400, "lr": 5e-3, "batch_size": 4, "energy_weight": 1.0, "force_weight": 1.0,
                  "stress_weight": 10.0, "lr_patience": 5, "early_stopping_patience": 15, "val_fraction": 0.1,
