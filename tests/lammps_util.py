@@ -105,3 +105,18 @@ def lammps_eval(lmp_factory, atoms: Atoms, model: str, boundary="p p p", units="
         return out
     finally:
         lmp.close()
+
+
+@__import__("pytest").fixture(scope="session")
+def plugin() -> Path:
+    """The compiled plugin (built once into the cache, reused by every later session)."""
+    from mlpot_plugins.lammps import build_plugin
+
+    return build_plugin()
+
+
+@__import__("pytest").fixture
+def lmp_factory(plugin):
+    from mlpot_plugins.lammps import lammps_instance
+
+    return lambda: lammps_instance()
