@@ -74,6 +74,7 @@ PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
   unc_every = devi_every = 0;
   devi_fp = nullptr;
   unc_step = -1;
+  committee_evaluations = committee_on_demand = 0.0;
   nmax_unc = 0;
   unc = member_f = nullptr;
 }
@@ -333,7 +334,10 @@ void PairMLPot::compute(int eflag, int vflag)
 const double *PairMLPot::uncertainty_peratom()
 {
   if (nmembers < 2) error->all(FLERR, "pair_style mlpot: model {} is not a committee", model_path);
-  if (unc_step != update->ntimestep) evaluate(false, true);
+  if (unc_step != update->ntimestep) {
+    committee_on_demand += 1.0;
+    evaluate(false, true);
+  }
   return unc;
 }
 
@@ -488,7 +492,19 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty)
     std::fill(unc, unc + nlocal, 0.0);
     for (int r = 0; r < nl; r++) unc[m.atom_of_row[r]] = sp[r] * ffac;
     unc_step = update->ntimestep;
+    committee_evaluations += 1.0;
   }
+}
+
+/* counters for tests/diagnostics (Python: lmp.extract_pair("committee_evaluations")) */
+void *PairMLPot::extract(const char *name, int &dim)
+{
+  dim = 0;
+  if (strcmp(name, "committee_evaluations") == 0) return (void *) &committee_evaluations;
+  if (strcmp(name, "committee_on_demand") == 0) return (void *) &committee_on_demand;
+  if (strcmp(name, "cutoff") == 0) return (void *) &cut_lmp;
+  if (strcmp(name, "interaction_range") == 0) return (void *) &range_lmp;
+  return nullptr;
 }
 
 int PairMLPot::pack_reverse_comm(int n, int first, double *buf)

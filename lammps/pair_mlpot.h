@@ -28,6 +28,7 @@ class PairMLPot : public Pair {
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
   double memory_usage() override;
+  void *extract(const char *, int &) override;
 
   // per-atom calibrated force std of the local atoms at the current step (LAMMPS force units);
   // evaluates the committee now unless this step's force call already did. Used by compute mlpot/atom.
@@ -51,6 +52,7 @@ class PairMLPot : public Pair {
   std::string devi_file;
   FILE *devi_fp;
 
+  double committee_evaluations, committee_on_demand;    // diagnostics, see extract()
   bigint unc_step;                // step whose uncertainty is in unc (-1: none)
   int nmax_unc;
   double *unc;                    // [nmax] per-atom force std (local atoms valid)

@@ -108,3 +108,27 @@ def test_null_type_is_invisible_to_the_model(lmp_factory):
     assert energy != pytest.approx(out["energy"], rel=1e-3)
     np.testing.assert_allclose(f[copper], only_cu.get_forces(), atol=1e-11 * np.abs(f).max())
     assert np.all(f[~copper] == 0.0)
+
+
+@pytest.mark.parametrize("with_compute", [True, False])
+def test_committee_uncertainty_only_on_output_steps(lmp_factory, tmp_path, with_compute):
+    """compute mlpot/atom registers its steps (timeflag): the pair style adds the committee statistics to
+    those force calls only, so no on-demand re-evaluation and nothing on other steps."""
+    from lammps_util import write_data
+
+    write_data(tmp_path / "system.data", cuau((2, 2, 2)))
+    lmp = lmp_factory()
+    try:
+        cmds = ["units metal", "atom_style atomic", f"read_data {tmp_path / 'system.data'}",
+                "pair_style mlpot morse-cuau-committee", "pair_coeff * * Cu Au", "thermo 0"]
+        if with_compute:
+            cmds += ["compute u all mlpot/atom", f"dump d all custom 5 {tmp_path / 'u.dump'} id c_u"]
+        cmds += ["velocity all create 300 1", "fix nve all nve", "run 20"]
+        for cmd in cmds:
+            lmp.command(cmd)
+        evaluations = lmp.extract_pair("committee_evaluations")
+        on_demand = lmp.extract_pair("committee_on_demand")
+    finally:
+        lmp.close()
+    assert on_demand == 0
+    assert evaluations == (5 if with_compute else 0)  # steps 0, 5, 10, 15, 20
