@@ -120,3 +120,18 @@ def lmp_factory(plugin):
     from mlpot_plugins.lammps import lammps_instance
 
     return lambda: lammps_instance()
+
+
+def entry_point_env(tmp_path: Path) -> dict:
+    """Environment whose Python sees a distribution declaring pyproject.toml's `lammps.plugins` entry
+    point, as after `pip install`, so the wheel's `lmp` auto-loads the plugin (no `plugin load`)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]["lammps.plugins"]
+    dist = tmp_path / "site" / "mlpot_entry_point_probe-0.0.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mlpot-entry-point-probe\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text("[lammps.plugins]\n" + "".join(f"{k} = {v}\n" for k, v in declared.items()))
+    pythonpath = os.pathsep.join([str(dist.parent), str(root), os.environ.get("PYTHONPATH", "")])
+    return {"PYTHONPATH": pythonpath, "LAMMPS_PLUGIN_PATH": ""}

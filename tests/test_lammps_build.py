@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lammps_util import VENV_BIN, cuau, plugin, run_lmp, write_data  # noqa: F401
+from lammps_util import cuau, entry_point_env, plugin, run_lmp, write_data  # noqa: F401
 from mlpot_plugins import lammps as mlammps
 from mlpot_plugins import units
 
@@ -50,14 +50,6 @@ def test_cli_prints_plugin_path(plugin):
 def test_entry_point_lets_lmp_autoload_the_plugin(tmp_path, plugin):
     """A distribution declaring our entry point (as pyproject.toml does) makes the wheel's lmp load the
     plugin: the deck has no `plugin load`."""
-    import tomllib
-
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["lammps.plugins"]
-    site = tmp_path / "site"
-    dist = site / "mlpot_entry_point_probe-0.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mlpot-entry-point-probe\nVersion: 0.0\n")
-    (dist / "entry_points.txt").write_text("[lammps.plugins]\n" + "".join(f"{k} = {v}\n" for k, v in declared.items()))
     write_data(tmp_path / "system.data", cuau((2, 2, 2)))
     deck = """units metal
 atom_style atomic
@@ -67,9 +59,6 @@ pair_coeff * * Cu Au
 run 0
 print "RESULT pe $(pe:%.17g)"
 """
-    import os
-
-    pythonpath = os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")])
-    res = run_lmp(deck, tmp_path, env={"PYTHONPATH": pythonpath, "LAMMPS_PLUGIN_PATH": ""})
+    res = run_lmp(deck, tmp_path, env=entry_point_env(tmp_path))
     assert f"plugins from {plugin.parent}" in res.stdout
     assert "RESULT pe" in res.stdout
