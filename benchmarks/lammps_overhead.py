@@ -3,7 +3,8 @@ bare model's energy+forces evaluation (`compute` on a precomputed edge list) of 
 
     PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/lammps_overhead.py [--sizes 4 7 10 15 19] [--steps 5]
 
-Each number is the best of several rounds (the machine is shared). Both sides use one thread per process (OMP_NUM_THREADS=1, torch.set_num_threads(1)), fp64 morse-cuau.
+Each number is the best of several rounds (the machine is shared). Both sides use one thread per
+process (OMP_NUM_THREADS=1, torch.set_num_threads(1)); model morse-cuau (fp64, cutoff 6 A).
 """
 from __future__ import annotations
 

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 
@@ -159,7 +160,7 @@ void PairMLPot::settings(int narg, char **arg)
     devi_fp = nullptr;
   }
   style_args.assign(arg, arg + narg);
-  style_args[0] = model_path;
+  style_args[0] = std::filesystem::absolute(model_path).string();    // restart files may be read elsewhere
 
   // a re-issued pair_style keeps the pair_coeff mapping when the new model has the same elements
   if (allocated && !elements.empty()) {
@@ -299,7 +300,9 @@ void PairMLPot::init_style()
   neighbor->add_request(this, NeighConst::REQ_FULL | (ghostneigh ? NeighConst::REQ_GHOST : 0));
   // message passing: ghost atoms up to interaction_range (+ skin, as atoms move between re-neighbouring)
   if (ghostneigh) comm->cutghostuser = std::max(comm->cutghostuser, range_lmp + neighbor->skin);
-  if (model) at::set_num_threads(std::max(1, comm->nthreads));
+  // several ranks and no OMP_NUM_THREADS: one torch thread per rank, as LAMMPS does for OpenMP
+  // (otherwise libtorch follows OMP_NUM_THREADS itself; a Python host process is left alone)
+  if (comm->nprocs > 1 && !getenv("OMP_NUM_THREADS")) at::set_num_threads(std::max(1, comm->nthreads));
 }
 
 double PairMLPot::init_one(int i, int j)
