@@ -39,6 +39,7 @@ void ComputeMLPotAtom::init()
 void ComputeMLPotAtom::compute_peratom()
 {
   invoked_peratom = update->ntimestep;
+  if (!pair) init();    // invoked through the library before any run initialised it
   if (atom->nmax > nmax) {
     memory->destroy(std_atom);
     nmax = atom->nmax;

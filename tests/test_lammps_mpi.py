@@ -187,9 +187,10 @@ class ToyMessagePassing(AtomisticPotential):
     """Two layers: h_i = sum_j env(r_ij) w(type_j); E_i = sum_j exp(-r_ij) env(r_ij) tanh(h_j) - 0.1 h_i,
     so E_i depends on atoms up to 2 cutoffs away (interaction_range = 2 * cutoff)."""
 
-    def __init__(self):
-        super().__init__(["Cu", "Au"], cutoff=3.0)
-        self.register_buffer("weight", torch.tensor([1.0, 1.7], dtype=torch.float64))
+    def __init__(self, ensemble_size: int = 1):
+        super().__init__(["Cu", "Au"], cutoff=3.0, ensemble_size=ensemble_size)
+        weight = torch.tensor([[1.0, 1.7], [1.3, 1.4], [0.8, 2.0]], dtype=torch.float64)
+        self.register_buffer("weight", weight[:ensemble_size])  # [K, species]: a committee
 
     def interaction_range(self) -> float:
         return 2.0 * self.cutoff
@@ -200,7 +201,7 @@ class ToyMessagePassing(AtomisticPotential):
         env = (1.0 - x * x) ** 3
         k, n = edge_vectors.shape[0], types.shape[0]
         src, dst = edge_index[0], edge_index[1]
-        w = self.weight.index_select(0, types.index_select(0, dst))
+        w = self.weight.index_select(1, types.index_select(0, dst))
         zeros = torch.zeros((k, n), dtype=edge_vectors.dtype, device=edge_vectors.device)
         h = zeros.index_add(1, src, env * w)
         msg = torch.exp(-r) * env * torch.tanh(h.index_select(1, dst))
@@ -222,3 +223,17 @@ def test_message_passing_model_uses_ghost_centres(tmp_path, plugin):
         np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-10 * np.abs(f_ref).max())
         np.testing.assert_allclose(d["c_pe"], atoms.get_potential_energies(), rtol=0, atol=1e-11)
     assert r2["pxy"] == pytest.approx(r1["pxy"], rel=1e-9)
+
+
+def test_message_passing_committee_uncertainty_on_two_ranks(tmp_path, plugin):
+    """Member forces of ghost centres and ghost neighbours are summed into their owners before the std."""
+    path = export(ToyMessagePassing(ensemble_size=3), tmp_path / "toy-mp-committee.pt")
+    atoms = cuau((3, 3, 3), a=3.0, seed=10, rattle=0.1)
+    write_data(tmp_path / "system.data", atoms)
+    run_lmp(deck(plugin, path, UNCERTAINTY), tmp_path, 2)
+    got = read_dump(tmp_path / "dump.atoms")["c_u"]
+    calc = MLPotCalculator(path)
+    atoms.calc = calc
+    ref = calc.get_property("forces_std", atoms)
+    assert ref.min() > 1e-3
+    np.testing.assert_allclose(got, ref, rtol=1e-10)

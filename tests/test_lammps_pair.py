@@ -132,3 +132,34 @@ def test_committee_uncertainty_only_on_output_steps(lmp_factory, tmp_path, with_
         lmp.close()
     assert on_demand == 0
     assert evaluations == (5 if with_compute else 0)  # steps 0, 5, 10, 15, 20
+
+
+def test_uncertainty_every_n_and_on_demand(lmp_factory, tmp_path):
+    """`uncertainty every 5` evaluates the committee on those steps only; a compute mlpot/atom invoked
+    on a step without it (defined after the run, read through the library) evaluates on demand and
+    equals ASE's forces_std at the final positions."""
+    from lammps_util import write_data
+
+    atoms = cuau((2, 2, 2), seed=11)
+    write_data(tmp_path / "system.data", atoms)
+    lmp = lmp_factory()
+    try:
+        for cmd in ["units metal", "atom_style atomic", "atom_modify map array",
+                    f"read_data {tmp_path / 'system.data'}",
+                    "pair_style mlpot morse-cuau-committee uncertainty every 5", "pair_coeff * * Cu Au",
+                    "thermo 0", "velocity all create 300 1", "fix nve all nve", "run 12"]:
+            lmp.command(cmd)
+        assert lmp.extract_pair("committee_evaluations") == 3  # steps 0, 5, 10
+        lmp.command("compute u all mlpot/atom")
+        n = lmp.get_natoms()
+        std = np.array(lmp.numpy.extract_compute("u", 1, 1))[:n]
+        assert lmp.extract_pair("committee_on_demand") == 1
+        ids = np.array(lmp.numpy.extract_atom("id"))[:n]
+        x = np.array(lmp.numpy.extract_atom("x"))[:n]
+        std, x = std[np.argsort(ids)], x[np.argsort(ids)]
+    finally:
+        lmp.close()
+    atoms.positions = x  # wrapped positions are fine for a periodic system
+    calc = MLPotCalculator(COMMITTEE)
+    atoms.calc = calc
+    np.testing.assert_allclose(std, calc.get_property("forces_std", atoms), rtol=1e-10)
