@@ -44,6 +44,7 @@ struct PairMLPot::Model {
   std::vector<int> row_of_atom;     // LAMMPS local+ghost index -> model row (-1: not seen)
   std::vector<int> atom_of_row;     // model row -> LAMMPS index
   std::vector<int64_t> src, dst;    // edges of this step
+  torch::Tensor zero_shifts;        // [capacity, 3] zeros, reused: ghosts carry the image positions
   int n_local_rows = 0;
 };
 
@@ -76,12 +77,17 @@ PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
   devi_fp = nullptr;
   unc_step = -1;
   committee_evaluations = committee_on_demand = 0.0;
+  time_evaluate = time_model = 0.0;
   nmax_unc = 0;
   unc = member_f = nullptr;
 }
 
 PairMLPot::~PairMLPot()
 {
+  if (getenv("MLPOT_TIMING") && comm->me == 0 && time_evaluate > 0.0)
+    utils::logmesg(lmp, "mlpot timing (rank 0): {:.4f} s in pair_style mlpot, {:.4f} s of it in the model's "
+                        "compute(); adapter overhead {:.2f}%\n", time_evaluate, time_model,
+                   100.0 * (time_evaluate - time_model) / time_model);
   if (devi_fp) fclose(devi_fp);
   memory->destroy(unc);
   memory->destroy(member_f);
@@ -346,6 +352,7 @@ const double *PairMLPot::uncertainty_peratom()
 
 void PairMLPot::evaluate(bool write_forces, bool need_uncertainty)
 {
+  const double t_start = platform::walltime();
   Model &m = *model;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
@@ -353,17 +360,24 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty)
   const int *type = atom->type;
   unc_step = -1;
 
-  // rows: atoms the model sees, local first
+  // rows: the mapped local atoms, then only the ghosts that are an end of some edge (the ghost shell
+  // of cutoff + skin holds many more atoms than the model needs)
   m.row_of_atom.assign(nall, -1);
   m.atom_of_row.clear();
-  for (int i = 0; i < nall; i++) {
-    if (i == nlocal) m.n_local_rows = (int) m.atom_of_row.size();
+  for (int i = 0; i < nlocal; i++) {
     if (type_map[type[i]] < 0) continue;
     m.row_of_atom[i] = (int) m.atom_of_row.size();
     m.atom_of_row.push_back(i);
   }
-  if (nall == nlocal) m.n_local_rows = (int) m.atom_of_row.size();
-  const int nrows = (int) m.atom_of_row.size();
+  m.n_local_rows = (int) m.atom_of_row.size();
+  auto row = [&m](int a) {
+    int &r = m.row_of_atom[a];
+    if (r < 0) {
+      r = (int) m.atom_of_row.size();
+      m.atom_of_row.push_back(a);
+    }
+    return r;
+  };
 
   // edges within the model cutoff (the list has cutoff + skin); ghost centres for message passing
   const double cutsq_model = cut_lmp * cut_lmp;
@@ -372,20 +386,19 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty)
   m.dst.clear();
   for (int ii = 0; ii < ncentres; ii++) {
     const int i = list->ilist[ii];
-    const int ri = m.row_of_atom[i];
-    if (ri < 0) continue;
+    if (type_map[type[i]] < 0) continue;
     const int *jlist = list->firstneigh[i];
     const int jnum = list->numneigh[i];
     for (int jj = 0; jj < jnum; jj++) {
       const int j = jlist[jj] & NEIGHMASK;
-      const int rj = m.row_of_atom[j];
-      if (rj < 0) continue;
+      if (type_map[type[j]] < 0) continue;
       const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
       if (dx * dx + dy * dy + dz * dz >= cutsq_model) continue;
-      m.src.push_back(ri);
-      m.dst.push_back(rj);
+      m.src.push_back(row(i));
+      m.dst.push_back(row(j));
     }
   }
+  const int nrows = (int) m.atom_of_row.size();
   const int64_t nedges = (int64_t) m.src.size();
 
   auto pos = torch::empty({nrows, 3}, torch::kFloat64);
@@ -401,15 +414,19 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty)
   std::copy(m.src.begin(), m.src.end(), edges.data_ptr<int64_t>());
   std::copy(m.dst.begin(), m.dst.end(), edges.data_ptr<int64_t>() + nedges);
   auto topts = torch::TensorOptions().dtype(m.dtype).device(m.device);
+  if (!m.zero_shifts.defined() || m.zero_shifts.size(0) < nedges)
+    m.zero_shifts = torch::zeros({nedges + nedges / 4 + 16, 3}, topts);
   const bool need_virial = write_forces && (vflag_global || vflag_atom);
   const bool need_unc = need_uncertainty && nmembers > 1;
 
   c10::IValue result;
   try {
     std::vector<c10::IValue> inputs{pos.to(topts), typ.to(m.device), edges.to(m.device),
-                                    torch::zeros({nedges, 3}, topts), (int64_t) m.n_local_rows,
+                                    m.zero_shifts.narrow(0, 0, nedges), (int64_t) m.n_local_rows,
                                     need_virial, need_unc};
+    const double t0 = platform::walltime();
     result = m.module.get_method("compute")(inputs);
+    time_model += platform::walltime() - t0;
   } catch (const std::exception &e) {
     error->one(FLERR, "pair_style mlpot: model {} failed in compute(): {}", model_path, first_line(e.what()));
   }
@@ -497,6 +514,7 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty)
     unc_step = update->ntimestep;
     committee_evaluations += 1.0;
   }
+  time_evaluate += platform::walltime() - t_start;
 }
 
 /* counters for tests/diagnostics (Python: lmp.extract_pair("committee_evaluations")) */
@@ -505,6 +523,8 @@ void *PairMLPot::extract(const char *name, int &dim)
   dim = 0;
   if (strcmp(name, "committee_evaluations") == 0) return (void *) &committee_evaluations;
   if (strcmp(name, "committee_on_demand") == 0) return (void *) &committee_on_demand;
+  if (strcmp(name, "time_evaluate") == 0) return (void *) &time_evaluate;
+  if (strcmp(name, "time_model") == 0) return (void *) &time_model;
   if (strcmp(name, "cutoff") == 0) return (void *) &cut_lmp;
   if (strcmp(name, "interaction_range") == 0) return (void *) &range_lmp;
   return nullptr;

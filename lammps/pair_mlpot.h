@@ -53,6 +53,7 @@ class PairMLPot : public Pair {
   FILE *devi_fp;
 
   double committee_evaluations, committee_on_demand;    // diagnostics, see extract()
+  double time_evaluate, time_model;                      // seconds in evaluate() / in the model call
   bigint unc_step;                // step whose uncertainty is in unc (-1: none)
   int nmax_unc;
   double *unc;                    // [nmax] per-atom force std (local atoms valid)
