@@ -18,7 +18,7 @@ def ase_stage(out_dir: Path, quick: bool) -> None:
     """ASE NVE MD of fcc Cu with a vacancy under the shipped committee: drift and max uncertainty."""
     from ase import units
     from ase.build import bulk
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
     from ase.md.verlet import VelocityVerlet
 
     from .ase import MLPotCalculator
@@ -27,7 +27,7 @@ def ase_stage(out_dir: Path, quick: bool) -> None:
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3))
     del atoms[0]
     atoms.calc = MLPotCalculator(model)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
     steps = 50 if quick else 200
     e0 = atoms.get_total_energy()
     VelocityVerlet(atoms, timestep=2.0 * units.fs).run(steps)
