@@ -38,10 +38,16 @@ def ase_stage(out_dir: Path, quick: bool) -> None:
           f"max per-atom force std {std.max():.4f} eV/A (atom {int(std.argmax())})")
 
 
-def run_demo(out: str, quick: bool = False) -> int:
+def run_demo(out: str, quick: bool = False, only=None) -> int:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    names = [spec.split(":")[1] for spec in STAGES]
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise ValueError(f"unknown demo stage(s) {unknown}; stages are {names}")
     for spec in STAGES:
+        if only and spec.split(":")[1] not in only:
+            continue
         module, func = spec.split(":")
         t0 = time.perf_counter()
         getattr(importlib.import_module(module), func)(out_dir, quick)

@@ -37,5 +37,7 @@ def test_info_on_bad_file_is_a_clear_error(tmp_path):
 
 
 def test_demo_runs_quick(tmp_path):
-    out = run("demo", "--quick", "--out", str(tmp_path)).stdout
+    out = run("demo", "--quick", "--stage", "ase_stage", "--out", str(tmp_path)).stdout
     assert "energy drift" in out and "max per-atom force std" in out and "demo finished" in out
+    res = run("demo", "--stage", "nope", check=False)
+    assert res.returncode == 2 and "unknown demo stage(s) ['nope']" in res.stderr
