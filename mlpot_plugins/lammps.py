@@ -196,7 +196,7 @@ def register_cli(subparsers) -> None:
     p.set_defaults(func=_cmd_plugin)
 
 
-def demo_stage(out_dir: Path, quick: bool) -> None:
+def lammps_stage(out_dir: Path, quick: bool) -> None:
     """`mlpot demo` stage: LAMMPS NVE of fcc Cu with a vacancy under the shipped committee model."""
     import time
 
