@@ -1,10 +1,13 @@
-"""LAMMPS overhead of pair_style mlpot: time per MD step in `lmp` (1 and 2 MPI ranks) divided by the
-bare model's energy+forces evaluation (`compute` on a precomputed edge list) of the same configuration.
+"""LAMMPS overhead of pair_style mlpot: time per MD step in LAMMPS divided by the bare model's
+energy+forces evaluation (`compute` on a precomputed edge list) of the same configuration, and the
+speed-up of `mpiexec -n 2 lmp` over `lmp`.
 
-    PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/lammps_overhead.py [--sizes 4 7 10 15 19] [--steps 5]
+    PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/lammps_overhead.py [--sizes 6 10 15 19] [--steps 4]
 
-Each number is the best of several rounds (the machine is shared). Both sides use one thread per
-process (OMP_NUM_THREADS=1, torch.set_num_threads(1)); model morse-cuau (fp64, cutoff 6 A).
+The machine is shared, so the one-rank ratio is measured in one process, alternating rounds of
+`run N` in an in-process LAMMPS with rounds of N bare calls (median of the per-round ratios), and the
+plugin times itself (time outside the model's compute() call: "adapter"). `lmp` timings are the best
+of several rounds. One thread per process everywhere; model morse-cuau (fp64, cutoff 6 A).
 """
 from __future__ import annotations
 
@@ -29,39 +32,48 @@ MODEL = "morse-cuau"
 BIN = Path(sys.executable).parent
 
 
-def bare_time(atoms, repeats: int) -> float:
+def deck_lines(n: int):
+    return ["units metal", "atom_style atomic", "lattice fcc 3.61", f"region box block 0 {n} 0 {n} 0 {n}",
+            "create_box 1 box", "create_atoms 1 box", "mass 1 63.546",
+            f"pair_style mlpot {pretrained_path(MODEL)}", "pair_coeff * * Cu",
+            "velocity all create 300 4928459", "fix nve all nve", "timestep 0.002", "thermo 1000"]
+
+
+def interleaved(atoms, n: int, steps: int, rounds: int = 5):
+    """(median LAMMPS/bare ratio, best LAMMPS s/step, best bare s/step, adapter %) in one process."""
+    from mlpot_plugins.lammps import lammps_instance
+
     model = load(MODEL)
     ei, sh = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
     args = (torch.tensor(atoms.positions), torch.zeros(len(atoms), dtype=torch.int64), torch.tensor(ei),
             torch.tensor(sh))
-    for _ in range(3):  # TorchScript profiling runs, as LAMMPS' warm-up run
-        model.compute(*args, need_virial=False)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.compute(*args, need_virial=False)
-        times.append(time.perf_counter() - t0)
-    return float(np.min(times))  # the box is shared: the least disturbed repeat
+    lmp = lammps_instance()
+    try:
+        for cmd in deck_lines(n) + ["run 3"]:
+            lmp.command(cmd)
+        for _ in range(3):
+            model.compute(*args, need_virial=False)
+        t_eval0, t_model0 = lmp.extract_pair("time_evaluate"), lmp.extract_pair("time_model")
+        ratios, t_lmp, t_bare = [], [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            lmp.command(f"run {steps} pre no post no")
+            t_lmp.append((time.perf_counter() - t0) / steps)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                model.compute(*args, need_virial=False)
+            t_bare.append((time.perf_counter() - t0) / steps)
+            ratios.append(t_lmp[-1] / t_bare[-1])
+        t_eval = lmp.extract_pair("time_evaluate") - t_eval0
+        t_model = lmp.extract_pair("time_model") - t_model0
+    finally:
+        lmp.close()
+    return float(np.median(ratios)), min(t_lmp), min(t_bare), 100.0 * (t_eval - t_model) / t_model
 
 
 def lammps_time(n: int, steps: int, nprocs: int, plugin: Path, work: Path, rounds: int = 3):
     """(best seconds per step, adapter overhead in % of the model call measured inside the plugin)"""
-    deck = f"""units metal
-atom_style atomic
-plugin load {plugin}
-lattice fcc 3.61
-region box block 0 {n} 0 {n} 0 {n}
-create_box 1 box
-create_atoms 1 box
-mass 1 63.546
-pair_style mlpot {pretrained_path(MODEL)}
-pair_coeff * * Cu
-velocity all create 300 4928459
-fix nve all nve
-timestep 0.002
-thermo 1000
-run 3
-""" + f"run {steps}\n" * rounds
+    deck = "\n".join([f"plugin load {plugin}"] + deck_lines(n) + ["run 3"] + [f"run {steps}"] * rounds) + "\n"
     (work / "in.bench").write_text(deck)
     cmd = [str(BIN / "lmp"), "-in", "in.bench", "-log", "none"]
     if nprocs > 1:
@@ -77,23 +89,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[6, 10, 15, 19],
                         help="fcc cubic repeats n (4 n^3 atoms)")
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(1)
     plugin = plugin_path()
     print(f"# {os.cpu_count()} CPUs, torch {torch.__version__}, model {MODEL} (fp64, cutoff 6 A)")
-    print("# ratio = LAMMPS s/step / bare model s/step; adapter = time in pair_style mlpot outside the model's")
-    print("# compute() call, in % of that call (rank 0, measured in the same process: robust to machine load)")
-    print(f"{'atoms':>7} {'bare s/step':>12} {'lmp 1r':>10} {'ratio 1r':>9} {'adapter 1r':>10} {'lmp 2r':>10} "
-          f"{'ratio 2r':>9} {'speed-up 2r':>11}")
+    print("# in-process: bare = model compute() s/call, lammps = s/step, ratio = median of interleaved rounds,")
+    print("# adapter = time in pair_style mlpot outside the model call (% of the call); lmp 1r / 2r = s/step")
+    print(f"{'atoms':>7} {'bare':>9} {'lammps':>9} {'ratio':>7} {'adapter':>8} {'lmp 1r':>9} {'lmp 2r':>9} "
+          f"{'speed-up 2r':>11}")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
-            bare = bare_time(atoms, args.steps)
-            t1, adapter = lammps_time(n, args.steps, 1, plugin, Path(tmp))
+            ratio, t_lmp, bare, adapter = interleaved(atoms, n, args.steps)
+            t1, _ = lammps_time(n, args.steps, 1, plugin, Path(tmp))
             t2, _ = lammps_time(n, args.steps, 2, plugin, Path(tmp))
-            print(f"{len(atoms):7d} {bare:12.4f} {t1:10.4f} {t1 / bare:9.3f} {adapter:9.2f}% {t2:10.4f} "
-                  f"{t2 / bare:9.3f} {t1 / t2:11.2f}", flush=True)
+            print(f"{len(atoms):7d} {bare:9.4f} {t_lmp:9.4f} {ratio:7.3f} {adapter:7.2f}% {t1:9.4f} {t2:9.4f} "
+                  f"{t1 / t2:11.2f}", flush=True)
 
 
 if __name__ == "__main__":

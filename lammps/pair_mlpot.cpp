@@ -344,6 +344,7 @@ const double *PairMLPot::uncertainty_peratom()
 {
   if (nmembers < 2) error->all(FLERR, "pair_style mlpot: model {} is not a committee", model_path);
   if (unc_step != update->ntimestep) {
+    if (!list || !model) error->all(FLERR, "compute mlpot/atom was invoked before any run; use 'run 0' first");
     committee_on_demand += 1.0;
     evaluate(false, true);
   }
