@@ -2,7 +2,7 @@
 energy+forces evaluation (`compute` on a precomputed edge list) of the same configuration, and the
 speed-up of `mpiexec -n 2 lmp` over `lmp`.
 
-    PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/lammps_overhead.py [--sizes 6 10 15 19] [--steps 4]
+    PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/lammps_overhead.py [--sizes 6 10 15 19] [--steps 10]
 
 The machine is shared, so the one-rank ratio is measured in one process, alternating rounds of
 `run N` in an in-process LAMMPS with rounds of N bare calls (median of the per-round ratios), and the
@@ -39,7 +39,7 @@ def deck_lines(n: int):
             "velocity all create 300 4928459", "fix nve all nve", "timestep 0.002", "thermo 1000"]
 
 
-def interleaved(atoms, n: int, steps: int, rounds: int = 5):
+def interleaved(atoms, n: int, steps: int, rounds: int = 4):
     """(median LAMMPS/bare ratio, best LAMMPS s/step, best bare s/step, adapter %) in one process."""
     from mlpot_plugins.lammps import lammps_instance
 
@@ -89,7 +89,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[6, 10, 15, 19],
                         help="fcc cubic repeats n (4 n^3 atoms)")
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=10,
+                        help="steps per round (the last step of each run also computes the virial)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     plugin = plugin_path()
