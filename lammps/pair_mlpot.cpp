@@ -385,18 +385,23 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty)
   const int ncentres = list->inum + (ghostneigh ? list->gnum : 0);
   m.src.clear();
   m.dst.clear();
+  bool all_mapped = true;
+  for (int t = 1; t <= atom->ntypes; t++) all_mapped = all_mapped && type_map[t] >= 0;
   for (int ii = 0; ii < ncentres; ii++) {
     const int i = list->ilist[ii];
     if (type_map[type[i]] < 0) continue;
+    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
     const int *jlist = list->firstneigh[i];
     const int jnum = list->numneigh[i];
+    int64_t ri = -1;    // a ghost centre becomes a row only if it has an edge
     for (int jj = 0; jj < jnum; jj++) {
       const int j = jlist[jj] & NEIGHMASK;
-      if (type_map[type[j]] < 0) continue;
-      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      if (!all_mapped && type_map[type[j]] < 0) continue;
+      const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
       if (dx * dx + dy * dy + dz * dz >= cutsq_model) continue;
-      m.src.push_back(row(i));
-      m.dst.push_back(row(j));
+      if (ri < 0) ri = row(i);
+      m.src.push_back(ri);
+      m.dst.push_back(j < nlocal ? m.row_of_atom[j] : row(j));
     }
   }
   const int nrows = (int) m.atom_of_row.size();
