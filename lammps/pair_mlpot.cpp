@@ -44,6 +44,7 @@ struct PairMLPot::Model {
   std::vector<int> row_of_atom;     // LAMMPS local+ghost index -> model row (-1: not seen)
   std::vector<int> atom_of_row;     // model row -> LAMMPS index
   std::vector<int64_t> src, dst;    // edges of this step
+  std::vector<int> accepted;        // neighbours of one centre within the cutoff
   torch::Tensor zero_shifts;        // [capacity, 3] zeros, reused: ghosts carry the image positions
   int n_local_rows = 0;
 };
@@ -393,13 +394,19 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty)
     const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
     const int *jlist = list->firstneigh[i];
     const int jnum = list->numneigh[i];
-    int64_t ri = -1;    // a ghost centre becomes a row only if it has an edge
+    if ((int) m.accepted.size() < jnum) m.accepted.resize(jnum);
+    int *acc = m.accepted.data();
+    int k = 0;    // branch-free: about half of the cutoff + skin candidates are within the cutoff
     for (int jj = 0; jj < jnum; jj++) {
       const int j = jlist[jj] & NEIGHMASK;
-      if (!all_mapped && type_map[type[j]] < 0) continue;
       const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
-      if (dx * dx + dy * dy + dz * dz >= cutsq_model) continue;
-      if (ri < 0) ri = row(i);
+      acc[k] = j;
+      k += (dx * dx + dy * dy + dz * dz < cutsq_model) & (all_mapped | (type_map[type[j]] >= 0));
+    }
+    if (k == 0) continue;    // a ghost centre becomes a row only if it has an edge
+    const int64_t ri = row(i);
+    for (int a = 0; a < k; a++) {
+      const int j = acc[a];
       m.src.push_back(ri);
       m.dst.push_back(j < nlocal ? m.row_of_atom[j] : row(j));
     }
