@@ -44,6 +44,9 @@ def _torch_force(loaded, region: MLRegion, device: str, cuda_graphs: bool):
     import openmmtorch
 
     from .torch_module import OpenMMModelWrapper
+    from .torch_plugins import ensure_torch_plugins
+
+    ensure_torch_plugins()
 
     atoms = None if region.indices is None else torch.as_tensor(region.indices)
     wrapper = OpenMMModelWrapper(loaded.module, torch.as_tensor(region.types), atoms, loaded.cutoff,
