@@ -4,6 +4,8 @@ For fcc Cu supercells of about 500-5000 atoms (shipped ``morse-cuau``, fp64, per
 
 * bare compute:   the exported model's ``compute`` on a precomputed neighbour list;
 * bare NL+compute: vesin-torch neighbour list + ``compute`` (all a force evaluation has to do);
+* wrapper:        the scripted module the TorchForce runs, called from Python (nm in, kJ/mol out),
+                  so torch/wrapper is OpenMM's own per-step cost (integration, copies, dispatch);
 * OpenMM torch:   VerletIntegrator steps, TorchForce backend, CPU platform;
 * OpenMM python:  the same with the PythonForce backend;
 
@@ -70,7 +72,15 @@ def bare_callables(atoms):
         ei, sh = neighbours()
         model.compute(pos, types, ei, sh, need_virial=False)
 
-    return compute_only, nl_and_compute, edge_index.shape[1]
+    from mlpot_plugins.openmm.torch_module import OpenMMModelWrapper
+
+    wrapper = torch.jit.script(OpenMMModelWrapper(model.module, types, None, model.cutoff, True, dt))
+    pos_nm, cell_nm = pos * units.NM_PER_ANGSTROM, cell * units.NM_PER_ANGSTROM
+
+    def wrapped():
+        wrapper(pos_nm, cell_nm)
+
+    return compute_only, nl_and_compute, wrapped, edge_index.shape[1]
 
 
 def openmm_stepper(atoms, backend: str, threads: int):
@@ -100,20 +110,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, openmm "
           f"{openmm.__version__}, {args.threads} thread(s), model {MODEL} (fp64), CPU platform")
-    print(f"{'atoms':>6} {'edges':>8} {'bare':>9} {'bare+NL':>9} {'torch':>9} {'python':>9}   "
-          f"{'torch/bare+NL':>13} {'python/bare+NL':>14} {'torch/bare':>10}   (steps or calls per second)")
+    print(f"{'atoms':>6} {'edges':>8} {'bare':>8} {'bare+NL':>8} {'wrapper':>8} {'torch':>8} {'python':>8}   "
+          f"{'torch/bare+NL':>13} {'python/bare+NL':>14} {'torch/wrapper':>13} {'torch/bare':>10}")
     for n in args.sizes:
         atoms = cu_supercell(n)
-        compute_only, nl_and_compute, edges = bare_callables(atoms)
-        fns = [compute_only, nl_and_compute, openmm_stepper(atoms, "torch", args.threads),
+        compute_only, nl_and_compute, wrapped, edges = bare_callables(atoms)
+        fns = [compute_only, nl_and_compute, wrapped, openmm_stepper(atoms, "torch", args.threads),
                openmm_stepper(atoms, "python", args.threads)]
         best = [time_per_call(fn, args.min_time) for fn in fns]
         for _ in range(args.rounds - 1):
             best = [min(b, time_per_call(fn, args.min_time)) for b, fn in zip(best, fns)]
-        t_compute, t_nl, t_torch, t_python = best
-        print(f"{len(atoms):6d} {edges:8d} {1 / t_compute:9.2f} {1 / t_nl:9.2f} {1 / t_torch:9.2f} "
-              f"{1 / t_python:9.2f}   {t_torch / t_nl:13.3f} {t_python / t_nl:14.3f} {t_torch / t_compute:10.3f}",
-              flush=True)
+        t_compute, t_nl, t_wrap, t_torch, t_python = best
+        print(f"{len(atoms):6d} {edges:8d} {1 / t_compute:8.2f} {1 / t_nl:8.2f} {1 / t_wrap:8.2f} "
+              f"{1 / t_torch:8.2f} {1 / t_python:8.2f}   {t_torch / t_nl:13.3f} {t_python / t_nl:14.3f} "
+              f"{t_torch / t_wrap:13.3f} {t_torch / t_compute:10.3f}", flush=True)
+    print("(columns 3-7: evaluations or MD steps per second; ratios: time per call over time per call)")
 
 
 if __name__ == "__main__":

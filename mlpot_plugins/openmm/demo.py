@@ -7,7 +7,17 @@ from pathlib import Path
 
 def openmm_stage(out_dir: Path, quick: bool) -> None:
     """fcc Cu (vacancy, 3 Au) NVE in OpenMM via TorchForce: steps/s, energy drift, max per-atom std."""
-    import torch  # noqa: F401  (before openmm-torch)
+    import torch  # before openmm-torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 107-atom model gains nothing from more; on a busy machine they thrash
+    try:
+        _run(out_dir, quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(out_dir: Path, quick: bool) -> None:
     import openmm
     import openmm.app as app
     from ase.build import bulk
