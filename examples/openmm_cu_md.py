@@ -12,7 +12,7 @@ run with a clear message if any atom exceeds ``--threshold``.
 import argparse
 from pathlib import Path
 
-import torch  # noqa: F401  (import torch before openmm-torch)
+import torch  # import torch before openmm-torch
 import openmm
 import openmm.app as app
 import openmm.unit as unit
@@ -37,7 +37,10 @@ def main():
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threshold", type=float, default=0.5, help="per-atom force std alarm, eV/A")
     parser.add_argument("--out", default="openmm-run")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (more help only for large systems; on a busy machine they thrash)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -53,7 +56,8 @@ def main():
     system.addForce(create_force(args.model, topology))  # the model as a TorchForce
 
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
-    simulation = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    simulation = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("CPU"),
+                                {"Threads": str(args.threads)})
     simulation.context.setPositions(atoms.positions / 10.0 * unit.nanometer)
     simulation.context.setVelocitiesToTemperature(300 * unit.kelvin)
     simulation.reporters.append(app.StateDataReporter(str(out / "thermo.csv"), 10, step=True,

@@ -32,3 +32,24 @@ def test_nve_energy_conservation(platform, backend):
           f"fluctuation {spread * 1e3:.3f} J/mol/atom, kinetic {kinetic:.3f} kJ/mol/atom")
     assert kinetic > 0.5  # atoms move (300 K is ~3.7 kJ/mol/atom of total kinetic+potential share)
     assert spread < 0.01 * kinetic and drift < 0.005 * kinetic
+
+
+def test_example_script_runs(tmp_path):
+    """examples/openmm_cu_md.py (what users copy) runs, reports uncertainty, and stops on the threshold."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlpot_plugins.openmm import read_uncertainty
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "openmm_cu_md.py"
+    run = subprocess.run([sys.executable, str(script), "--steps", "20", "--out", str(tmp_path / "a")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "20 steps; max per-atom force std seen" in run.stdout
+    steps, stds = read_uncertainty(tmp_path / "a" / "uncertainty.npy")
+    assert steps.tolist() == [10, 20] and stds[0].shape == (107,)
+    run = subprocess.run([sys.executable, str(script), "--steps", "20", "--threshold", "1e-6",
+                          "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "stopped: step 10: per-atom force std exceeds the threshold" in run.stdout
