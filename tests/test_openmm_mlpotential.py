@@ -127,3 +127,23 @@ def test_errors():
     with pytest.raises(ValueError, match="use backend='python'"):
         potential.createMixedSystem(topology_of(atoms), mm_system(atoms), [0, 1], interpolate=True,
                                     backend="torch")
+
+
+def test_entry_point_registers_on_openmmml_import(tmp_path):
+    """An installed distribution carrying our entry point makes openmm-ml register "mlpot" by itself."""
+    import os
+    import subprocess
+    import sys
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    target = meta["project"]["entry-points"]["openmmml.potentials"]["mlpot"]
+    dist = tmp_path / "mlpot_entry_point_probe-0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mlpot-entry-point-probe\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text(f"[openmmml.potentials]\nmlpot = {target}\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    code = ("import torch; from openmmml import MLPotential; "
+            "f = MLPotential._implFactories['mlpot']; print(type(f).__module__, type(f).__name__)")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "mlpot_plugins.openmm.mlpotential MLPotPotentialImplFactory" in run.stdout
