@@ -62,5 +62,5 @@ def _run(out_dir: Path, quick: bool) -> None:
     drift = abs(total() - e0) / len(atoms) * units.EV_PER_KJ_PER_MOL * 1e3
     reporter.close()
     print(f"[openmm] {model} as TorchForce, {len(atoms)} atoms, {steps} NVE steps of 1 fs on the CPU platform: "
-          f"{steps / elapsed:.1f} steps/s, energy drift {drift:.4f} meV/atom, max per-atom force std "
+          f"{steps / elapsed:.1f} steps/s (uncertainty report every 10), energy drift {drift:.4f} meV/atom, max per-atom force std "
           f"{reporter.max_seen:.4f} eV/A (files in {out})")
