@@ -80,3 +80,31 @@ def test_reporter_bad_inputs(tmp_path):
         UncertaintyReporter(COMMITTEE, tmp_path / "u.txt", 10, action="explode")
     with pytest.raises(ValueError, match="threshold must be a positive"):
         UncertaintyReporter(COMMITTEE, tmp_path / "u.txt", 10, threshold=-1.0)
+
+
+@pytest.mark.parametrize("backend", ["torch", "python"])
+def test_force_for_wrong_particle_count(backend):
+    """A force built for 2 particles in a 3-particle System fails with a message, not a wrong number."""
+    import openmm
+
+    system = openmm.System()
+    for _ in range(3):
+        system.addParticle(63.5)
+    system.addForce(create_force(MODEL, ["Cu", "Cu"], backend=backend))
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions([openmm.Vec3(0, 0, 0), openmm.Vec3(0.25, 0, 0), openmm.Vec3(0.5, 0, 0)])
+    with pytest.raises(openmm.OpenMMException, match="created for 2 particles but the System has 3"):
+        ctx.getState(getEnergy=True)
+
+
+def test_ml_region_beyond_system():
+    import openmm
+
+    system = openmm.System()
+    for _ in range(3):
+        system.addParticle(63.5)
+    system.addForce(create_force(MODEL, ["Cu"] * 5, atoms=[0, 4]))  # topology of 5, System of 3
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions([openmm.Vec3(0, 0, 0), openmm.Vec3(0.25, 0, 0), openmm.Vec3(0.5, 0, 0)])
+    with pytest.raises(openmm.OpenMMException, match="refers to particle 4 but the System has only 3"):
+        ctx.getState(getEnergy=True)

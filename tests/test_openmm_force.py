@@ -141,3 +141,12 @@ def test_loaded_model_and_element_objects_accepted():
     from ase import Atoms
 
     assert_close(e, f, *ase_reference(Atoms("CuAu", positions=pos)))
+
+
+def test_cuda_graph_properties_set_for_cuda_device():
+    """The properties are set at creation (no GPU needed); only an OpenMM CUDA platform reads them."""
+    props = dict(create_force(MODEL, ["Cu", "Au"], device="cuda").getProperties())
+    assert props == {"useCUDAGraphs": "false", "CUDAGraphWarmupSteps": "10"}
+    props = dict(create_force(MODEL, ["Cu", "Au"], device="cuda", cuda_graphs=True).getProperties())
+    assert props["useCUDAGraphs"] == "true"
+    assert dict(create_force(MODEL, ["Cu"]).getProperties())["useCUDAGraphs"] == "false"

@@ -27,6 +27,8 @@ class OpenMMModelWrapper(nn.Module):
         self.register_buffer("types", types.to(torch.int64))
         self.use_subset: bool = atoms is not None
         self.register_buffer("atoms", (atoms if atoms is not None else torch.zeros(0)).to(torch.int64))
+        # particles the System must have at least (subset) or exactly (whole system)
+        self.n_required: int = int(self.atoms.max()) + 1 if atoms is not None and atoms.numel() else 0
         self.cutoff: float = float(cutoff)
         self.periodic: bool = bool(periodic)
         self.dtype: torch.dtype = dtype
@@ -36,6 +38,14 @@ class OpenMMModelWrapper(nn.Module):
 
     def forward(self, positions: Tensor, boxvectors: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         out_dtype = positions.dtype
+        n_sys = positions.shape[0]
+        if not self.use_subset and n_sys != self.types.shape[0]:
+            raise RuntimeError("mlpot: the force was created for " + str(self.types.shape[0]) + " particles but "
+                               "the System has " + str(n_sys) + "; pass the System's Topology (or one element "
+                               "per particle) to create_force, or atoms=[...] for a subset")
+        if self.use_subset and n_sys < self.n_required:
+            raise RuntimeError("mlpot: the ML region refers to particle " + str(self.n_required - 1)
+                               + " but the System has only " + str(n_sys) + " particles")
         x = positions.detach().to(self.dtype) * self.length_to_model
         if self.use_subset:
             x = x.index_select(0, self.atoms)
