@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ["mlpot_plugins.demo:ase_stage", "mlpot_plugins.lammps:lammps_stage"]
+STAGES = ["mlpot_plugins.demo:ase_stage", "mlpot_plugins.openmm.demo:openmm_stage",
+          "mlpot_plugins.lammps:lammps_stage"]
 
 
 def ase_stage(out_dir: Path, quick: bool) -> None:
@@ -23,6 +24,9 @@ def ase_stage(out_dir: Path, quick: bool) -> None:
 
     from .ase import MLPotCalculator
 
+    import torch
+
+    torch.set_num_threads(1)  # a few hundred atoms: threads only add overhead
     model = "morse-cuau-committee"
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3))
     del atoms[0]
