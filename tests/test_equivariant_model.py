@@ -90,6 +90,7 @@ def test_equivariance_fp32():
 def test_s2grid_nonlinearity_is_equivariant_up_to_aliasing():
     """The sphere-grid activation is exact only for band-limited signals: bounded, shrinking error."""
     atoms = cluster(4)
+    torch.manual_seed(2)
     rot = o3.rand_matrix(dtype=torch.float64).numpy()
     errors = []
     for res in (8, 20):
@@ -98,8 +99,8 @@ def test_s2grid_nonlinearity_is_equivariant_up_to_aliasing():
         out = run(model, transformed(atoms, rot, np.zeros(3)))
         scale = float(ref["forces"].abs().max())
         errors.append(np.abs(out["forces"].numpy() - ref["forces"].numpy() @ rot.T).max() / scale)
-    assert errors[1] < 0.05
-    assert errors[1] < errors[0]
+    assert errors[0] < 1e-2 and errors[1] < 1e-5  # measured ~3e-4 and ~1e-7
+    assert errors[1] < 0.01 * errors[0]
 
 
 def test_permutation_invariance():
