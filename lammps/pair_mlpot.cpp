@@ -209,6 +209,10 @@ void PairMLPot::load_model(const std::string &path_in)
     int ngpu = (int) torch::cuda::device_count();
     m->device = torch::Device(torch::kCUDA, comm->me % std::max(ngpu, 1));
   }
+  // the edge count changes every step: specialise on dynamic shapes instead of recompiling for each new
+  // one (same setting as mlpot_plugins.export.use_dynamic_shapes on the Python side)
+  torch::jit::FusionStrategy strategy = {{torch::jit::FusionBehavior::DYNAMIC, 2}};
+  torch::jit::setFusionStrategy(strategy);
   torch::jit::ExtraFilesMap extra{{"metadata.json", ""}};
   try {
     m->module = torch::jit::load(path, m->device, extra);

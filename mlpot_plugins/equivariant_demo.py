@@ -9,17 +9,9 @@ import numpy as np
 def cu_emt_stage(out_dir: Path, quick: bool) -> None:
     """ASE NVE MD of fcc Cu with a vacancy under cu-emt: energy drift, max force std, error vs EMT,
     and the committee's response to an out-of-distribution (10 % compressed) cell."""
-    import torch
-
     from .ase import MLPotCalculator
 
-    # The edge count changes every MD step; TorchScript's default static-shape specialisation recompiles
-    # the graph for each new shape (~1 s per call for the first ~20 calls). Dynamic shapes avoid that.
-    previous = torch.jit.set_fusion_strategy([("DYNAMIC", 2)])
-    try:
-        _run(out_dir, quick, MLPotCalculator("cu-emt"))
-    finally:
-        torch.jit.set_fusion_strategy(previous)
+    _run(out_dir, quick, MLPotCalculator("cu-emt"))  # load() selects dynamic-shape specialisation
 
 
 def _run(out_dir: Path, quick: bool, calc) -> None:

@@ -106,8 +106,17 @@ def resolve_model_path(model: PathLike) -> Path:
         f"Give a path to an exported .pt file or one of {pretrained_names()} (see `mlpot models`)")
 
 
+def use_dynamic_shapes() -> None:
+    """Edge counts change every MD step; TorchScript's default static-shape specialisation recompiles
+    the graph for each new shape (~1 s a call for the first ~20 calls of a message-passing model).
+    Dynamic-shape specialisation avoids it. Process-wide, so it also covers openmm-torch's executor;
+    the LAMMPS plugin sets the same in C++."""
+    torch.jit.set_fusion_strategy([("DYNAMIC", 2)])
+
+
 def load(model: PathLike, device: str = "cpu") -> LoadedModel:
     """Load and validate an exported model file or a shipped model name."""
+    use_dynamic_shapes()
     path = resolve_model_path(model)
     if not zipfile.is_zipfile(path):
         raise ModelFormatError(f"{path}: not a TorchScript archive (not a zip file). "
