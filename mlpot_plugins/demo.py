@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ["mlpot_plugins.demo:ase_stage"]
+STAGES = ["mlpot_plugins.demo:ase_stage", "mlpot_plugins.holstein.cli:demo_stage"]
 
 
 def ase_stage(out_dir: Path, quick: bool) -> None:

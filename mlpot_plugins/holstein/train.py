@@ -71,7 +71,7 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n_batches = math.ceil(S / batch)
     total_steps = epochs * n_batches
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps, eta_min=lr / 30)
     t0 = time.time()
     bar = tqdm(range(epochs), desc=f"train {name}", disable=not progress)
     history = []

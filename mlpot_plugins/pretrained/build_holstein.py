@@ -1,0 +1,40 @@
+"""Rebuild the shipped Holstein committees: ``python -m mlpot_plugins.pretrained.build_holstein``.
+
+1. ED Langevin training data (``mlpot holstein generate`` defaults: 16x16, 5 hot-quench + 5 domain
+   trajectories; cached in out/holstein-train-L16.pt),
+2. train the direct-force committee -> holstein-d4.pt and the energy-based one -> holstein-d4-energy.pt.
+Deterministic given the seeds (up to BLAS thread scheduling). ~10 min on a 2-core CPU.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ..holstein.data import generate
+from ..holstein.train import train
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="out/holstein-train-L16.pt")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--energy-epochs", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data = Path(args.data)
+    if not data.is_file():
+        generate(data, L=16, n_quench=5, n_domain=5, quench_steps=600, domain_steps=200, stride=6, seed=0)
+    m = train(data, HERE / "holstein-d4.pt", energy_based=False, ensemble_size=4, channels=12, hidden=32,
+              epochs=args.epochs, seed=0, name="holstein-d4")
+    print("holstein-d4", json.dumps(m, indent=1))
+    m = train(data, HERE / "holstein-d4-energy.pt", energy_based=True, ensemble_size=4, channels=12, hidden=32,
+              epochs=args.energy_epochs, seed=0, name="holstein-d4-energy")
+    print("holstein-d4-energy", json.dumps(m, indent=1))
+
+
+if __name__ == "__main__":
+    main()
