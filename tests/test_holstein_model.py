@@ -79,7 +79,7 @@ def test_energy_variant_forces_are_minus_energy_gradient():
 def test_identical_members_have_zero_std():
     m = model(ensemble_size=3)
     with torch.no_grad():
-        for prm in (m.lift, m.w1, m.w2, m.w3):
+        for prm in (m.lift, m.log_beta, m.shift, m.w1, m.w2, m.w3):
             prm[1:] = prm[0]
     out = m.compute_lattice(field(), True)
     assert out["forces_std"].abs().max() == 0

@@ -32,7 +32,7 @@ def patch_offsets(radius2: int) -> List[Tuple[int, int]]:
 class D4LatticeForceField(nn.Module):
     def __init__(self, holstein: Dict[str, float], radius2: int = 13, channels: int = 16, hidden: int = 32,
                  ensemble_size: int = 4, energy_based: bool = False, seed: int = 0,
-                 q_scale: float = 4.0, dtype: torch.dtype = torch.float32):
+                 q_scale: float = 4.0, n_sharp: int = 6, dtype: torch.dtype = torch.float32):
         super().__init__()
         if radius2 < 1:
             raise ValueError(f"radius2={radius2} must be >= 1 (squared patch radius in lattice units)")
@@ -63,6 +63,15 @@ class D4LatticeForceField(nn.Module):
             return nn.Parameter((torch.randn(*shape, generator=gen) / math.sqrt(fan_in)).to(dtype))
 
         self.lift = rnd(K, C, w, w, fan_in=self.n_patch * q_scale ** 2)
+        # sharp on-site features s_j = tanh(beta_j (Q_i + a_j . z)): a site with small Q_i between
+        # polarons is a nearly isolated level -g Q_i, shifted by its environment (a_j . z, z the pooled
+        # features), so n_i jumps over dQ ~ kT/g ~ 0.03 -- far too sharp for the smooth lifting features.
+        # Q_i and z are odd and invariant, so s_j keeps every symmetry.
+        self.n_sharp: int = int(n_sharp)
+        betas = torch.logspace(-0.5, 2, n_sharp) if n_sharp > 1 else torch.ones(n_sharp)
+        self.log_beta = nn.Parameter(betas.log().repeat(K, 1).reshape(K, n_sharp, 1).to(dtype))
+        self.shift = nn.Parameter(torch.zeros(K, n_sharp, C, dtype=dtype))
+        C = C + n_sharp
         if energy_based:
             self.w1 = rnd(K, H, C, fan_in=C)
             self.b1 = nn.Parameter(torch.zeros(K, H, 1, dtype=dtype))
@@ -95,7 +104,12 @@ class D4LatticeForceField(nn.Module):
         patches = Fn.unfold(x, [w, w]).reshape(B, Kin, w * w, L * L)  # periodic patches of every site
         h = torch.matmul(self.orbit_kernels(), patches)  # [B, K, 8C, L*L]
         z = torch.tanh(h).reshape(B, K, 8, self.channels, L * L).mean(2)  # orbit pool
-        return z.permute(1, 2, 0, 3).reshape(K, self.channels, B * L * L)
+        z = z.permute(1, 2, 0, 3).reshape(K, self.channels, B * L * L)
+        if self.n_sharp == 0:
+            return z
+        centre = Qk.permute(1, 0, 2, 3).reshape(Kin, 1, B * L * L)  # [Kin, 1, rows]
+        sharp = torch.tanh(torch.exp(self.log_beta) * (centre + torch.bmm(self.shift, z)))  # [K, n_sharp, rows]
+        return torch.cat([z, sharp], 1)
 
     def member_outputs(self, Qk: Tensor) -> Tensor:
         """[B, Kin, L, L] -> [K, B, L, L]: electronic forces (direct) or site energies (energy model)."""

@@ -50,7 +50,7 @@ def evaluate(model: D4LatticeForceField, Q: torch.Tensor, f_el: torch.Tensor, p:
 def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 4, channels: int = 16,
           hidden: int = 32, radius2: int = 13, epochs: int = 60, batch: int = 16, lr: float = 3e-3,
           seed: int = 0, name: str = "holstein-d4", progress: bool = True,
-          time_budget_s: Optional[float] = None) -> dict:
+          time_budget_s: Optional[float] = None, snapshot_stride: int = 1) -> dict:
     data = load_data(data_path)
     p = HolsteinParams.from_dict(data["params"])
     torch.manual_seed(seed)
@@ -61,6 +61,10 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
         raise ValueError(f"training lattice L={L} is smaller than the patch (need L >= {2 * model.R + 1}); "
                          "generate data on a larger lattice or lower --radius2")
     tr, te = split(data)
+    if snapshot_stride > 1:  # consecutive snapshots are strongly correlated: thin the training set
+        keep = torch.zeros_like(tr)
+        keep[::snapshot_stride] = True
+        tr = tr & keep
     Qtr, Ftr = data["Q"][tr].float(), data["f_el"][tr].float()
     K, S = ensemble_size, len(Qtr)
     # bootstrap weights: each member sees its own resample of the training snapshots
@@ -99,7 +103,7 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
         model.uncertainty_scale = float(err.pow(2).mean().sqrt() / std.pow(2).mean().sqrt().clamp_min(1e-12))
     metrics.update(train_seconds=round(train_s, 1), epochs_run=len(history),
                    train_rmse_electronic=history[-1], uncertainty_scale=model.uncertainty_scale,
-                   train_snapshots=int(S), test_snapshots=int(te.sum()), data_L=L)
+                   train_snapshots=int(S), snapshot_stride=snapshot_stride, test_snapshots=int(te.sum()), data_L=L)
     extra = {"holstein": p.to_dict(), "lattice": {"type": "square", "boundary": "periodic", "trained_L": L},
              "patch": {"radius2": radius2, "n_sites": model.n_patch}, "architecture": {
                  "channels": channels, "hidden": hidden, "energy_based": energy_based},

@@ -20,8 +20,9 @@ HERE = Path(__file__).resolve().parent
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="out/holstein-train-L16.pt")
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--energy-epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--energy-epochs", type=int, default=12)
+    ap.add_argument("--stride", type=int, default=2, help="use every stride-th training snapshot")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -29,10 +30,10 @@ def main(argv=None) -> None:
     if not data.is_file():
         generate(data, L=16, n_quench=5, n_domain=5, quench_steps=600, domain_steps=200, stride=6, seed=0)
     m = train(data, HERE / "holstein-d4.pt", energy_based=False, ensemble_size=4, channels=12, hidden=32,
-              epochs=args.epochs, seed=0, name="holstein-d4")
+              epochs=args.epochs, seed=0, name="holstein-d4", snapshot_stride=args.stride, batch=8, lr=5e-3)
     print("holstein-d4", json.dumps(m, indent=1))
     m = train(data, HERE / "holstein-d4-energy.pt", energy_based=True, ensemble_size=4, channels=12, hidden=32,
-              epochs=args.energy_epochs, seed=0, name="holstein-d4-energy")
+              epochs=args.energy_epochs, seed=0, name="holstein-d4-energy", snapshot_stride=args.stride, batch=8, lr=5e-3)
     print("holstein-d4-energy", json.dumps(m, indent=1))
 
 
