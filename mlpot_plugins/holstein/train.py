@@ -75,8 +75,16 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n_batches = math.ceil(S / batch)
     total_steps = epochs * n_batches
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps, eta_min=lr / 30)
     t0 = time.time()
+    step = 0
+
+    def set_lr():  # cosine decay over the epochs or the time budget, whichever runs out first
+        frac = step / total_steps
+        if time_budget_s:
+            frac = max(frac, (time.time() - t0) / time_budget_s)
+        for grp in opt.param_groups:
+            grp["lr"] = lr / 30 + (lr - lr / 30) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
     bar = tqdm(range(epochs), desc=f"train {name}", disable=not progress)
     history = []
     for ep in bar:
@@ -87,10 +95,11 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
             f, _ = model.member_forces(Qtr[idx], create_graph=energy_based)  # [K, b, L, L]
             w = weights[:, idx][:, :, None, None]
             loss = ((f - Ftr[idx]) ** 2 * w).sum() / (w.sum() * L * L)
+            set_lr()
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
+            step += 1
             tot += loss.item()
         history.append(math.sqrt(tot / n_batches))
         bar.set_postfix(rmse=f"{history[-1]:.4f}")
