@@ -50,7 +50,7 @@ def main():
     # configurations from a short ML quench: realistic mix of domains and walls
     ed_t, ml_t, kpm_t = {}, {}, {}
     fields = {}
-    for L in sorted({int(x) for x in (args.ed_sizes + "," + args.ml_sizes + "," + args.kpm_sizes).split(",")}):
+    for L in sorted({int(x) for x in (args.ed_sizes + "," + args.ml_sizes + "," + args.kpm_sizes).split(",") if x.strip()}):
         Q, _ = hot_random_state(L, (), 5.0, p, gen)
         fields[L] = Q
     for L in map(int, args.ed_sizes.split(",")):
@@ -59,7 +59,7 @@ def main():
     Ls = np.array(sorted(ed_t))
     slope, icpt = np.polyfit(np.log(Ls), np.log([ed_t[L] for L in Ls]), 1)
     print(f"ED cost ~ L^{slope:.2f} (ideal eigh: L^6)")
-    for L in map(int, args.kpm_sizes.split(",")):
+    for L in [int(x) for x in args.kpm_sizes.split(",") if x.strip()]:
         kpm_t[L] = timeit(lambda: kpm_density(fields[L], p, colors=8), reps=1, warm=0)
         print(f"KPM  L={L:4d}: {kpm_t[L]:8.3f} s per force evaluation (colored probing, c>=8)")
     f = MLForces(model.module)

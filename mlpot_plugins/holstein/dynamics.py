@@ -71,7 +71,7 @@ def run_quench(forces, p: HolsteinParams, L: int, steps: int, seed: int = 0, bat
         gen = torch.Generator().manual_seed(seed)
         Q0, P0 = hot_random_state(L, (batch,) if batch > 1 else (), kT_hot, p, gen)
         integ = LangevinIntegrator(forces, p, Q0, P0, seed=seed + 1)
-    rec = {"t": [], "s_pi_pi": [], "domain_length": [], "params": p.to_dict(), "L": integ.Q.shape[-1],
+    rec = {"t": [], "s_pi_pi": [], "s_pi_pi_per_sample": [], "domain_length": [], "params": p.to_dict(), "L": integ.Q.shape[-1],
            "batch": batch, "seed": seed}
     snap_at = set(int(x) for x in torch.linspace(0, steps, snapshots).round().tolist()) if snapshots else set()
     out_dir = Path(out_dir) if out_dir else None
@@ -79,7 +79,9 @@ def run_quench(forces, p: HolsteinParams, L: int, steps: int, seed: int = 0, bat
     def observe(s):
         if s.step_count % record_every == 0:
             rec["t"].append(s.time)
-            rec["s_pi_pi"].append(float(s_pi_pi(s.Q).mean()))
+            sp = s_pi_pi(s.Q)
+            rec["s_pi_pi"].append(float(sp.mean()))
+            rec["s_pi_pi_per_sample"].append(sp.reshape(-1).tolist())
             rec["domain_length"].append(float(domain_length(s.Q).mean()))
         k = s.step_count - start
         if out_dir is not None and k in snap_at:
