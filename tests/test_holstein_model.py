@@ -110,3 +110,14 @@ def test_bad_inputs_have_clear_errors():
         m.compute_lattice(torch.zeros(8, 9, dtype=torch.float64), False)
     with pytest.raises(ValueError, match="radius2"):
         model(radius2=0)
+
+
+@pytest.mark.parametrize("energy_based", [False, True])
+def test_row_blocking_does_not_change_results(energy_based):
+    m = model(energy_based=energy_based)
+    Q = field(L=10)
+    ref = m.compute_lattice(Q, True)
+    m.block_sites = 25  # 1 row of 10 sites per block for a batch of 2
+    out = m.compute_lattice(Q, True)
+    for k in ref:
+        assert torch.allclose(out[k], ref[k], atol=1e-12), k

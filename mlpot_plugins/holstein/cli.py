@@ -49,7 +49,11 @@ def _train(args) -> int:
 
 
 def _run(args) -> int:
+    import torch
+
     from ..export import load as load_model
+
+    torch.set_num_threads(args.threads)
     from .dynamics import make_forces, model_params, run_quench
 
     model = load_model(args.model) if args.engine != "ed" and args.engine != "kpm" else None
@@ -120,6 +124,8 @@ def register_cli(sub) -> None:
     r.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="override the model's Holstein parameters (e.g. kT, gamma, dt); " + PARAM_HELP)
     r.add_argument("--out", default="holstein-run")
+    r.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1 is fastest on a busy 2-core box: no OpenMP oversubscription)")
     r.add_argument("--checkpoint", help="write (or with --restart read) this checkpoint")
     r.add_argument("--restart", action="store_true", help="continue from --checkpoint bit-identically")
     r.set_defaults(func=_run)

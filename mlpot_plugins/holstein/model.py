@@ -84,7 +84,8 @@ class D4LatticeForceField(nn.Module):
             self.w3 = rnd(K, 1, H, fan_in=H)
             self.b1 = nn.Parameter(torch.zeros(0, dtype=dtype))
             self.b2 = nn.Parameter(torch.zeros(0, dtype=dtype))
-        self.out_scale: float = self.g / 2.0  # |f_el| = g |n - 1/2| <= g/2
+        self.out_scale: float = self.g / 2.0
+        self.block_sites: int = 4096  # sites per block in a call (speed only: results do not depend on it)  # |f_el| = g |n - 1/2| <= g/2
 
     def orbit_kernels(self) -> Tensor:
         """[K, 8 * C, w * w]: the 8 D4 images of every member's masked lifting kernel."""
@@ -94,32 +95,45 @@ class D4LatticeForceField(nn.Module):
         G = torch.stack(imgs, 1)  # [K, 8, C, w, w]
         return G.reshape(G.shape[0], 8 * self.channels, G.shape[-2] * G.shape[-1])
 
-    def invariant_features(self, Qk: Tensor) -> Tensor:
-        """Qk [B, Kin, L, L] (Kin = 1 shared or K per-member copies) -> z [K, C, B*L*L], D4-invariant
-        and odd in Q."""
-        B, Kin, L = Qk.shape[0], Qk.shape[1], Qk.shape[-1]
+    def invariant_features(self, x: Tensor, Lx: int, Ly: int) -> Tensor:
+        """x [B, Kin, Lx + 2R, Ly + 2R] (periodically padded; Kin = 1 shared or K per-member copies)
+        -> z [K, C + n_sharp, B*Lx*Ly], D4-invariant and odd in Q."""
+        B, Kin = x.shape[0], x.shape[1]
         K = self.ensemble_size
-        x = Fn.pad(Qk, [self.R, self.R, self.R, self.R], mode="circular")
+        n = Lx * Ly
         w = 2 * self.R + 1
-        patches = Fn.unfold(x, [w, w]).reshape(B, Kin, w * w, L * L)  # periodic patches of every site
-        h = torch.matmul(self.orbit_kernels(), patches)  # [B, K, 8C, L*L]
-        z = torch.tanh(h).reshape(B, K, 8, self.channels, L * L).mean(2)  # orbit pool
-        z = z.permute(1, 2, 0, 3).reshape(K, self.channels, B * L * L)
+        patches = Fn.unfold(x, [w, w]).reshape(B, Kin, w * w, n)  # the patch of every site
+        h = torch.matmul(self.orbit_kernels(), patches)  # [B, K, 8C, n]
+        z = torch.tanh(h).reshape(B, K, 8, self.channels, n).mean(2)  # orbit pool
+        z = z.permute(1, 2, 0, 3).reshape(K, self.channels, B * n)
         if self.n_sharp == 0:
             return z
-        centre = Qk.permute(1, 0, 2, 3).reshape(Kin, 1, B * L * L)  # [Kin, 1, rows]
+        centre = x[:, :, self.R:self.R + Lx, self.R:self.R + Ly].permute(1, 0, 2, 3).reshape(Kin, 1, B * n)
         sharp = torch.tanh(torch.exp(self.log_beta) * (centre + torch.bmm(self.shift, z)))  # [K, n_sharp, rows]
         return torch.cat([z, sharp], 1)
 
-    def member_outputs(self, Qk: Tensor) -> Tensor:
-        """[B, Kin, L, L] -> [K, B, L, L]: electronic forces (direct) or site energies (energy model)."""
-        B, L = Qk.shape[0], Qk.shape[-1]
-        z = self.invariant_features(Qk)
+    def outputs_padded(self, x: Tensor, Lx: int, Ly: int) -> Tensor:
+        """Padded block [B, Kin, Lx + 2R, Ly + 2R] -> [K, B, Lx, Ly] per-site member outputs."""
+        z = self.invariant_features(x, Lx, Ly)
         if self.energy_based:
             y = self.even_mlp(z) + self.even_mlp(-z)
         else:
             y = torch.bmm(self.w3, torch.tanh(torch.bmm(self.w2, torch.tanh(torch.bmm(self.w1, z)))))
-        return (y * self.out_scale).reshape(self.ensemble_size, B, L, L)
+        return (y * self.out_scale).reshape(self.ensemble_size, x.shape[0], Lx, Ly)
+
+    def member_outputs(self, Qk: Tensor) -> Tensor:
+        """[B, Kin, L, L] -> [K, B, L, L]: electronic forces (direct) or site energies (energy model).
+        Large lattices go in row blocks of ~block_sites sites so the intermediates stay in cache."""
+        L = Qk.shape[-1]
+        x = Fn.pad(Qk, [self.R, self.R, self.R, self.R], mode="circular")
+        rows = max(1, self.block_sites // (L * Qk.shape[0]))
+        if rows >= L:
+            return self.outputs_padded(x, L, L)
+        outs: List[Tensor] = []
+        for r0 in range(0, L, rows):
+            nr = min(rows, L - r0)
+            outs.append(self.outputs_padded(x[:, :, r0:r0 + nr + 2 * self.R, :], nr, L))
+        return torch.cat(outs, 2)
 
     def even_mlp(self, z: Tensor) -> Tensor:
         y = Fn.silu(torch.baddbmm(self.b1, self.w1, z))
