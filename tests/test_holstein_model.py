@@ -99,7 +99,7 @@ def test_export_load_identity(tmp_path, energy_based):
     a, b = m.compute_lattice(Q, True), loaded.module.compute_lattice(Q, True)
     assert set(a) == set(b)
     for k in a:
-        assert torch.equal(a[k], b[k]), k
+        assert torch.allclose(a[k], b[k], rtol=0, atol=1e-12), (k, (a[k] - b[k]).abs().max())  # JIT may fuse ops
 
 
 def test_bad_inputs_have_clear_errors():

@@ -71,6 +71,10 @@ class D4LatticeForceField(nn.Module):
         betas = torch.logspace(-0.5, 2, n_sharp) if n_sharp > 1 else torch.ones(n_sharp)
         self.log_beta = nn.Parameter(betas.log().repeat(K, 1).reshape(K, n_sharp, 1).to(dtype))
         self.shift = nn.Parameter(torch.zeros(K, n_sharp, C, dtype=dtype))
+        # second-order level shift of site i by hopping to its neighbours, in units of Q:
+        # Q_i - (t/g)^2 sum_nn 1/(Q_j - Q_i) (regularised) -- odd and D4-invariant like Q_i itself
+        self.t_over_g2: float = (float(holstein["t"]) / self.g) ** 2 if self.g != 0 else 0.0
+        self.level_coef = nn.Parameter(torch.ones(K, n_sharp, 1, dtype=dtype))
         C = C + n_sharp
         if energy_based:
             self.w1 = rnd(K, H, C, fan_in=C)
@@ -108,8 +112,16 @@ class D4LatticeForceField(nn.Module):
         z = z.permute(1, 2, 0, 3).reshape(K, self.channels, B * n)
         if self.n_sharp == 0:
             return z
-        centre = x[:, :, self.R:self.R + Lx, self.R:self.R + Ly].permute(1, 0, 2, 3).reshape(Kin, 1, B * n)
-        sharp = torch.tanh(torch.exp(self.log_beta) * (centre + torch.bmm(self.shift, z)))  # [K, n_sharp, rows]
+        R = self.R
+        c = x[:, :, R:R + Lx, R:R + Ly]
+        shift2 = torch.zeros_like(c)
+        for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            d = x[:, :, R + dx:R + dx + Lx, R + dy:R + dy + Ly] - c
+            shift2 = shift2 + d / (d * d + 0.09)
+        centre = c.permute(1, 0, 2, 3).reshape(Kin, 1, B * n)
+        level = (shift2 * self.t_over_g2).permute(1, 0, 2, 3).reshape(Kin, 1, B * n)
+        arg = centre - self.level_coef * level + torch.bmm(self.shift, z)
+        sharp = torch.tanh(torch.exp(self.log_beta) * arg)  # [K, n_sharp, rows]
         return torch.cat([z, sharp], 1)
 
     def outputs_padded(self, x: Tensor, Lx: int, Ly: int) -> Tensor:

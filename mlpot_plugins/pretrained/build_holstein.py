@@ -21,10 +21,10 @@ HERE = Path(__file__).resolve().parent
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="out/holstein-train-L16.pt")
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--energy-epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=120)
+    ap.add_argument("--energy-epochs", type=int, default=40)
     ap.add_argument("--stride", type=int, default=2, help="use every stride-th training snapshot")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", type=float, default=900.0, help="seconds per direct model (energy: half)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
