@@ -103,3 +103,16 @@ def test_cli_and_run_bad_inputs(tiny_model, tmp_path, capsys):
         make_forces("dft", P)
     with pytest.raises(ValueError, match="needs a checkpoint"):
         run_quench(make_forces("ed", P), P, 4, 1, restart=True, progress=False)
+
+
+def test_cli_generate_and_train(tmp_path, capsys):
+    data, model_path = tmp_path / "d.pt", tmp_path / "m.pt"
+    assert main(["holstein", "generate", "--out", str(data), "--L", "8", "--quench", "2", "--domains", "2",
+                 "--steps", "8", "--domain-steps", "8", "--stride", "4", "--param", "kT=0.2"]) == 0
+    assert main(["holstein", "train", "--data", str(data), "--out", str(model_path), "--epochs", "2",
+                 "--channels", "4", "--hidden", "8", "--ensemble", "2"]) == 0
+    m = mlpot_plugins.load(model_path)
+    assert m.metadata["extra"]["holstein"]["kT"] == 0.2 and m.metadata["extra"]["training"]["data_L"] == 8
+    assert "rmse_over_force_std" in capsys.readouterr().out
+    assert main(["holstein", "train", "--data", str(tmp_path / "nope.pt"), "--out", str(model_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
