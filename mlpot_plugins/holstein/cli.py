@@ -148,8 +148,13 @@ def demo_stage(out_dir: Path, quick: bool) -> None:
     model = load_model("holstein-d4")
     p = model_params(model)
     L, steps = (24, 200) if quick else (32, 600)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small lattice: one thread avoids OpenMP oversubscription on a busy box
     t0 = time.perf_counter()
-    rec = run_quench(make_forces("ml", p, model), p, L, steps, seed=1, record_every=50, progress=False)
+    try:
+        rec = run_quench(make_forces("ml", p, model), p, L, steps, seed=1, record_every=50, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     Q = rec["final_Q"]
     png = plot_snapshot(Q, out_dir / "holstein_snapshot.png", f"ML quench L={L}, t={steps * p.dt:g}",
                         amplitude=p.cdw_amplitude())
