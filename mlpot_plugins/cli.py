@@ -8,7 +8,7 @@ import sys
 from typing import List, Optional
 
 # Modules with a ``register_cli(subparsers)`` function; each adds its own sub-commands.
-FEATURE_MODULES: List[str] = ["mlpot_plugins.holstein.cli"]
+FEATURE_MODULES: List[str] = ["mlpot_plugins.lammps", "mlpot_plugins.training.cli", "mlpot_plugins.holstein.cli"]
 
 
 def _cmd_models(args) -> int:
@@ -47,7 +47,7 @@ def _cmd_info(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(args.out, quick=args.quick)
+    return run_demo(args.out, quick=args.quick, only=args.stage)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="end-to-end demo on the shipped models")
     p.add_argument("--out", default="demo-output", help="folder for the demo's files")
     p.add_argument("--quick", action="store_true", help="shorter runs")
+    p.add_argument("--stage", action="append", help="run only this stage (repeatable)")
     p.set_defaults(func=_cmd_demo)
     for name in FEATURE_MODULES:
         importlib.import_module(name).register_cli(sub)

@@ -38,8 +38,10 @@ def export(model: torch.nn.Module, path: PathLike, **metadata: Any) -> Path:
         "references": [],
     }
     if kind == "atomistic":
+        if "interaction_range" not in metadata:  # scripted modules only keep exported methods
+            rng = getattr(model, "interaction_range", None)
+            meta["interaction_range"] = float(rng() if callable(rng) else model.cutoff)
         meta.update(species=list(model.species), cutoff=float(model.cutoff),
-                    interaction_range=float(model.interaction_range()),
                     length_unit="angstrom", energy_unit="eV")
     else:
         meta.update(species=list(getattr(model, "species", [])), cutoff=float(getattr(model, "cutoff", 0.0)),

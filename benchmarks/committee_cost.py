@@ -1,0 +1,71 @@
+"""Cost of a K=4 committee evaluated in one batched pass vs a single member, per MD step on CPU.
+
+Times the exported (TorchScript) ``compute`` with forces, virial and uncertainty on a 108-atom Cu cell, for
+K=1, K=4 batched, K=4 shallow ensemble, and 4 sequential single models; prints the ratios measured in this
+run. ``python benchmarks/committee_cost.py [--threads 1] [--repeats 30] [--channels 12]``
+"""
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.build import bulk
+
+from mlpot_plugins import export, load
+from mlpot_plugins.models.equivariant import EquivariantPotential
+from mlpot_plugins.neighbors import neighbor_list
+
+
+def step_time(model, args, repeats):
+    for _ in range(3):
+        model.compute(*args, need_virial=True, need_uncertainty=True)
+    best = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.compute(*args, need_virial=True, need_uncertainty=True)
+        best.append(time.perf_counter() - t0)
+    return float(np.median(best))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--channels", type=int, default=12)
+    ap.add_argument("--cutoff", type=float, default=4.0)
+    ap.add_argument("--dtype", default="float64")
+    ap.add_argument("--n-basis", type=int, default=16, help="spline knots (cu-emt uses 16)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    for repeat in (2, 3):
+        measure(a, repeat)
+
+
+def measure(a, repeat):
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(repeat)
+    atoms.positions += np.random.default_rng(0).normal(0, 0.05, atoms.positions.shape)
+    ei, sh = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, a.cutoff)
+    dt = getattr(torch, a.dtype)
+    args = (torch.tensor(atoms.positions, dtype=dt), torch.zeros(len(atoms), dtype=torch.long), torch.tensor(ei),
+            torch.tensor(sh, dtype=dt))
+    hp = dict(species=["Cu"], cutoff=a.cutoff, channels=a.channels, readout_hidden=a.channels, dtype=a.dtype,
+              n_basis=a.n_basis)
+    times = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, kw in (("single member (K=1)", dict(ensemble_size=1)),
+                          ("committee K=4, one batched pass", dict(ensemble_size=4)),
+                          ("shallow ensemble K=4 (shared trunk)", dict(ensemble_size=4, ensemble="shallow"))):
+            model = load(export(EquivariantPotential(**hp, **kw), Path(tmp) / "m.pt"))
+            times[label] = step_time(model, args, a.repeats)
+    single = times["single member (K=1)"]
+    times["4 sequential single members"] = 4 * single
+    print(f"{len(atoms)} Cu atoms, {ei.shape[1]} edges, channels {a.channels}, lmax 2, 2 layers, {a.dtype}, "
+          f"{a.n_basis} spline knots, {a.threads} thread(s), median of {a.repeats} steps (energy+forces+virial+uncertainty)")
+    for label, t in times.items():
+        print(f"  {label:38s} {t * 1e3:8.1f} ms/step   ratio to single {t / single:5.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+/* pair_style mlpot: a TorchScript model exported by mlpot_plugins (see mlpot_plugins/contract.py).
+   The pair style only translates: LAMMPS atoms/neighbours/units in, the model's `compute` out.
+   No torch header here, so compute_mlpot_atom.cpp and plugin.cpp compile fast (torch state is in Model). */
+#ifndef LMP_PAIR_MLPOT_H
+#define LMP_PAIR_MLPOT_H
+
+#include "pair.h"
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace LAMMPS_NS {
+
+class PairMLPot : public Pair {
+ public:
+  PairMLPot(class LAMMPS *);
+  ~PairMLPot() override;
+
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+  void write_restart(FILE *) override;
+  void read_restart(FILE *) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+  double memory_usage() override;
+  void *extract(const char *, int &) override;
+
+  // per-atom calibrated force std of the local atoms at the current step (LAMMPS force units);
+  // evaluates the committee now unless this step's force call already did. Used by compute mlpot/atom.
+  const double *uncertainty_peratom();
+  bool has_uncertainty() const;
+  int ensemble_size() const;
+
+  struct Model;    // libtorch state (pair_mlpot.cpp)
+
+ protected:
+  std::unique_ptr<Model> model;
+  std::string model_path, device_name;
+  std::vector<std::string> species;     // model species, in the model's type order
+  std::vector<std::string> elements;    // per LAMMPS type (1-based; "NULL" if not seen by the model)
+  std::vector<int> type_map;            // LAMMPS type -> model type index, -1 for NULL
+  double cutoff_model, range_model;     // Angstrom
+  double cut_lmp, range_lmp;            // LAMMPS length units
+  double len_factor, eng_factor;        // LAMMPS units per model unit
+  int nmembers;                         // committee size K (1: no uncertainty)
+  int unc_every, devi_every;
+  std::string devi_file;
+  FILE *devi_fp;
+
+  double committee_evaluations, committee_on_demand;    // diagnostics, see extract()
+  double time_evaluate, time_model;                      // seconds in evaluate() / in the model call
+  bigint unc_step;                // step whose uncertainty is in unc (-1: none)
+  int nmax_unc;
+  double *unc;                    // [nmax] per-atom force std (local atoms valid)
+  double *member_f;               // [nmax * 3K] member forces, ghost rows reverse-communicated
+  std::vector<std::string> style_args;    // pair_style / pair_coeff words, kept for write_restart
+  std::vector<std::string> coeff_args;
+
+  void allocate();
+  void load_model(const std::string &path);
+  bool uncertainty_wanted(bigint step);
+  void evaluate(bool write_forces, bool need_uncertainty);
+  void finish_uncertainty();
+  void write_model_devi();
+};
+
+}    // namespace LAMMPS_NS
+
+#endif

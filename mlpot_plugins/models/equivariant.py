@@ -1,0 +1,112 @@
+"""E(3)-equivariant message-passing potential (NequIP/MACE class) with batched committees.
+
+Per layer: e3nn real spherical harmonics Y_l(r_hat) up to ``lmax`` on every edge, channel-wise tensor
+products (e3nn Wigner-3j couplings) of neighbour features with Y_l weighted by learned radial functions
+(radial MLP on a Bessel basis, or Facet-style cubic B-splines), neighbour sum, linear + self-connection,
+gate or sphere-grid (Facet) nonlinearity. Per-atom energy = species shift + species scale x readout MLP.
+
+Uncertainty:
+* ``ensemble="committee"``: K independently initialised members; every weight has a leading member axis
+  and all members run in the same batched kernels (one forward, one backward for all K).
+* ``ensemble="shallow"``: one shared trunk (weights with member axis 1, broadcast) and K readout heads.
+  Fewer parameters and one trunk to train; at run time each member still needs its own forces, so
+  the trunk is evaluated on K copies of the edge vectors (see docs/equivariant.md).
+
+``EquivariantPotential(**hparams)`` is rebuilt from the plain-dict ``hparams`` stored in checkpoints.
+"""
+from typing import Any, Dict, List
+
+import torch
+from e3nn import o3
+from torch import Tensor, nn
+
+from .base import AtomisticPotential
+from .equivariant_blocks import Interaction, member_weight
+from .radial import BesselBasis, CubicBSplineBasis
+
+DEFAULTS: Dict[str, Any] = dict(
+    species=["Cu"], cutoff=4.5, lmax=2, n_layers=2, channels=8, radial="spline", n_basis=8,
+    radial_hidden=16, nonlinearity="gate", grid_resolution=10, readout_hidden=8, avg_num_neighbors=12.0,
+    ensemble_size=1, ensemble="committee", seed=0, dtype="float64", uncertainty_scale=1.0,
+)
+
+
+class EquivariantPotential(AtomisticPotential):
+    """See the module docstring; all arguments are in ``DEFAULTS``."""
+
+    def __init__(self, **hparams: Any):
+        unknown = sorted(set(hparams) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown EquivariantPotential option(s) {unknown}; valid: {sorted(DEFAULTS)}")
+        hp = dict(DEFAULTS)
+        hp.update(hparams)
+        super().__init__(list(hp["species"]), float(hp["cutoff"]), int(hp["ensemble_size"]),
+                         float(hp["uncertainty_scale"]))
+        if hp["lmax"] < 1 or hp["n_layers"] < 1:
+            raise ValueError(f"need lmax >= 1 and n_layers >= 1, got lmax={hp['lmax']} n_layers={hp['n_layers']}")
+        if hp["ensemble"] not in ("committee", "shallow"):
+            raise ValueError(f"ensemble must be 'committee' or 'shallow', got {hp['ensemble']!r}")
+        dtype = getattr(torch, hp["dtype"])
+        self.n_layers: int = int(hp["n_layers"])
+        self.lmax: int = int(hp["lmax"])
+        k = self.ensemble_size
+        kw = k if hp["ensemble"] == "committee" else 1
+        c = int(hp["channels"])
+        gen = torch.Generator().manual_seed(int(hp["seed"]))
+        self.sh = o3.SphericalHarmonics(list(range(self.lmax + 1)), normalize=True, normalization="component")
+        if hp["radial"] == "spline":
+            self.basis = CubicBSplineBasis(self.cutoff, int(hp["n_basis"]), dtype)
+        else:
+            self.basis = BesselBasis(self.cutoff, int(hp["n_basis"]), dtype)
+        self.embedding = member_weight(kw, [self.n_species, c], 1, gen, dtype)
+        layers = []
+        ls_all = list(range(self.lmax + 1))
+        for t in range(self.n_layers):
+            last = t == self.n_layers - 1
+            layers.append(Interaction(
+                kw, [0] if t == 0 else ls_all, [0] if last else ls_all, self.lmax, c, self.n_species,
+                hp["radial"], int(hp["n_basis"]), int(hp["radial_hidden"]), hp["nonlinearity"],
+                int(hp["grid_resolution"]), float(hp["avg_num_neighbors"]), last, gen, dtype))
+        self.layers = nn.ModuleList(layers)
+        hr = int(hp["readout_hidden"])
+        self.readout1 = member_weight(k, [c, hr], c, gen, dtype)
+        self.readout2 = member_weight(k, [hr, 1], hr, gen, dtype)
+        self.register_buffer("atom_shift", torch.zeros(self.n_species, dtype=dtype))
+        self.register_buffer("atom_scale", torch.ones(self.n_species, dtype=dtype))
+
+    def interaction_range(self) -> float:
+        return self.n_layers * self.cutoff
+
+    def member_atom_energies(self, edge_vectors: Tensor, edge_index: Tensor, types: Tensor) -> Tensor:
+        k = edge_vectors.shape[0]
+        n = types.shape[0]
+        centre, neighbour = edge_index[0], edge_index[1]
+        r = torch.linalg.norm(edge_vectors, dim=-1)  # [K, E]
+        sh = self.sh(edge_vectors)  # [K, E, (lmax+1)^2]
+        basis = self.basis(r)  # [K, E, n_basis], envelope included
+        h0 = self.embedding.index_select(1, types).expand(k, -1, -1)  # [K, N, C]
+        feats: List[Tensor] = [h0.unsqueeze(-1)]
+        for layer in self.layers:
+            feats = layer(feats, sh, basis, centre, neighbour, types)
+        scalars = feats[0].squeeze(-1)  # [K, N, C]
+        hidden = torch.nn.functional.silu(torch.bmm(scalars, self.readout1))
+        out = torch.bmm(hidden, self.readout2).squeeze(-1)  # [K, N]
+        return self.atom_shift.index_select(0, types) + self.atom_scale.index_select(0, types) * out
+
+    # ---- helpers used by training and tests (not exported) ----
+    @torch.jit.unused
+    def set_species_stats(self, shift: Tensor, scale: Tensor) -> None:
+        self.atom_shift.copy_(torch.as_tensor(shift, dtype=self.atom_shift.dtype))
+        self.atom_scale.copy_(torch.as_tensor(scale, dtype=self.atom_scale.dtype))
+
+    @torch.jit.unused
+    def make_members_identical(self) -> None:
+        """Copy member 0's weights into every member (then the committee std must be zero)."""
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.shape[0] == self.ensemble_size and self.ensemble_size > 1:
+                    p.copy_(p[:1].expand_as(p))
+
+
+def build_model(hparams: Dict[str, Any]) -> EquivariantPotential:
+    return EquivariantPotential(**hparams)

@@ -1,0 +1,97 @@
+"""Which OpenMM particles the model sees (the ML region) and their species indices.
+
+Shared by the TorchForce and PythonForce backends and by the uncertainty reporter, so all three map
+particles to model types the same way and reject the same bad inputs with the same messages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+
+
+@dataclass
+class MLRegion:
+    """``types[k]`` is the model species index of system particle ``indices[k]``.
+
+    ``indices`` is None when the model covers every particle in order (no subset bookkeeping).
+    """
+
+    types: np.ndarray  # int64 [n_ml]
+    indices: Optional[np.ndarray]  # int64 [n_ml] or None
+    n_particles: int
+    periodic: bool
+
+    @property
+    def n_ml(self) -> int:
+        return int(self.types.shape[0])
+
+    def system_index(self, k: np.ndarray) -> np.ndarray:
+        """ML-region positions -> system particle indices."""
+        return np.asarray(k) if self.indices is None else self.indices[np.asarray(k)]
+
+
+def element_symbols(topology_or_elements) -> List[Optional[str]]:
+    """Element symbol of every particle (None for particles without an element, e.g. virtual sites)."""
+    if hasattr(topology_or_elements, "atoms"):  # openmm.app.Topology
+        return [a.element.symbol if a.element is not None else None for a in topology_or_elements.atoms()]
+    if isinstance(topology_or_elements, str):
+        raise TypeError("give a Topology or a list of element symbols (e.g. ['Cu', 'Au']), not a string")
+    out: List[Optional[str]] = []
+    for e in topology_or_elements:
+        out.append(e if isinstance(e, str) or e is None else e.symbol)  # str or openmm.app.Element
+    return out
+
+
+def topology_is_periodic(topology_or_elements) -> bool:
+    get_box = getattr(topology_or_elements, "getPeriodicBoxVectors", None)
+    return bool(get_box is not None and get_box() is not None)
+
+
+def resolve_region(species: Sequence[str], topology_or_elements,
+                   atoms: Optional[Iterable[int]] = None, periodic: Optional[bool] = None) -> MLRegion:
+    """Map particles to the model's species; ValueError/IndexError naming the bad atoms otherwise."""
+    symbols = element_symbols(topology_or_elements)
+    n = len(symbols)
+    if atoms is None:
+        indices = None
+        chosen = np.arange(n)
+    else:
+        chosen = _check_subset(atoms, n)
+        indices = chosen
+    index = {s: i for i, s in enumerate(species)}
+    bad = [int(i) for i in chosen if symbols[i] not in index]
+    if bad:
+        found = sorted({str(symbols[i]) for i in bad})
+        raise ValueError(
+            f"element(s) {found} (particle(s) {_short(bad)}) are not in the model's species {list(species)}; "
+            "use a model trained for them, or leave those particles out of the ML region with atoms=[...]")
+    types = np.array([index[symbols[i]] for i in chosen], dtype=np.int64)
+    if periodic is None:
+        periodic = topology_is_periodic(topology_or_elements)
+    return MLRegion(types=types, indices=indices, n_particles=n, periodic=bool(periodic))
+
+
+def _check_subset(atoms: Iterable[int], n: int) -> np.ndarray:
+    try:
+        arr = np.asarray(list(atoms))
+    except TypeError:
+        raise TypeError(f"atoms must be an iterable of particle indices, got {type(atoms).__name__}") from None
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"atoms must be integer particle indices, got {arr.dtype} values")
+    arr = arr.astype(np.int64).reshape(-1)
+    out_of_range = arr[(arr < 0) | (arr >= n)]
+    if out_of_range.size:
+        raise IndexError(f"ML-region atom index(es) {_short(out_of_range.tolist())} out of range for a system "
+                         f"of {n} particles; use indices 0..{n - 1}")
+    uniq, counts = np.unique(arr, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"ML-region atom index(es) {_short(uniq[counts > 1].tolist())} listed more than once; "
+                         "list each particle once")
+    return arr
+
+
+def _short(values: Union[List[int], List[str]], limit: int = 10) -> str:
+    shown = ", ".join(str(v) for v in values[:limit])
+    return f"[{shown}{', ...' if len(values) > limit else ''}]"

@@ -1,0 +1,81 @@
+"""openmm-ml registration: ``MLPotential("mlpot", modelPath="model.pt")``.
+
+Registered through the ``openmmml.potentials`` entry point (pyproject.toml), so after installing
+mlpot_plugins
+
+>>> from openmmml import MLPotential
+>>> potential = MLPotential("mlpot", modelPath="model.pt")
+>>> system = potential.createSystem(topology)                      # all atoms ML
+>>> mixed = potential.createMixedSystem(topology, mm_system, ml_atoms, interpolate=True)
+
+Extra keyword arguments of createSystem/createMixedSystem reach :func:`create_force`:
+``backend`` ("torch"/"python"), ``device``, ``dtype``, ``cuda_graphs``. openmm-ml's generic
+embeddings (mechanical) do the ML/MM bookkeeping; this module only adds the model's Force.
+This module imports nothing heavy at import time, since openmm-ml loads every entry point on import.
+"""
+from __future__ import annotations
+
+try:
+    from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
+except ImportError:  # openmm-ml not installed: the classes still import, createImpl is never called
+    MLPotentialImpl = MLPotentialImplFactory = object
+
+FORCE_ARGS = ("backend", "device", "dtype", "cuda_graphs")
+
+
+class MLPotPotentialImplFactory(MLPotentialImplFactory):
+    """Creates :class:`MLPotPotentialImpl` for ``MLPotential("mlpot", modelPath=...)``."""
+
+    def createImpl(self, name: str, modelPath=None, **args) -> "MLPotPotentialImpl":
+        if modelPath is None:
+            raise ValueError(f"MLPotential({name!r}) needs modelPath=: the path of an exported mlpot model "
+                             "(.pt) or a shipped model name (see `mlpot models`)")
+        unknown = sorted(set(args) - set(FORCE_ARGS))
+        if unknown:
+            raise TypeError(f"MLPotential({name!r}) got unknown argument(s) {unknown}; "
+                            f"it accepts modelPath and {list(FORCE_ARGS)}")
+        return MLPotPotentialImpl(modelPath, **args)
+
+
+class MLPotPotentialImpl(MLPotentialImpl):
+    """Adds the model's Force (from :func:`create_force`) for the requested atoms."""
+
+    def __init__(self, modelPath, **force_args):
+        from .model_loading import load_for_openmm
+
+        # load once now: a missing or invalid file fails at MLPotential(...), not deep in createSystem
+        self.model = load_for_openmm(modelPath, "cpu")
+        self.force_args = force_args
+
+    def addForces(self, topology, system, atoms, forceGroup: int, **args) -> None:
+        from .force import create_force
+
+        force_args = dict(self.force_args)
+        force_args.update({k: v for k, v in args.items() if k in FORCE_ARGS})
+        force = create_force(self.model, topology, atoms=atoms, **force_args)
+        force.setForceGroup(forceGroup)
+        system.addForce(force)
+
+    def getSupportedEmbeddings(self) -> list:
+        # we take over "mechanical" only to choose the backend for interpolation, then hand the work
+        # back to openmm-ml's own MechanicalEmbedding
+        return ["mechanical"]
+
+    def createMixedSystem(self, topology, system, atoms, forceGroup: int, interpolate: bool, embedding: str,
+                          returnInfo: bool = False, **args):
+        from openmmml.embeddings.mechanicalembedding import MechanicalEmbedding
+
+        if interpolate:
+            backend = args.get("backend", self.force_args.get("backend"))
+            if backend not in (None, "python"):
+                raise ValueError(
+                    "interpolate=True wraps the ML force in a CustomCVForce, which copies it through XML "
+                    "serialization, and openmmtorch 1.5's TorchForce deserializer crashes against OpenMM "
+                    f"8.6.1; use backend='python' (the default with interpolate=True) instead of {backend!r}")
+            args["backend"] = "python"
+        return MechanicalEmbedding().createMixedSystem(self, topology, system, atoms, forceGroup, interpolate,
+                                                       returnInfo=returnInfo, **args)
+
+    def getMLLongRange(self) -> bool:
+        """mlpot models are local (finite cutoff): no long-range ML interactions between images."""
+        return False

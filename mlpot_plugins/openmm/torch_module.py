@@ -1,0 +1,72 @@
+"""The TorchScript module a TorchForce runs: OpenMM units and atoms in, the model's ``compute`` inside.
+
+It only translates (nm -> A, subset selection, vesin neighbour list, eV -> kJ/mol); energy and forces
+come from the exported model's ``compute`` in one pass, so TorchForce is told the module outputs
+forces and no second autograd pass is made.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from vesin.torch import NeighborList
+
+from .. import units
+
+
+class OpenMMModelWrapper(nn.Module):
+    """``forward(positions_nm[, box_nm]) -> (energy kJ/mol, forces kJ/mol/nm)`` for openmm-torch.
+
+    ``model`` is a loaded exported model (TorchScript), ``types`` its species index for each ML atom,
+    ``atoms`` the system indices of the ML atoms (None: every particle, in order).
+    """
+
+    def __init__(self, model: torch.jit.ScriptModule, types: Tensor, atoms: Optional[Tensor],
+                 cutoff: float, periodic: bool, dtype: torch.dtype):
+        super().__init__()
+        self.model = model
+        self.register_buffer("types", types.to(torch.int64))
+        self.use_subset: bool = atoms is not None
+        self.register_buffer("atoms", (atoms if atoms is not None else torch.zeros(0)).to(torch.int64))
+        # particles the System must have at least (subset) or exactly (whole system)
+        self.n_required: int = int(self.atoms.max()) + 1 if atoms is not None and atoms.numel() else 0
+        self.cutoff: float = float(cutoff)
+        self.periodic: bool = bool(periodic)
+        self.dtype: torch.dtype = dtype
+        self.length_to_model: float = units.OPENMM_LENGTH_TO_MODEL
+        self.energy_from_model: float = units.OPENMM_ENERGY_FROM_MODEL
+        self.force_from_model: float = units.OPENMM_FORCE_FROM_MODEL
+
+    def forward(self, positions: Tensor, boxvectors: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        out_dtype = positions.dtype
+        n_sys = positions.shape[0]
+        if not self.use_subset and n_sys != self.types.shape[0]:
+            raise RuntimeError("mlpot: the force was created for " + str(self.types.shape[0]) + " particles but "
+                               "the System has " + str(n_sys) + "; pass the System's Topology (or one element "
+                               "per particle) to create_force, or atoms=[...] for a subset")
+        if self.use_subset and n_sys < self.n_required:
+            raise RuntimeError("mlpot: the ML region refers to particle " + str(self.n_required - 1)
+                               + " but the System has only " + str(n_sys) + " particles")
+        x = positions.detach().to(self.dtype) * self.length_to_model
+        if self.use_subset:
+            x = x.index_select(0, self.atoms)
+        if x.shape[0] == 0:  # empty ML region (e.g. a mixed system being set up): no contribution
+            return (torch.zeros((), dtype=out_dtype, device=positions.device),
+                    torch.zeros_like(positions))
+        if self.periodic:
+            if boxvectors is None:
+                raise RuntimeError("mlpot: the force uses periodic boundaries but OpenMM passed no box")
+            box = boxvectors.detach().to(self.dtype) * self.length_to_model
+        else:
+            box = torch.zeros((3, 3), dtype=self.dtype, device=x.device)
+        nl = NeighborList(cutoff=self.cutoff, full_list=True)
+        ij_s: List[Tensor] = nl.compute(x, box, self.periodic, "ijS")
+        edge_index = torch.stack([ij_s[0], ij_s[1]]).to(torch.int64)
+        shifts = ij_s[2].to(self.dtype) @ box
+        out = self.model.compute(x, self.types, edge_index, shifts, x.shape[0], False, False)
+        # detach: some exported models return an energy still attached to their internal graph
+        energy = out["energy"].detach() * self.energy_from_model
+        forces = out["forces"].detach() * self.force_from_model
+        if self.use_subset:
+            full = torch.zeros((positions.shape[0], 3), dtype=forces.dtype, device=forces.device)
+            forces = full.index_copy(0, self.atoms, forces)
+        return energy.to(out_dtype), forces.to(out_dtype)

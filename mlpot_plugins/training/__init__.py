@@ -1,0 +1,1 @@
+"""Training, calibration and export of equivariant potentials (``mlpot train``, ``mlpot export``)."""

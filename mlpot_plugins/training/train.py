@@ -1,0 +1,271 @@
+"""``mlpot train CONFIG.yaml``: fit an EquivariantPotential (committee) to energies, forces and stresses.
+
+Every step runs the model's own contract code (``AtomisticPotential.evaluate(create_graph=True)``), so the
+forces trained on are exactly the forces engines get. Committee members have separate weights, so the
+summed per-member loss trains them independently in one batched pass; the optional heteroscedastic term
+is the joint energy-force Gaussian NLL of the committee mean under the committee variance.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from ..models.equivariant import DEFAULTS as MODEL_DEFAULTS
+from ..models.equivariant import EquivariantPotential
+from .checkpoint import read_checkpoint
+from .dataset import Structure, read_frames, species_statistics, split, to_structures
+
+TRAINING_DEFAULTS: Dict[str, Any] = dict(
+    epochs=100, lr=5e-3, min_lr=1e-5, batch_size=4, energy_weight=1.0, force_weight=1.0, stress_weight=0.0,
+    nll_weight=0.0, lr_factor=0.5, lr_patience=4, early_stopping_patience=12, seed=0, threads=1,
+    max_minutes=0.0, val_fraction=0.1)
+SECTIONS = ("data", "model", "training", "output")
+
+
+def load_config(path) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config {path} does not exist")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: the config must be a YAML mapping with sections {list(SECTIONS)}")
+    unknown = sorted(set(cfg) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"{path}: unknown config section(s) {unknown}; valid: {list(SECTIONS)}")
+    data = dict(cfg.get("data") or {})
+    if "train" not in data:
+        raise ValueError(f"{path}: data.train (an extxyz file) is required")
+    base = path.parent
+    data["train"] = str((base / data["train"]).resolve())
+    if data.get("test"):
+        data["test"] = str((base / data["test"]).resolve())
+    data["ood"] = {k: str((base / v).resolve()) for k, v in (data.get("ood") or {}).items()}
+    model = dict(cfg.get("model") or {})
+    bad = sorted(set(model) - set(MODEL_DEFAULTS))
+    if bad:
+        raise ValueError(f"{path}: unknown model option(s) {bad}; valid: {sorted(MODEL_DEFAULTS)}")
+    training = dict(TRAINING_DEFAULTS)
+    given = dict(cfg.get("training") or {})
+    bad = sorted(set(given) - set(TRAINING_DEFAULTS))
+    if bad:
+        raise ValueError(f"{path}: unknown training option(s) {bad}; valid: {sorted(TRAINING_DEFAULTS)}")
+    training.update(given)
+    output = dict(cfg.get("output") or {})
+    output["dir"] = str((base / output.get("dir", "run")).resolve())
+    return {"data": data, "model": model, "training": training, "output": output}
+
+
+def structure_loss(model: EquivariantPotential, s: Structure, tc: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    k = model.ensemble_size
+    need_virial = tc["stress_weight"] > 0 and s.stress is not None
+    out = model.evaluate(s.positions, s.types, s.edge_index, s.shifts, s.n_atoms, need_virial, k > 1, True)
+    n = s.n_atoms
+    member_e = out["member_energy"] if k > 1 else out["energy"].unsqueeze(0)
+    member_f = out["member_forces"] if k > 1 else out["forces"].unsqueeze(0)
+    e_err = (member_e - s.energy) / n
+    f_err = member_f - s.forces
+    terms = {"energy": (e_err ** 2).mean(), "forces": (f_err ** 2).mean()}
+    total = tc["energy_weight"] * terms["energy"] + tc["force_weight"] * terms["forces"]
+    if need_virial:
+        stress = -out["virial"] / s.volume
+        terms["stress"] = ((stress - s.stress) ** 2).mean()
+        total = total + tc["stress_weight"] * terms["stress"]
+    if tc["nll_weight"] > 0 and k > 1:
+        var_e = member_e.var(unbiased=False) / n ** 2 + 1e-8
+        mean_f = member_f.mean(0)
+        var_f = (member_f - mean_f).pow(2).sum(-1).mean(0) / 3.0 + 1e-6  # [N] per component
+        nll_e = 0.5 * ((member_e.mean() - s.energy) / n) ** 2 / var_e + 0.5 * torch.log(var_e)
+        nll_f = (0.5 * (mean_f - s.forces).pow(2) / var_f[:, None] + 0.5 * torch.log(var_f)[:, None]).mean()
+        terms["nll"] = nll_e + nll_f
+        total = total + tc["nll_weight"] * terms["nll"]
+    terms["total"] = total
+    return terms
+
+
+def predict(model: EquivariantPotential, structures: List[Structure]) -> Dict[str, np.ndarray]:
+    """Committee predictions with the model's *raw* spread (uncertainty scale 1)."""
+    saved = model.uncertainty_scale
+    model.uncertainty_scale = 1.0
+    k = model.ensemble_size
+    e_pred, e_ref, n_at, f_pred, f_ref, f_std, e_std = [], [], [], [], [], [], []
+    try:
+        for s in structures:
+            out = model.compute(s.positions, s.types, s.edge_index, s.shifts, s.n_atoms, False, k > 1)
+            e_pred.append(float(out["energy"]))
+            e_ref.append(s.energy)
+            n_at.append(s.n_atoms)
+            f_pred.append(out["forces"].detach().double().numpy())
+            f_ref.append(s.forces.double().numpy())
+            f_std.append(out["forces_std"].detach().double().numpy() if k > 1 else np.zeros(s.n_atoms))
+            e_std.append(float(out["energy_std"]) if k > 1 else 0.0)
+    finally:
+        model.uncertainty_scale = saved
+    return {"energy": np.array(e_pred), "energy_ref": np.array(e_ref), "n_atoms": np.array(n_at),
+            "forces": np.concatenate(f_pred), "forces_ref": np.concatenate(f_ref),
+            "forces_std": np.concatenate(f_std), "energy_std": np.array(e_std)}
+
+
+def accuracy(pred: Dict[str, np.ndarray]) -> Dict[str, float]:
+    de = (pred["energy"] - pred["energy_ref"]) / pred["n_atoms"]
+    df = pred["forces"] - pred["forces_ref"]
+    rmse = float(np.sqrt(np.mean(df ** 2)))
+    std = float(np.std(pred["forces_ref"]))
+    return {"energy_rmse_per_atom": float(np.sqrt(np.mean(de ** 2))), "force_rmse": rmse,
+            "force_std_ref": std, "force_rmse_over_std": rmse / std if std > 0 else float("nan"),
+            "n_structures": int(len(de)), "n_atoms": int(pred["n_atoms"].sum())}
+
+
+class Trainer:
+    def __init__(self, config: Dict[str, Any], log=print):
+        self.cfg = config
+        self.tc = config["training"]
+        self.log = log
+        self.out_dir = Path(config["output"]["dir"])
+        torch.manual_seed(int(self.tc["seed"]))
+        if self.tc["threads"]:
+            torch.set_num_threads(int(self.tc["threads"]))
+        hp = dict(MODEL_DEFAULTS)
+        hp.update(config["model"])
+        self.dtype = getattr(torch, hp["dtype"])
+        frames = read_frames(config["data"]["train"])
+        structures = to_structures(frames, hp["species"], hp["cutoff"], self.dtype, config["data"]["train"])
+        self.train_set, self.val_set = split(structures, float(self.tc["val_fraction"]), int(self.tc["seed"]))
+        shift, scale, avg_nb = species_statistics(self.train_set, len(hp["species"]))
+        if "avg_num_neighbors" not in config["model"]:
+            hp["avg_num_neighbors"] = round(avg_nb, 3)
+        self.hparams = hp
+        self.model = EquivariantPotential(**hp)
+        self.model.set_species_stats(torch.as_tensor(shift), torch.as_tensor(scale))
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=float(self.tc["lr"]))
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.opt, factor=float(self.tc["lr_factor"]), patience=int(self.tc["lr_patience"]),
+            min_lr=float(self.tc["min_lr"]))
+        self.epoch = 0
+        self.best_val = math.inf
+        self.best_state = copy.deepcopy(self.model.state_dict())
+        self.bad_epochs = 0
+        self.history: List[Dict[str, float]] = []
+
+    # ---- checkpoints ----
+    def checkpoint(self) -> Dict[str, Any]:
+        return {"kind": "mlpot-equivariant-checkpoint", "hparams": self.hparams, "config": self.cfg,
+                "state_dict": self.model.state_dict(), "best_state_dict": self.best_state,
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "epoch": self.epoch,
+                "best_val": self.best_val, "bad_epochs": self.bad_epochs, "history": self.history,
+                "uncertainty_scale": self.model.uncertainty_scale, "torch_rng": torch.get_rng_state()}
+
+    def save(self, name: str) -> Path:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / name
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.checkpoint(), tmp)
+        tmp.replace(path)
+        return path
+
+    def resume(self, path: Path) -> None:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        if ck.get("hparams") != self.hparams:
+            raise ValueError(f"{path} was trained with different model options; start a new output.dir "
+                             "or restore the config it was made with")
+        self.model.load_state_dict(ck["state_dict"])
+        self.best_state = ck["best_state_dict"]
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.epoch, self.best_val, self.bad_epochs = ck["epoch"], ck["best_val"], ck["bad_epochs"]
+        self.history = ck["history"]
+        torch.set_rng_state(ck["torch_rng"])
+        self.log(f"resumed from {path} at epoch {self.epoch} (best validation loss {self.best_val:.5g})")
+
+    # ---- loop ----
+    def validation_loss(self) -> Dict[str, float]:
+        acc = accuracy(predict(self.model, self.val_set))
+        return {"val_force_rmse": acc["force_rmse"], "val_energy_rmse": acc["energy_rmse_per_atom"],
+                "val_loss": self.tc["force_weight"] * acc["force_rmse"] ** 2
+                + self.tc["energy_weight"] * acc["energy_rmse_per_atom"] ** 2}
+
+    def fit(self, progress: bool = True) -> Dict[str, Any]:
+        tc = self.tc
+        t_start = time.time()
+        bs = int(tc["batch_size"])
+        gen = torch.Generator().manual_seed(int(tc["seed"]) + self.epoch)
+        bar = tqdm(total=int(tc["epochs"]), initial=self.epoch, desc="train", unit="epoch", disable=not progress)
+        stop_reason = "epochs"
+        while self.epoch < int(tc["epochs"]):
+            self.model.train()
+            order = torch.randperm(len(self.train_set), generator=gen).tolist()
+            total, count = 0.0, 0
+            for b in range(0, len(order), bs):
+                self.opt.zero_grad(set_to_none=True)
+                batch = order[b:b + bs]
+                for i in batch:
+                    loss = structure_loss(self.model, self.train_set[i], tc)["total"] / len(batch)
+                    loss.backward()
+                    total += float(loss.detach()) * len(batch)
+                    count += 1
+                self.opt.step()
+            self.epoch += 1
+            val = self.validation_loss()
+            self.sched.step(val["val_loss"])
+            lr = self.opt.param_groups[0]["lr"]
+            row = {"epoch": self.epoch, "train_loss": total / max(count, 1), "lr": lr,
+                   "minutes": (time.time() - t_start) / 60.0, **val}
+            self.history.append(row)
+            if val["val_loss"] < self.best_val:
+                self.best_val, self.bad_epochs = val["val_loss"], 0
+                self.best_state = copy.deepcopy(self.model.state_dict())
+                self.save("best.pt")
+            else:
+                self.bad_epochs += 1
+            self.save("last.pt")
+            bar.set_postfix(loss=f"{row['train_loss']:.4g}", val_F=f"{val['val_force_rmse']:.4f}", lr=f"{lr:.1e}")
+            bar.update(1)
+            if not progress:
+                self.log(json.dumps(row))
+            if self.bad_epochs >= int(tc["early_stopping_patience"]):
+                stop_reason = "early stopping"
+                break
+            if tc["max_minutes"] and (time.time() - t_start) / 60.0 >= float(tc["max_minutes"]):
+                stop_reason = "time budget"
+                break
+        bar.close()
+        self.model.load_state_dict(self.best_state)
+        self.log(f"training stopped ({stop_reason}) after {self.epoch} epochs; best validation loss "
+                 f"{self.best_val:.5g}")
+        return {"stop_reason": stop_reason, "epochs": self.epoch}
+
+
+def model_from_checkpoint(path, best: bool = True) -> EquivariantPotential:
+    ck = read_checkpoint(path)
+    model = EquivariantPotential(**ck["hparams"])
+    model.load_state_dict(ck["best_state_dict"] if best else ck["state_dict"])
+    model.uncertainty_scale = float(ck.get("uncertainty_scale", 1.0))
+    return model
+
+
+def run(config_path, resume: bool = False, progress: bool = True, log=print) -> Dict[str, Any]:
+    """Train, calibrate, report and export as described by the YAML config."""
+    from .report import final_report
+
+    cfg = load_config(config_path)
+    trainer = Trainer(cfg, log=log)
+    last = trainer.out_dir / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"cannot resume: {last} does not exist (train without --resume first)")
+        trainer.resume(last)
+    elif last.is_file():
+        raise ValueError(f"{trainer.out_dir} already holds a run; pass --resume to continue it or choose a "
+                         "new output.dir")
+    info = trainer.fit(progress=progress)
+    result = final_report(trainer, log=log)
+    result.update(info)
+    return result

@@ -1,0 +1,40 @@
+"""The shipped cu-emt committee: contract metadata, accuracy against EMT, uncertainty that rises off-data."""
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from mlpot_plugins import load, pretrained_names, pretrained_path
+from mlpot_plugins.ase import MLPotCalculator
+
+pytestmark = pytest.mark.skipif("cu-emt" not in pretrained_names(), reason="cu-emt not built yet")
+
+
+def test_metadata_and_size():
+    model = load("cu-emt")
+    meta = model.metadata
+    assert meta["species"] == ["Cu"] and meta["ensemble_size"] == 4 and meta["dtype"] == "float64"
+    assert meta["interaction_range"] == pytest.approx(2 * meta["cutoff"])
+    assert meta["uncertainty_scale"] > 0 and meta["uncertainty_scale"] != 1.0  # calibrated
+    assert pretrained_path("cu-emt").stat().st_size < 2 * 1024 * 1024
+
+
+def test_close_to_emt_and_uncertainty_rises_out_of_distribution():
+    calc = MLPotCalculator("cu-emt")
+    rng = np.random.default_rng(11)
+    near = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    near.positions += rng.normal(0, 0.06, near.positions.shape)
+    far = bulk("Cu", "fcc", a=3.61 * 0.9, cubic=True).repeat(2)
+    far.positions += rng.normal(0, 0.06, far.positions.shape)
+    stds = []
+    for atoms in (near, far):
+        ref = atoms.copy()
+        ref.calc = EMT()
+        atoms.calc = calc
+        if atoms is near:
+            assert np.sqrt(np.mean((atoms.get_forces() - ref.get_forces()) ** 2)) < 0.1
+            assert abs(atoms.get_potential_energy() - ref.get_potential_energy()) / len(atoms) < 0.03
+        else:
+            atoms.get_forces()
+        stds.append(np.median(calc.get_property("forces_std", atoms)))
+    assert stds[1] > 2.0 * stds[0]

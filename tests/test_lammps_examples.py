@@ -1,0 +1,36 @@
+"""The example decks in examples/lammps run as documented (auto-loaded plugin, shortened runs)."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from lammps_util import entry_point_env, plugin, run_lmp  # noqa: F401
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "lammps"
+
+
+def run_example(tmp_path, name, nprocs=1, **variables):
+    deck = (EXAMPLES / name).read_text()
+    for key, value in variables.items():  # as `-var key value` on the command line
+        deck = deck.replace(f"variable {key} index", f"variable {key} index {value} #")
+    return run_lmp(deck, tmp_path, nprocs=nprocs, env=entry_point_env(tmp_path))
+
+
+def test_nvt_cu(tmp_path, plugin):
+    res = run_example(tmp_path, "in.nvt_cu", nprocs=2, steps=20)
+    assert "Loop time" in res.stdout
+
+
+def test_uncertainty_dump(tmp_path, plugin):
+    run_example(tmp_path, "in.uncertainty_dump", steps=50)
+    devi = np.loadtxt(tmp_path / "model_devi.out")
+    assert devi.shape == (6, 7) and np.all(devi[:, 4] > 0)
+    lines = (tmp_path / "uncertainty.dump").read_text().splitlines()
+    assert "c_u" in lines[8] and len(lines) == 2 * (9 + 255)
+
+
+def test_halt(tmp_path, plugin):
+    res = run_example(tmp_path, "in.halt", threshold=0.05)
+    assert "Fix halt condition" in res.stdout
+    stop = [l for l in res.stdout.splitlines() if l.startswith("stopped at step")][0]
+    assert int(stop.split()[3]) < 2000 and float(stop.split()[-2]) > 0.05

@@ -1,0 +1,115 @@
+"""UncertaintyReporter: per-atom committee force std during an OpenMM run equals ASE's forces_std."""
+import numpy as np
+import openmm
+import openmm.app as app
+import pytest
+
+from mlpot_plugins.ase import MLPotCalculator
+from mlpot_plugins.openmm import (UncertaintyExceeded, UncertaintyReporter, UncertaintyWarning, create_force,
+                                  read_uncertainty)
+from openmm_systems import COMMITTEE, cluster, empty_system, periodic_triclinic, topology_of
+from mlpot_plugins import units
+
+
+def simulation(atoms, model=COMMITTEE):
+    system = empty_system(atoms)
+    system.addForce(create_force(model, topology_of(atoms)))
+    sim = app.Simulation(topology_of(atoms), system, openmm.VerletIntegrator(0.001),
+                         openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(atoms.positions * units.NM_PER_ANGSTROM)
+    sim.context.setVelocitiesToTemperature(300, 7)
+    return sim
+
+
+def ase_std(atoms, positions_nm):
+    atoms = atoms.copy()
+    atoms.positions = positions_nm * units.ANGSTROM_PER_NM
+    atoms.calc = MLPotCalculator(COMMITTEE)
+    return atoms.calc.get_property("forces_std", atoms)
+
+
+@pytest.mark.parametrize("make", [periodic_triclinic, cluster])
+def test_per_atom_std_equals_ase(tmp_path, make):
+    atoms = make()
+    sim = simulation(atoms)
+    rep = UncertaintyReporter(COMMITTEE, tmp_path / "unc.txt", 4, pdb=tmp_path / "unc.pdb")
+    sim.reporters.append(rep)
+    sim.step(8)  # reports at steps 4 and 8, not every step
+    pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value
+    rep.close()
+    steps, stds = read_uncertainty(tmp_path / "unc.npy")
+    assert steps.tolist() == [4, 8]
+    expected = ase_std(atoms, pos)
+    assert expected.max() > 1e-3
+    np.testing.assert_allclose(stds[-1], expected, rtol=1e-10, atol=1e-14)
+    rows = [line.split() for line in (tmp_path / "unc.txt").read_text().splitlines() if not line.startswith("#")]
+    assert [int(r[0]) for r in rows] == [4, 8]
+    for row, std in zip(rows, stds):
+        assert float(row[1]) == pytest.approx(std.max(), abs=1e-6)
+        assert float(row[2]) == pytest.approx(std.mean(), abs=1e-6)
+        worst = int(row[3].split(":")[0])
+        assert worst == int(np.argmax(std))
+    # PDB: two models, B-factor column = std in meV/A
+    pdb = (tmp_path / "unc.pdb").read_text().splitlines()
+    assert sum(line.startswith("MODEL") for line in pdb) == 2
+    b = np.array([float(line[60:66]) for line in pdb if line.startswith(("ATOM", "HETATM"))])
+    np.testing.assert_allclose(b[-len(atoms):], np.minimum(stds[-1] * 1000, 999.99), atol=0.006)
+
+
+def test_report_values_match_ase_at_report_step(tmp_path):
+    """The per-atom array written at a report is ASE's forces_std at that step's positions."""
+    atoms = periodic_triclinic()
+    sim = simulation(atoms)
+    sim.step(3)
+    pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value
+    rep = UncertaintyReporter(COMMITTEE, tmp_path / "u.txt", 3)
+    sim.reporters.append(rep)
+    sim.step(3)  # only report: step 6
+    rep_pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value
+    rep.close()
+    steps, stds = read_uncertainty(tmp_path / "u.npy")
+    assert steps.tolist() == [6]
+    np.testing.assert_allclose(stds[0], ase_std(atoms, rep_pos), rtol=1e-10, atol=1e-14)
+    assert not np.allclose(stds[0], ase_std(atoms, pos), rtol=1e-6)  # it is not a stale configuration
+
+
+def test_threshold_stop_names_atoms(tmp_path):
+    atoms = cluster()
+    sim = simulation(atoms)
+    std0 = ase_std(atoms, atoms.positions * units.NM_PER_ANGSTROM)
+    threshold = float(np.sort(std0)[-3])  # about two atoms above it
+    rep = UncertaintyReporter(COMMITTEE, tmp_path / "u.txt", 1, threshold=threshold, action="stop")
+    sim.reporters.append(rep)
+    with pytest.raises(UncertaintyExceeded, match=r"step 1: per-atom force std exceeds the threshold") as info:
+        sim.step(5)
+    assert sim.currentStep == 1  # stopped at the first report, before going on
+    std = rep.last_std
+    over = sorted(np.nonzero(std > threshold)[0].tolist(), key=lambda k: -std[k])
+    assert info.value.atoms == over and len(over) >= 1
+    assert str(over[0]) in str(info.value)
+    assert info.value.std == pytest.approx(std[over].tolist())
+    rep.close()
+    assert (tmp_path / "u.txt").read_text().splitlines()[-1].startswith("1 ")  # the record was written
+
+
+def test_threshold_warn_and_subset_indices(tmp_path):
+    atoms = cluster()
+    subset = [3, 8, 9, 10, 11, 12, 20]
+    system = empty_system(atoms)
+    system.addForce(create_force(COMMITTEE, topology_of(atoms)))
+    sim = app.Simulation(topology_of(atoms), system, openmm.VerletIntegrator(0.001),
+                         openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(atoms.positions * units.NM_PER_ANGSTROM)
+    rep = UncertaintyReporter(COMMITTEE, tmp_path / "u.txt", 2, threshold=1e-9, atoms=subset)
+    sim.reporters.append(rep)
+    with pytest.warns(UncertaintyWarning, match=r"on 7 atom\(s\)") as record:
+        sim.step(2)
+    assert sim.currentStep == 2
+    sub = atoms[subset]
+    pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value[subset]
+    np.testing.assert_allclose(rep.last_std, ase_std(sub, pos), rtol=1e-10)
+    worst = subset[int(np.argmax(rep.last_std))]
+    assert f" {worst} (" in str(record[0].message) or f": {worst} (" in str(record[0].message)
+    rep.close()
+    row = (tmp_path / "u.txt").read_text().splitlines()[-1].split()
+    assert int(row[3].split(":")[0]) == worst  # system index, not ML-region index
