@@ -8,7 +8,7 @@ import sys
 from typing import List, Optional
 
 # Modules with a ``register_cli(subparsers)`` function; each adds its own sub-commands.
-FEATURE_MODULES: List[str] = ["mlpot_plugins.lammps", "mlpot_plugins.training.cli"]
+FEATURE_MODULES: List[str] = ["mlpot_plugins.lammps", "mlpot_plugins.training.cli", "mlpot_plugins.holstein.cli"]
 
 
 def _cmd_models(args) -> int:

@@ -1,0 +1,167 @@
+"""``mlpot holstein generate|train|run|analyze`` and the demo stage."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .params import HolsteinParams
+
+PARAM_HELP = "Holstein parameters as key=value (t, g, k0, kappa, m, gamma, dt, kT, mu); defaults: " + \
+    ", ".join(f"{k}={v:g}" for k, v in HolsteinParams().to_dict().items())
+
+
+def _params(pairs) -> HolsteinParams:
+    return HolsteinParams.from_dict(_overrides(pairs))
+
+
+def _overrides(pairs) -> dict:
+    d = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise ValueError(f"--param {item!r} must look like key=value, e.g. --param kT=0.05")
+        k, v = item.split("=", 1)
+        try:
+            d[k] = float(v)
+        except ValueError:
+            raise ValueError(f"--param {item!r}: {v!r} is not a number") from None
+    return d
+
+
+def _generate(args) -> int:
+    from .data import generate
+
+    d = generate(Path(args.out), L=args.L, n_quench=args.quench, n_domain=args.domains,
+                 quench_steps=args.steps, domain_steps=args.domain_steps, stride=args.stride,
+                 p=_params(args.param), seed=args.seed)
+    print(f"wrote {args.out}: {len(d['Q'])} snapshots of {args.L}x{args.L} with ED electronic forces")
+    return 0
+
+
+def _train(args) -> int:
+    from .train import train
+
+    m = train(args.data, args.out, energy_based=args.energy, ensemble_size=args.ensemble,
+              channels=args.channels, hidden=args.hidden, radius2=args.radius2, epochs=args.epochs,
+              seed=args.seed, name=Path(args.out).stem)
+    print(json.dumps(m, indent=1))
+    return 0
+
+
+def _run(args) -> int:
+    import torch
+
+    from ..export import load as load_model
+
+    torch.set_num_threads(args.threads)
+    from .dynamics import make_forces, model_params, run_quench
+
+    model = load_model(args.model) if args.engine != "ed" and args.engine != "kpm" else None
+    p = model_params(model) if model is not None else HolsteinParams()
+    if args.param:
+        p = HolsteinParams.from_dict({**p.to_dict(), **_overrides(args.param)})
+    forces = make_forces(args.engine, p, model, args.threshold, args.seed)
+    rec = run_quench(forces, p, args.L, args.steps, seed=args.seed, batch=args.batch, record_every=args.every,
+                     out_dir=Path(args.out), snapshots=args.snapshots,
+                     checkpoint=Path(args.checkpoint) if args.checkpoint else None, restart=args.restart)
+    print(f"{args.engine}: L={rec['L']} batch={args.batch}, {args.steps} steps in {rec['wall_seconds']:.1f} s "
+          f"({rec['site_steps_per_second']:.3g} site-steps/s); final S(pi,pi)/N={rec['s_pi_pi'][-1]:.3f}, "
+          f"L(t)={rec['domain_length'][-1]:.2f}; files in {args.out}")
+    return 0
+
+
+def _analyze(args) -> int:
+    from .observables import growth_exponent, plot_growth
+
+    path = Path(args.observables)
+    if path.is_dir():
+        path = path / "observables.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; write it with `mlpot holstein run --out DIR`")
+    rec = json.loads(path.read_text())
+    fit = growth_exponent(rec["t"], rec["domain_length"], args.t_min, args.t_max)
+    png = plot_growth(rec["t"], rec["domain_length"], path.parent / "domain_growth.png", fit)
+    print(f"growth exponent n = {fit['exponent']:.3f} ± {fit['exponent_err']:.3f} over {fit['n_points']} "
+          f"points (Allen-Cahn: 0.5); plot: {png}")
+    return 0
+
+
+def register_cli(sub) -> None:
+    h = sub.add_parser("holstein", help="Holstein-model CDW lattice dynamics (ED/KPM reference, D4 ML force field)")
+    hs = h.add_subparsers(dest="holstein_command", required=True)
+    g = hs.add_parser("generate", help="ED Langevin quench trajectories as training data")
+    g.add_argument("--out", required=True, help="output .pt file")
+    g.add_argument("--L", type=int, default=16, help="lattice size (issue target 40; ED cost ~ L^6)")
+    g.add_argument("--quench", type=int, default=5, help="hot-random-state quench trajectories")
+    g.add_argument("--domains", type=int, default=5, help="trajectories from random CDW domain states")
+    g.add_argument("--steps", type=int, default=600, help="steps per quench trajectory")
+    g.add_argument("--domain-steps", type=int, default=200, help="steps per domain trajectory")
+    g.add_argument("--stride", type=int, default=6, help="keep every stride-th step")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--param", action="append", metavar="KEY=VALUE", help=PARAM_HELP)
+    g.set_defaults(func=_generate)
+    t = hs.add_parser("train", help="train and export a D4 committee")
+    t.add_argument("--data", required=True)
+    t.add_argument("--out", required=True, help="exported model (.pt)")
+    t.add_argument("--energy", action="store_true", help="energy-based (conservative) variant")
+    t.add_argument("--ensemble", type=int, default=4)
+    t.add_argument("--channels", type=int, default=12)
+    t.add_argument("--hidden", type=int, default=32)
+    t.add_argument("--radius2", type=int, default=13, help="squared patch radius (13: 45 sites)")
+    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_train)
+    r = hs.add_parser("run", help="Langevin quench from a hot random state")
+    r.add_argument("--model", default="holstein-d4", help="exported lattice model or shipped name")
+    r.add_argument("--engine", default="ml", choices=["ml", "ed", "kpm", "ml+fallback"])
+    r.add_argument("--L", type=int, default=64)
+    r.add_argument("--steps", type=int, default=2000)
+    r.add_argument("--batch", type=int, default=1, help="independent seeds run together")
+    r.add_argument("--every", type=int, default=50, help="record observables every N steps")
+    r.add_argument("--snapshots", type=int, default=3, help="PNG snapshots of the order field")
+    r.add_argument("--threshold", type=float, default=0.05, help="ml+fallback force-std threshold")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="override the model's Holstein parameters (e.g. kT, gamma, dt); " + PARAM_HELP)
+    r.add_argument("--out", default="holstein-run")
+    r.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1 is fastest on a busy 2-core box: no OpenMP oversubscription)")
+    r.add_argument("--checkpoint", help="write (or with --restart read) this checkpoint")
+    r.add_argument("--restart", action="store_true", help="continue from --checkpoint bit-identically")
+    r.set_defaults(func=_run)
+    a = hs.add_parser("analyze", help="growth exponent and log-log L(t) plot of a run")
+    a.add_argument("observables", help="run folder or its observables.json")
+    a.add_argument("--t-min", type=float, default=None)
+    a.add_argument("--t-max", type=float, default=None)
+    a.set_defaults(func=_analyze)
+
+
+def demo_stage(out_dir: Path, quick: bool) -> None:
+    """Short ML Langevin quench with the shipped committee on a small lattice; snapshot PNG."""
+    import torch
+
+    from ..export import load as load_model
+    from .dynamics import make_forces, model_params, run_quench
+    from .ed import ed_solve
+    from .observables import plot_snapshot
+
+    model = load_model("holstein-d4")
+    p = model_params(model)
+    L, steps = (24, 200) if quick else (32, 600)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small lattice: one thread avoids OpenMP oversubscription on a busy box
+    t0 = time.perf_counter()
+    try:
+        rec = run_quench(make_forces("ml", p, model), p, L, steps, seed=1, record_every=50, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    Q = rec["final_Q"]
+    png = plot_snapshot(Q, out_dir / "holstein_snapshot.png", f"ML quench L={L}, t={steps * p.dt:g}",
+                        amplitude=p.cdw_amplitude())
+    out = model.module.compute_lattice(Q, True)
+    err = (out["forces"].double() - ed_solve(Q, p)["forces"]).pow(2).mean().sqrt().item() if L <= 24 else float("nan")
+    print(f"[holstein] {model.metadata['name']}: {L}x{L} quench, {steps} steps in {time.perf_counter() - t0:.1f} s "
+          f"({rec['site_steps_per_second']:.3g} site-steps/s); S(pi,pi)/N {rec['s_pi_pi'][0]:.3f} -> "
+          f"{rec['s_pi_pi'][-1]:.3f}, domain length {rec['domain_length'][-1]:.2f}; max force std "
+          f"{out['forces_std'].max():.3f}" + (f", force RMSE vs ED {err:.4f}" if err == err else "") +
+          f"; snapshot {png}")

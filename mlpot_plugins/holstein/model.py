@@ -1,0 +1,198 @@
+"""D4-equivariant, Q -> -Q odd ML force field for the Holstein lattice (exported kind ``lattice``).
+
+Each site i sees the patch P_i = {Q_(i+r) : |r|^2 <= radius2} (45 sites for radius2 = 13). For each of
+the 8 elements g of D4 a *lifting* convolution with the g-transformed kernels gives C features
+h_g(i) = W (g . P_i); the orbit pool z(i) = mean_g tanh(h_g(i)) is exactly D4-invariant (the 8 kernels
+form one D4 orbit, so a lattice symmetry only permutes the h_g) and exactly odd (no biases, odd tanh).
+Translations are exact because the same convolution runs at every site (circular padding = periodic).
+
+* direct model: electronic force f_el(i) = s * w3 . tanh(W2 tanh(W1 z(i))), no biases -> odd in Q.
+* energy model: eps(i) = phi(z) + phi(-z) (phi: biased SiLU MLP) is even in Q, E_el = sum_i eps(i)
+  and f_el = -dE_el/dQ (conservative, odd).
+
+Total force F = f_el + (-k0 Q_i - kappa sum_nn Q_j): the elastic part is known exactly and added
+analytically, the network learns only g(n_i - 1/2). A committee of K members is evaluated in one
+batched pass (shared periodic patches via unfold, batched matmuls); forces_std = std over members * uncertainty_scale.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as Fn
+from torch import Tensor, nn
+
+
+def patch_offsets(radius2: int) -> List[Tuple[int, int]]:
+    R = int(math.isqrt(radius2))
+    return [(dx, dy) for dx in range(-R, R + 1) for dy in range(-R, R + 1) if dx * dx + dy * dy <= radius2]
+
+
+class D4LatticeForceField(nn.Module):
+    def __init__(self, holstein: Dict[str, float], radius2: int = 13, channels: int = 16, hidden: int = 32,
+                 ensemble_size: int = 4, energy_based: bool = False, seed: int = 0,
+                 q_scale: float = 4.0, n_sharp: int = 6, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if radius2 < 1:
+            raise ValueError(f"radius2={radius2} must be >= 1 (squared patch radius in lattice units)")
+        if ensemble_size < 1 or channels < 1 or hidden < 1:
+            raise ValueError("ensemble_size, channels and hidden must be >= 1")
+        gen = torch.Generator().manual_seed(seed)
+        K, C, H = int(ensemble_size), int(channels), int(hidden)
+        self.kind = "lattice"
+        self.species: List[str] = ["Q"]
+        self.R: int = int(math.isqrt(radius2))
+        self.radius2: int = int(radius2)
+        self.cutoff: float = math.sqrt(radius2)
+        self.n_patch: int = len(patch_offsets(radius2))
+        self.ensemble_size: int = K
+        self.channels: int = C
+        self.uncertainty_scale: float = 1.0
+        self.energy_based: bool = bool(energy_based)
+        self.g: float = float(holstein["g"])
+        self.k0: float = float(holstein["k0"])
+        self.kappa: float = float(holstein["kappa"])
+        w = 2 * self.R + 1
+        mask = torch.zeros(w, w)
+        for dx, dy in patch_offsets(radius2):
+            mask[dx + self.R, dy + self.R] = 1.0
+        self.register_buffer("mask", mask.to(dtype))
+
+        def rnd(*shape, fan_in):
+            return nn.Parameter((torch.randn(*shape, generator=gen) / math.sqrt(fan_in)).to(dtype))
+
+        self.lift = rnd(K, C, w, w, fan_in=self.n_patch * q_scale ** 2)
+        # sharp on-site features s_j = tanh(beta_j (Q_i + a_j . z)): a site with small Q_i between
+        # polarons is a nearly isolated level -g Q_i, shifted by its environment (a_j . z, z the pooled
+        # features), so n_i jumps over dQ ~ kT/g ~ 0.03 -- far too sharp for the smooth lifting features.
+        # Q_i and z are odd and invariant, so s_j keeps every symmetry.
+        self.n_sharp: int = int(n_sharp)
+        betas = torch.logspace(-0.5, 2, n_sharp) if n_sharp > 1 else torch.ones(n_sharp)
+        self.log_beta = nn.Parameter(betas.log().repeat(K, 1).reshape(K, n_sharp, 1).to(dtype))
+        self.shift = nn.Parameter(torch.zeros(K, n_sharp, C, dtype=dtype))
+        # second-order level shift of site i by hopping to its neighbours, in units of Q:
+        # Q_i - (t/g)^2 sum_nn 1/(Q_j - Q_i) (regularised) -- odd and D4-invariant like Q_i itself
+        self.t_over_g2: float = (float(holstein["t"]) / self.g) ** 2 if self.g != 0 else 0.0
+        self.level_coef = nn.Parameter(torch.ones(K, n_sharp, 1, dtype=dtype))
+        C = C + n_sharp
+        if energy_based:
+            self.w1 = rnd(K, H, C, fan_in=C)
+            self.b1 = nn.Parameter(torch.zeros(K, H, 1, dtype=dtype))
+            self.w2 = rnd(K, H, H, fan_in=H)
+            self.b2 = nn.Parameter(torch.zeros(K, H, 1, dtype=dtype))
+            self.w3 = rnd(K, 1, H, fan_in=H)
+        else:
+            self.w1 = rnd(K, H, C, fan_in=C)
+            self.w2 = rnd(K, H, H, fan_in=H)
+            self.w3 = rnd(K, 1, H, fan_in=H)
+            self.b1 = nn.Parameter(torch.zeros(0, dtype=dtype))
+            self.b2 = nn.Parameter(torch.zeros(0, dtype=dtype))
+        self.out_scale: float = self.g / 2.0
+        self.block_sites: int = 4096  # sites per block in a call (speed only: results do not depend on it)  # |f_el| = g |n - 1/2| <= g/2
+
+    def orbit_kernels(self) -> Tensor:
+        """[K, 8 * C, w * w]: the 8 D4 images of every member's masked lifting kernel."""
+        W = self.lift * self.mask
+        imgs = [torch.rot90(W, r, [2, 3]) for r in range(4)] + \
+               [torch.rot90(W.flip(3), r, [2, 3]) for r in range(4)]
+        G = torch.stack(imgs, 1)  # [K, 8, C, w, w]
+        return G.reshape(G.shape[0], 8 * self.channels, G.shape[-2] * G.shape[-1])
+
+    def invariant_features(self, x: Tensor, Lx: int, Ly: int) -> Tensor:
+        """x [B, Kin, Lx + 2R, Ly + 2R] (periodically padded; Kin = 1 shared or K per-member copies)
+        -> z [K, C + n_sharp, B*Lx*Ly], D4-invariant and odd in Q."""
+        B, Kin = x.shape[0], x.shape[1]
+        K = self.ensemble_size
+        n = Lx * Ly
+        w = 2 * self.R + 1
+        patches = Fn.unfold(x, [w, w]).reshape(B, Kin, w * w, n)  # the patch of every site
+        h = torch.matmul(self.orbit_kernels(), patches)  # [B, K, 8C, n]
+        z = torch.tanh(h).reshape(B, K, 8, self.channels, n).mean(2)  # orbit pool
+        z = z.permute(1, 2, 0, 3).reshape(K, self.channels, B * n)
+        if self.n_sharp == 0:
+            return z
+        R = self.R
+        c = x[:, :, R:R + Lx, R:R + Ly]
+        shift2 = torch.zeros_like(c)
+        for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            d = x[:, :, R + dx:R + dx + Lx, R + dy:R + dy + Ly] - c
+            shift2 = shift2 + d / (d * d + 0.09)
+        centre = c.permute(1, 0, 2, 3).reshape(Kin, 1, B * n)
+        level = (shift2 * self.t_over_g2).permute(1, 0, 2, 3).reshape(Kin, 1, B * n)
+        arg = centre - self.level_coef * level + torch.bmm(self.shift, z)
+        sharp = torch.tanh(torch.exp(self.log_beta) * arg)  # [K, n_sharp, rows]
+        return torch.cat([z, sharp], 1)
+
+    def outputs_padded(self, x: Tensor, Lx: int, Ly: int) -> Tensor:
+        """Padded block [B, Kin, Lx + 2R, Ly + 2R] -> [K, B, Lx, Ly] per-site member outputs."""
+        z = self.invariant_features(x, Lx, Ly)
+        if self.energy_based:
+            y = self.even_mlp(z) + self.even_mlp(-z)
+        else:
+            y = torch.bmm(self.w3, torch.tanh(torch.bmm(self.w2, torch.tanh(torch.bmm(self.w1, z)))))
+        return (y * self.out_scale).reshape(self.ensemble_size, x.shape[0], Lx, Ly)
+
+    def member_outputs(self, Qk: Tensor) -> Tensor:
+        """[B, Kin, L, L] -> [K, B, L, L]: electronic forces (direct) or site energies (energy model).
+        Large lattices go in row blocks of ~block_sites sites so the intermediates stay in cache."""
+        L = Qk.shape[-1]
+        x = Fn.pad(Qk, [self.R, self.R, self.R, self.R], mode="circular")
+        rows = max(1, self.block_sites // (L * Qk.shape[0]))
+        if rows >= L:
+            return self.outputs_padded(x, L, L)
+        outs: List[Tensor] = []
+        for r0 in range(0, L, rows):
+            nr = min(rows, L - r0)
+            outs.append(self.outputs_padded(x[:, :, r0:r0 + nr + 2 * self.R, :], nr, L))
+        return torch.cat(outs, 2)
+
+    def even_mlp(self, z: Tensor) -> Tensor:
+        y = Fn.silu(torch.baddbmm(self.b1, self.w1, z))
+        y = Fn.silu(torch.baddbmm(self.b2, self.w2, y))
+        return torch.bmm(self.w3, y)
+
+    def elastic(self, Q: Tensor) -> Tuple[Tensor, Tensor]:
+        nn_sum = (torch.roll(Q, 1, -1) + torch.roll(Q, -1, -1) + torch.roll(Q, 1, -2) + torch.roll(Q, -1, -2))
+        energy = (0.5 * self.k0 * Q * Q + 0.5 * self.kappa * Q * nn_sum).sum([-1, -2])
+        return energy, -self.k0 * Q - self.kappa * nn_sum
+
+    def member_forces(self, Q: Tensor, create_graph: bool = False) -> Tuple[Tensor, Tensor]:
+        """Q [B, L, L] -> (electronic forces [K, B, L, L], electronic energies [K, B] or empty)."""
+        K = self.ensemble_size
+        if not self.energy_based:  # one shared input: members differ only in weights
+            return self.member_outputs(Q.unsqueeze(1)), torch.zeros(0, dtype=Q.dtype, device=Q.device)
+        # one input copy per member, so one backward pass gives every member's forces
+        Qk = Q.unsqueeze(1).expand(Q.shape[0], K, Q.shape[1], Q.shape[2]).clone()
+        if not create_graph:
+            Qk = Qk.detach()
+        if not Qk.requires_grad:
+            Qk.requires_grad_(True)
+        e = self.member_outputs(Qk).sum([-1, -2])  # [K, B]
+        grads = torch.autograd.grad([e.sum()], [Qk], create_graph=create_graph)
+        g = grads[0]
+        if g is None:
+            g = torch.zeros_like(Qk)
+        return -g.transpose(0, 1), e
+
+    @torch.jit.export
+    def compute_lattice(self, Q: Tensor, need_uncertainty: bool) -> Dict[str, Tensor]:
+        if Q.dim() < 2 or Q.shape[-1] != Q.shape[-2]:
+            raise ValueError("Q must have shape [..., L, L] (square lattice)")
+        L = Q.shape[-1]
+        if L < 2 * self.R + 1:
+            raise ValueError("lattice too small for the model's patch: need L >= 2 * floor(sqrt(radius2)) + 1")
+        lead = Q.shape[:-2]
+        Qb = Q.reshape(-1, L, L).to(self.lift.dtype)
+        if self.energy_based:
+            f_el, e_el = self.member_forces(Qb, False)
+        else:
+            with torch.no_grad():
+                f_el, e_el = self.member_forces(Qb, False)
+        e_elastic, f_elastic = self.elastic(Qb)
+        out: Dict[str, Tensor] = {"forces": (f_el.mean(0) + f_elastic).reshape(Q.shape)}
+        if self.energy_based:
+            out["energy"] = (e_el.mean(0) + e_elastic).reshape(lead)
+        if need_uncertainty and self.ensemble_size > 1:
+            out["forces_std"] = (f_el.std(0, unbiased=False) * self.uncertainty_scale).reshape(Q.shape)
+        return out

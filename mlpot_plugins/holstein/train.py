@@ -1,0 +1,126 @@
+"""Train a D4 committee on ED data, calibrate its uncertainty on held-out trajectories and export it."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from tqdm import tqdm
+
+from .. import export as mlpot_export
+from .data import load_data
+from .model import D4LatticeForceField
+from .params import HolsteinParams, elastic_force
+
+REFERENCES = ["Equivariant Neural Networks for Force-Field Models of Lattice Systems (2026)",
+              "T. Holstein, Ann. Phys. 8, 325 (1959)"]
+
+
+def split(data: dict):
+    """Hold out the last trajectory of each kind (whole trajectories, so no time-correlated leakage)."""
+    kinds = data.get("kind") or ["quench"] * len(data["traj"])
+    held = set()
+    for kind in set(kinds):
+        held.add(max(int(t) for t, k in zip(data["traj"], kinds) if k == kind))
+    test = torch.tensor([int(t) in held for t in data["traj"]])
+    return ~test, test
+
+
+def evaluate(model: D4LatticeForceField, Q: torch.Tensor, f_el: torch.Tensor, p: HolsteinParams,
+             batch: int = 32) -> dict:
+    """Held-out committee errors on the electronic and the total force."""
+    preds, stds = [], []
+    for i in range(0, len(Q), batch):
+        out = model.compute_lattice(Q[i:i + batch], True)
+        preds.append(out["forces"].detach().double())
+        stds.append(out.get("forces_std", torch.zeros_like(out["forces"])).detach().double())
+    pred, std = torch.cat(preds), torch.cat(stds)
+    total = f_el + elastic_force(Q.double(), p)
+    err = pred - total
+    rmse = err.pow(2).mean().sqrt().item()
+    return {"rmse": rmse, "force_std": total.std().item(), "electronic_force_std": f_el.std().item(),
+            "rmse_over_force_std": rmse / total.std().item(),
+            "rmse_over_electronic_force_std": rmse / f_el.std().item(),
+            "mean_committee_std": std.pow(2).mean().sqrt().item(), "n_sites": err.numel(),
+            "_err": err, "_std": std}
+
+
+def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 4, channels: int = 16,
+          hidden: int = 32, radius2: int = 13, epochs: int = 60, batch: int = 16, lr: float = 3e-3,
+          seed: int = 0, name: str = "holstein-d4", progress: bool = True,
+          time_budget_s: Optional[float] = None, snapshot_stride: int = 1) -> dict:
+    data = load_data(data_path)
+    p = HolsteinParams.from_dict(data["params"])
+    torch.manual_seed(seed)
+    model = D4LatticeForceField(p.to_dict(), radius2=radius2, channels=channels, hidden=hidden,
+                                ensemble_size=ensemble_size, energy_based=energy_based, seed=seed)
+    L = int(data["L"])
+    if L < 2 * model.R + 1:
+        raise ValueError(f"training lattice L={L} is smaller than the patch (need L >= {2 * model.R + 1}); "
+                         "generate data on a larger lattice or lower --radius2")
+    tr, te = split(data)
+    if snapshot_stride > 1:  # consecutive snapshots are strongly correlated: thin the training set
+        keep = torch.zeros_like(tr)
+        keep[::snapshot_stride] = True
+        tr = tr & keep
+    Qtr, Ftr = data["Q"][tr].float(), data["f_el"][tr].float()
+    K, S = ensemble_size, len(Qtr)
+    # bootstrap weights: each member sees its own resample of the training snapshots
+    gen = torch.Generator().manual_seed(seed + 1)
+    boot = torch.ones(K, S) if K == 1 else \
+        torch.multinomial(torch.ones(S), K * S, replacement=True, generator=gen).reshape(K, S)
+    weights = torch.stack([torch.bincount(b, minlength=S).float() for b in boot]) if K > 1 else boot
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    n_batches = math.ceil(S / batch)
+    total_steps = epochs * n_batches
+    t0 = time.time()
+    step = 0
+
+    def set_lr():  # cosine decay over the epochs or the time budget, whichever runs out first
+        frac = step / total_steps
+        if time_budget_s:
+            frac = max(frac, (time.time() - t0) / time_budget_s)
+        for grp in opt.param_groups:
+            grp["lr"] = lr / 30 + (lr - lr / 30) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+    bar = tqdm(range(epochs), desc=f"train {name}", disable=not progress)
+    history = []
+    for ep in bar:
+        perm = torch.randperm(S)
+        tot = 0.0
+        for i in range(n_batches):
+            idx = perm[i * batch:(i + 1) * batch]
+            f, _ = model.member_forces(Qtr[idx], create_graph=energy_based)  # [K, b, L, L]
+            w = weights[:, idx][:, :, None, None]
+            loss = ((f - Ftr[idx]) ** 2 * w).sum() / (w.sum() * L * L)
+            set_lr()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            tot += loss.item()
+        history.append(math.sqrt(tot / n_batches))
+        bar.set_postfix(rmse=f"{history[-1]:.4f}")
+        if time_budget_s and time.time() - t0 > time_budget_s:
+            break
+    train_s = time.time() - t0
+    metrics = evaluate(model, data["Q"][te].float(), data["f_el"][te], p)
+    err, std = metrics.pop("_err"), metrics.pop("_std")
+    if ensemble_size > 1:  # calibrate: mean predicted variance = mean squared error on held-out data
+        model.uncertainty_scale = float(err.pow(2).mean().sqrt() / std.pow(2).mean().sqrt().clamp_min(1e-12))
+    metrics.update(train_seconds=round(train_s, 1), epochs_run=len(history),
+                   train_rmse_electronic=history[-1], uncertainty_scale=model.uncertainty_scale,
+                   train_snapshots=int(S), snapshot_stride=snapshot_stride, test_snapshots=int(te.sum()), data_L=L)
+    extra = {"holstein": p.to_dict(), "lattice": {"type": "square", "boundary": "periodic", "trained_L": L},
+             "patch": {"radius2": radius2, "n_sites": model.n_patch}, "architecture": {
+                 "channels": channels, "hidden": hidden, "energy_based": energy_based},
+             "training": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}}
+    kind_txt = "energy-based (forces = -dE/dQ)" if energy_based else "direct-force"
+    mlpot_export(model, out_path, kind="lattice", name=name,
+                 description=f"D4-equivariant {kind_txt} committee of {ensemble_size} for the Holstein model "
+                             f"(g={p.g}, kT={p.kT}), trained on ED Langevin trajectories on {L}x{L}; "
+                             f"built by mlpot_plugins/pretrained/build_holstein.py",
+                 references=REFERENCES, extra=extra)
+    return metrics
