@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from mlpot_plugins.export import load
+from mlpot_plugins.model_file import load
 from mlpot_plugins.holstein.dynamics import MLForces, model_params, run_quench
 from mlpot_plugins.holstein.ed import ed_solve
 from mlpot_plugins.holstein.fallback import GatedForces

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlpot_plugins.export import load
+from mlpot_plugins.model_file import load
 from mlpot_plugins.holstein.dynamics import make_forces, model_params, run_quench
 from mlpot_plugins.holstein.observables import growth_exponent, plot_growth, plot_snapshot
 

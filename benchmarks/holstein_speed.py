@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from mlpot_plugins.export import load
+from mlpot_plugins.model_file import load
 from mlpot_plugins.holstein.dynamics import MLForces, model_params
 from mlpot_plugins.holstein.ed import ed_solve
 from mlpot_plugins.holstein.kpm import kpm_density

@@ -210,7 +210,7 @@ void PairMLPot::load_model(const std::string &path_in)
     m->device = torch::Device(torch::kCUDA, comm->me % std::max(ngpu, 1));
   }
   // the edge count changes every step: specialise on dynamic shapes instead of recompiling for each new
-  // one (same setting as mlpot_plugins.export.use_dynamic_shapes on the Python side)
+  // one (same setting as mlpot_plugins.model_file.use_dynamic_shapes on the Python side)
   torch::jit::FusionStrategy strategy = {{torch::jit::FusionBehavior::DYNAMIC, 2}};
   torch::jit::setFusionStrategy(strategy);
   torch::jit::ExtraFilesMap extra{{"metadata.json", ""}};

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
-from .export import LoadedModel, load
+from .model_file import LoadedModel, load
 from .neighbors import neighbor_list
 
 

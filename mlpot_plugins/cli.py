@@ -20,7 +20,7 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from .export import load
+    from .model_file import load
 
     model = load(args.model)
     meta = model.metadata

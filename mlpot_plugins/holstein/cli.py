@@ -51,7 +51,7 @@ def _train(args) -> int:
 def _run(args) -> int:
     import torch
 
-    from ..export import load as load_model
+    from ..model_file import load as load_model
 
     torch.set_num_threads(args.threads)
     from .dynamics import make_forces, model_params, run_quench
@@ -136,11 +136,11 @@ def register_cli(sub) -> None:
     a.set_defaults(func=_analyze)
 
 
-def demo_stage(out_dir: Path, quick: bool) -> None:
+def holstein_stage(out_dir: Path, quick: bool) -> None:
     """Short ML Langevin quench with the shipped committee on a small lattice; snapshot PNG."""
     import torch
 
-    from ..export import load as load_model
+    from ..model_file import load as load_model
     from .dynamics import make_forces, model_params, run_quench
     from .ed import ed_solve
     from .observables import plot_snapshot

@@ -5,7 +5,7 @@ from typing import Optional, Union
 
 import torch
 
-from ..export import LoadedModel, load
+from ..model_file import LoadedModel, load
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

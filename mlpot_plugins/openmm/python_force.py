@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..export import LoadedModel
+from ..model_file import LoadedModel
 from .model_loading import load_for_openmm
 from .torch_module import OpenMMModelWrapper
 

@@ -25,7 +25,7 @@ import torch
 
 from .. import units
 from .ml_region import resolve_region
-from ..export import LoadedModel
+from ..model_file import LoadedModel
 from ..neighbors import neighbor_list
 from .model_loading import load_for_openmm
 

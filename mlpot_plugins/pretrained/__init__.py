@@ -24,6 +24,6 @@ def pretrained_path(name: str) -> Path:
 
 
 def pretrained_descriptions() -> Dict[str, str]:
-    from ..export import load
+    from ..model_file import load
 
     return {n: load(n).metadata["description"].splitlines()[0] for n in pretrained_names()}

@@ -1,7 +1,7 @@
 """Rebuild the shipped reference models deterministically: ``python -m mlpot_plugins.pretrained.build``."""
 from pathlib import Path
 
-from ..export import export
+from ..model_file import export
 from ..models.reference import MorsePotential
 
 HERE = Path(__file__).resolve().parent

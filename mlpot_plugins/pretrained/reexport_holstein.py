@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from ..export import export, load
+from ..model_file import export, load
 from ..holstein.model import D4LatticeForceField
 
 HERE = Path(__file__).resolve().parent

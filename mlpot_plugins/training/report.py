@@ -8,7 +8,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from ..export import export
+from ..model_file import export
 from .calibration import calibration_curve, fit_scale, uncertainty_metrics
 from .dataset import read_frames, to_structures
 from .train import accuracy, predict
