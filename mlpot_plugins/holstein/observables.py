@@ -73,6 +73,15 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_snapshot(Q: Tensor, path, title: str = "", amplitude: float = None) -> Path:
     """PNG of the staggered order field (red/blue: the two checkerboard domains, white: walls)."""
     plt = _plt()
@@ -83,12 +92,7 @@ def plot_snapshot(Q: Tensor, path, title: str = "", amplitude: float = None) -> 
     fig.colorbar(im, ax=ax, label=r"$\phi_i = (-1)^{x+y} Q_i$")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("x"); ax.set_ylabel("y")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_growth(times, lengths, path, fit: Dict[str, float] = None, label: str = "ML", extra=None) -> Path:
@@ -107,9 +111,4 @@ def plot_growth(times, lengths, path, fit: Dict[str, float] = None, label: str =
                   label="Allen-Cahn $t^{1/2}$")
     ax.set_xlabel("time t (1/t_hop)"); ax.set_ylabel("domain length L(t)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
