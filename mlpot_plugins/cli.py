@@ -51,7 +51,8 @@ def _cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlpot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mlpot", description="Machine-learned force fields for ASE, OpenMM and LAMMPS, with per-atom uncertainty.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("models", help="list the models shipped in the package")
     p.set_defaults(func=_cmd_models)
