@@ -154,3 +154,22 @@ def test_shipped_reference_models_are_reproducible(tmp_path):
         a = shipped.compute(*args, need_uncertainty=True)
         b = rebuilt.compute(*args, need_uncertainty=True)
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: MorsePotential(["Cu", "Au"], ensemble_size=4, seed=2),
+    lambda: __import__("mlpot_plugins.models.equivariant", fromlist=["x"]).EquivariantPotential(
+        species=["Cu", "Au"], cutoff=6.0, channels=4, ensemble_size=3, ensemble="shallow", dtype="float64"),
+], ids=["morse-committee", "shallow-ensemble"])
+def test_mean_only_path_equals_per_member_path(make):
+    """Models sharing geometry across members take one edge-vector copy when no uncertainty is asked."""
+    model = make()
+    assert model.members_share_geometry
+    args = system()
+    scripted = torch.jit.script(model)
+    full = scripted.compute(*args, 5, True, True)
+    mean_only = scripted.compute(*args, 5, True, False)
+    assert "forces_std" in full and "forces_std" not in mean_only
+    for key in ("energy", "energies", "forces", "virial", "atom_virial"):
+        torch.testing.assert_close(mean_only[key], full[key], rtol=1e-12, atol=1e-13)
+    assert full["forces_std"].max() > 0

@@ -21,13 +21,17 @@ class AtomisticPotential(nn.Module):
         self.cutoff: float = float(cutoff)
         self.ensemble_size: int = int(ensemble_size)
         self.uncertainty_scale: float = float(uncertainty_scale)
+        # True when member_atom_energies also accepts a single copy of the edge vectors ([1, E, 3])
+        # and still returns all K members' energies (see evaluate)
+        self.members_share_geometry: bool = False
 
     def interaction_range(self) -> float:
         """How far a ghost region must reach (n_layers * cutoff for message passing)."""
         return self.cutoff
 
     def member_atom_energies(self, edge_vectors: Tensor, edge_index: Tensor, types: Tensor) -> Tensor:
-        """[K, E, 3] edge vectors (one copy per member) -> [K, N] per-atom energies."""
+        """[K, E, 3] edge vectors (one copy per member; one copy in all if ``members_share_geometry``)
+        -> [K, N] per-atom energies."""
         raise NotImplementedError
 
     @torch.jit.export
@@ -52,20 +56,25 @@ class AtomisticPotential(nn.Module):
         r = positions.index_select(0, dst) - positions.index_select(0, src) + shifts
         if not create_graph:
             r = r.detach()
-        # one leaf per member: a single backward pass yields every member's dE_k/dr
-        rk = r.unsqueeze(0).expand(k, -1, -1).clone()
+        # One leaf per member: a single backward pass yields every member's dE_k/dr. Models whose members
+        # share their geometry-dependent trunk (shallow ensembles, pair potentials) get one copy when only
+        # the mean is needed: then the backward pass gives the mean gradient directly, at one member's cost.
+        per_member = need_uncertainty or create_graph or not self.members_share_geometry
+        copies = k if per_member else 1
+        rk = r.unsqueeze(0).expand(copies, -1, -1).clone()
         if not rk.requires_grad:
             rk.requires_grad_(True)
         atom_e = self.member_atom_energies(rk, edge_index, types)
         local_e = atom_e[:, :n_local]
         member_energy = local_e.sum(1)
+        target = member_energy.sum() if per_member else member_energy.mean()
         grads: List[Optional[Tensor]] = torch.autograd.grad(
-            [member_energy.sum()], [rk], create_graph=create_graph, allow_unused=True)
+            [target], [rk], create_graph=create_graph, allow_unused=True)
         g = grads[0]
         if g is None:
             g = torch.zeros_like(rk)
         # r_e = x_dst - x_src  =>  F_src += dE/dr_e,  F_dst -= dE/dr_e
-        member_forces = torch.zeros((k, n, 3), dtype=positions.dtype, device=positions.device)
+        member_forces = torch.zeros((copies, n, 3), dtype=positions.dtype, device=positions.device)
         member_forces = member_forces.index_add(1, src, g).index_add(1, dst, -g)
         out: Dict[str, Tensor] = {
             "energy": member_energy.mean(),

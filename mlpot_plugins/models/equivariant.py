@@ -73,6 +73,8 @@ class EquivariantPotential(AtomisticPotential):
         self.readout2 = member_weight(k, [hr, 1], hr, gen, dtype)
         self.register_buffer("atom_shift", torch.zeros(self.n_species, dtype=dtype))
         self.register_buffer("atom_scale", torch.ones(self.n_species, dtype=dtype))
+        # a shallow ensemble's trunk is shared: one copy of the geometry serves every head
+        self.members_share_geometry = hp["ensemble"] == "shallow"
 
     def interaction_range(self) -> float:
         return self.n_layers * self.cutoff
@@ -88,7 +90,8 @@ class EquivariantPotential(AtomisticPotential):
         feats: List[Tensor] = [h0.unsqueeze(-1)]
         for layer in self.layers:
             feats = layer(feats, sh, basis, centre, neighbour, types)
-        scalars = feats[0].squeeze(-1)  # [K, N, C]
+        scalars = feats[0].squeeze(-1)  # [K, N, C], or [1, N, C] from a shared trunk
+        scalars = scalars.expand(self.readout1.shape[0], -1, -1)
         hidden = torch.nn.functional.silu(torch.bmm(scalars, self.readout1))
         out = torch.bmm(hidden, self.readout2).squeeze(-1)  # [K, N]
         return self.atom_shift.index_select(0, types) + self.atom_scale.index_select(0, types) * out

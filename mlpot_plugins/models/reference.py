@@ -50,13 +50,14 @@ class MorsePotential(AtomisticPotential):
         self.register_buffer("D", params[:, 0].reshape(ensemble_size, s * s).to(dtype))
         self.register_buffer("alpha", params[:, 1].reshape(ensemble_size, s * s).to(dtype))
         self.register_buffer("r0", params[:, 2].reshape(ensemble_size, s * s).to(dtype))
+        self.members_share_geometry = True  # [K, E] parameters broadcast against [1, E] distances
 
     def member_atom_energies(self, edge_vectors: Tensor, edge_index: Tensor, types: Tensor) -> Tensor:
         pair = types.index_select(0, edge_index[0]) * self.n_species + types.index_select(0, edge_index[1])
         d = self.D.index_select(1, pair)
         a = self.alpha.index_select(1, pair)
         r0 = self.r0.index_select(1, pair)
-        r = torch.linalg.norm(edge_vectors, dim=-1)  # [K, E]
+        r = torch.linalg.norm(edge_vectors, dim=-1)  # [K, E] or [1, E]
         x = (r / self.cutoff).clamp(max=1.0)
         envelope = (1.0 - x * x) ** 3
         ex = torch.exp(-a * (r - r0))
