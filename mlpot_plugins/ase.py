@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from ase.calculators.calculator import Calculator, all_changes
 
 from .model_file import LoadedModel, load
-from .neighbors import neighbor_list
 
 
 class MLPotCalculator(Calculator):
@@ -24,7 +22,6 @@ class MLPotCalculator(Calculator):
         if self.model.kind != "atomistic":
             raise ValueError(f"{self.model.path}: a {self.model.kind!r} model cannot drive atoms; "
                              "use an atomistic model with MLPotCalculator")
-        self.device = torch.device(device)
         self._index = {s: i for i, s in enumerate(self.model.species)}
         if self.model.has_uncertainty:
             self.implemented_properties = self.implemented_properties + [
@@ -39,14 +36,8 @@ class MLPotCalculator(Calculator):
 
     def evaluate(self, atoms, need_uncertainty: bool = True):
         """Run the contract method on ``atoms`` and return its output dict (torch tensors)."""
-        edge_index, shifts = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, self.model.cutoff)
-        dt, dev = self.model.dtype, self.device
-        return self.model.compute(
-            torch.as_tensor(atoms.positions, dtype=dt, device=dev),
-            torch.as_tensor(self.types_of(atoms), device=dev),
-            torch.as_tensor(edge_index, device=dev),
-            torch.as_tensor(shifts, dtype=dt, device=dev),
-            need_virial=True, need_uncertainty=need_uncertainty and self.model.has_uncertainty)
+        return self.model.compute_on(atoms.positions, atoms.cell.array, atoms.pbc, self.types_of(atoms),
+                                     need_virial=True, need_uncertainty=need_uncertainty)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

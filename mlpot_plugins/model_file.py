@@ -86,6 +86,19 @@ class LoadedModel:
         return self.module.compute(positions, types, edge_index, shifts, n_local, need_virial,
                                    need_uncertainty)
 
+    def compute_on(self, positions, cell, pbc, types, need_virial: bool = True,
+                   need_uncertainty: bool = False) -> Dict[str, torch.Tensor]:
+        """The contract method on Angstrom positions (numpy) with a vesin neighbour list and periodic
+        shifts, so there are no ghosts: the one path of the ASE calculator and the OpenMM reporter."""
+        from .neighbors import neighbor_list
+
+        edge_index, shifts = neighbor_list(positions, cell, pbc, self.cutoff)
+        dt, dev = self.dtype, self.device
+        return self.compute(
+            torch.as_tensor(positions, dtype=dt, device=dev), torch.as_tensor(types, device=dev),
+            torch.as_tensor(edge_index, device=dev), torch.as_tensor(shifts, dtype=dt, device=dev),
+            need_virial=need_virial, need_uncertainty=need_uncertainty and self.has_uncertainty)
+
     def __repr__(self) -> str:
         m = self.metadata
         return (f"LoadedModel({m.get('name') or self.path.name!r}, kind={m['kind']}, species={m['species']}, "

@@ -18,29 +18,16 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import IO, Dict, Iterable, List, Optional, Tuple, Union
+from typing import IO, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
-import torch
 
 from .. import units
 from .ml_region import resolve_region
-from ..model_file import LoadedModel
-from ..neighbors import neighbor_list
 from .model_loading import load_for_openmm
 
 ACTIONS = ("warn", "stop")
 PDB_BFACTOR_SCALE = 1000.0  # eV/A -> meV/A in the B-factor column
-
-
-def evaluate_model(model: LoadedModel, types: torch.Tensor, positions_A: np.ndarray, cell_A: np.ndarray,
-                   periodic: bool, need_uncertainty: bool = False) -> Dict[str, torch.Tensor]:
-    """Contract ``compute`` on Angstrom positions: the ASE calculator's path, without an Atoms object."""
-    edge_index, shifts = neighbor_list(positions_A, cell_A, periodic, model.cutoff)
-    dt, dev = model.dtype, model.device
-    return model.compute(torch.as_tensor(positions_A, dtype=dt, device=dev), types,
-                         torch.as_tensor(edge_index, device=dev), torch.as_tensor(shifts, dtype=dt, device=dev),
-                         need_virial=False, need_uncertainty=need_uncertainty and model.has_uncertainty)
 
 
 class UncertaintyWarning(UserWarning):
@@ -114,8 +101,8 @@ class UncertaintyReporter:
         """Per-atom force std [eV/A] of the ML region at these positions."""
         if region.n_ml == 0:
             return np.zeros(0)
-        types = torch.as_tensor(region.types, device=self.model.device)
-        out = evaluate_model(self.model, types, positions_A, cell_A, region.periodic, need_uncertainty=True)
+        out = self.model.compute_on(positions_A, cell_A, region.periodic, region.types, need_virial=False,
+                                    need_uncertainty=True)
         return out["forces_std"].detach().cpu().numpy().astype(np.float64)
 
     def _region_for(self, simulation):
