@@ -11,7 +11,7 @@ import time
 import torch
 
 from mlpot_plugins.model_file import load
-from mlpot_plugins.holstein.dynamics import MLForces, model_params, run_quench
+from mlpot_plugins.holstein.dynamics import MLForces, model_params
 from mlpot_plugins.holstein.ed import ed_solve
 from mlpot_plugins.holstein.fallback import GatedForces
 from mlpot_plugins.holstein.langevin import LangevinIntegrator

@@ -23,7 +23,6 @@ import argparse
 import platform
 import time
 
-import numpy as np
 import torch  # before openmm/openmmtorch
 import openmm
 from ase.build import bulk

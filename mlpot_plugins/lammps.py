@@ -201,7 +201,7 @@ def lammps_stage(out_dir: Path, quick: bool) -> None:
     import time
 
     t0 = time.perf_counter()
-    plugin = plugin_path()  # builds on first use (about a minute, once)
+    plugin_path()  # builds on first use (about a minute, once)
     built = time.perf_counter() - t0
     steps = 50 if quick else 200
     lmp = lammps_instance(["-log", str(Path(out_dir) / "lammps.log"), "-screen", "none"])

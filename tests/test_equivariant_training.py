@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from ase.build import bulk
 from ase.calculators.emt import EMT

@@ -1,6 +1,5 @@
 """Observables, uncertainty-gated fallback, quench runs and the `mlpot holstein` CLI."""
 import json
-import math
 
 import pytest
 import torch

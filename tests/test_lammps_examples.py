@@ -1,5 +1,4 @@
 """The example decks in examples/lammps run as documented (auto-loaded plugin, shortened runs)."""
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -4,7 +4,7 @@ import openmm
 import pytest
 
 from mlpot_plugins.openmm import create_force
-from openmm_systems import MODEL, context_for, empty_system, periodic_cubic, topology_of
+from openmm_systems import MODEL, empty_system, periodic_cubic, topology_of
 
 
 def nve_drift(platform, backend="torch", steps=300, dt_fs=1.0):

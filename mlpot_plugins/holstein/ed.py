@@ -55,7 +55,7 @@ def ed_solve(Q: Tensor, p: HolsteinParams) -> Dict[str, Tensor]:
     Returns ``density`` [..., L, L], ``forces`` [..., L, L] (total on-site force), ``electronic_forces``
     g (n_i - 1/2), ``free_energy`` [...] (Omega_el + elastic energy), ``levels`` [..., N].
     """
-    L = check_field(Q)
+    check_field(Q)
     eps, U = torch.linalg.eigh(hamiltonian(Q, p))
     f = fermi(eps, p.kT, p.mu)
     n = ((U * U) @ f.unsqueeze(-1)).squeeze(-1).reshape(Q.shape)

@@ -81,7 +81,6 @@ class EquivariantPotential(AtomisticPotential):
 
     def member_atom_energies(self, edge_vectors: Tensor, edge_index: Tensor, types: Tensor) -> Tensor:
         k = edge_vectors.shape[0]
-        n = types.shape[0]
         centre, neighbour = edge_index[0], edge_index[1]
         r = torch.linalg.norm(edge_vectors, dim=-1)  # [K, E]
         sh = self.sh(edge_vectors)  # [K, E, (lmax+1)^2]
