@@ -15,36 +15,79 @@ import torch
 
 from mlpot_plugins.model_file import load
 from mlpot_plugins.holstein.dynamics import make_forces, model_params, run_quench
-from mlpot_plugins.holstein.observables import growth_exponent, plot_growth, plot_snapshot
+from mlpot_plugins.holstein.observables import growth_exponent, plot_growth, plot_snapshot, s_pi_pi
 
 
-def compare(model, p, L, seeds, steps, every, out):
-    """Each engine quenches the same `seeds` hot states (batched); S(pi,pi)/N mean and s.e.m. vs t."""
-    res = {}
-    for engine in ("ml", "ed"):
-        forces = make_forces(engine, p, model)
-        # the seeds run as one batch (one batched eigh / one model call per step)
-        r = run_quench(forces, p, L, steps, seed=100, batch=seeds, record_every=every, progress=True)
-        res.setdefault("t", r["t"])
-        a = np.array(r["s_pi_pi_per_sample"]).T  # [seeds, times]
-        res[engine] = {"mean": a.mean(0).tolist(), "sem": (a.std(0, ddof=1) / math.sqrt(seeds)).tolist(),
-                       "wall_per_seed": r["wall_seconds"]}
-    m, e = np.array(res["ml"]["mean"]), np.array(res["ed"]["mean"])
-    err = np.sqrt(np.array(res["ml"]["sem"]) ** 2 + np.array(res["ed"]["sem"]) ** 2)
-    z = np.abs(m - e) / np.maximum(err, 1e-12)
-    res["z_max"], res["z_rms"] = float(z[1:].max()), float(np.sqrt((z[1:] ** 2).mean()))
-    res["frac_within_2sigma"] = float((z[1:] < 2).mean())
+def _stats(a):
+    """[seeds, times] -> mean, standard error of the mean."""
+    return {"mean": a.mean(0).tolist(), "sem": (a.std(0, ddof=1) / math.sqrt(a.shape[0])).tolist()}
+
+
+def ed_from_data(path):
+    """S(pi,pi,t)/N of the ED quench trajectories stored in a training-data file (every snapshot)."""
+    from mlpot_plugins.holstein.data import load_data
+
+    d = load_data(path)
+    kinds = d.get("kind") or ["quench"] * len(d["traj"])
+    sel = torch.tensor([k == "quench" for k in kinds])
+    Q, traj, t = d["Q"][sel].double(), d["traj"][sel], d["time"][sel]
+    ids = traj.unique()
+    times = sorted(set(round(float(x), 6) for x in t))
+    a = np.full((len(ids), len(times)), np.nan)
+    sp = s_pi_pi(Q).numpy()
+    for k, (tr, tt) in enumerate(zip(traj.tolist(), t.tolist())):
+        a[ids.tolist().index(tr), times.index(round(tt, 6))] = sp[k]
+    return int(d["L"]), times, a
+
+
+def plot_compare(res, path, title):
+    """Mean S(pi,pi)/N of each engine with a +-1 s.e.m. band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.6, 3.4), dpi=110)
+    t = np.array(res["t"])
     for eng, c in (("ed", "k"), ("ml", "C3")):
-        ax.errorbar(res["t"], res[eng]["mean"], yerr=res[eng]["sem"], color=c, label=eng.upper(), capsize=2)
+        m, e = np.array(res[eng]["mean"]), np.array(res[eng]["sem"])
+        ax.plot(t, m, color=c, label=f"{eng.upper()} (mean ± s.e.m.)")
+        ax.fill_between(t, m - e, m + e, color=c, alpha=0.2, lw=0)
     ax.set_xlabel("time t"); ax.set_ylabel(r"$S(\pi,\pi)/N$")
-    ax.set_title(f"{L}x{L}, {seeds} seeds", fontsize=9); ax.legend()
-    fig.tight_layout(); fig.savefig(out / "spipi_ml_vs_ed.png"); plt.close(fig)
+    ax.set_title(title, fontsize=9); ax.legend(fontsize=8)
+    fig.tight_layout(); fig.savefig(path); plt.close(fig)
+
+
+def compare(model, p, L, seeds, steps, every, out, ed_data=None):
+    """Each engine quenches `seeds` hot states (batched); S(pi,pi)/N mean and s.e.m. vs t. With ed_data the
+    ED side is read from the quench trajectories of a training-data file (other seeds of the same hot
+    distribution) and the ML side runs as many seeds to the same times."""
+    res = {}
+    engines = ("ml", "ed")
+    if ed_data:
+        L, times, a = ed_from_data(ed_data)
+        seeds, every = a.shape[0], int(round((times[1] - times[0]) / p.dt))
+        steps = int(round(times[-1] / p.dt))
+        res["ed"] = dict(_stats(a), source=str(ed_data))
+        engines = ("ml",)
+    for engine in engines:
+        forces = make_forces(engine, p, model)
+        # the seeds run as one batch (one batched eigh / one model call per step)
+        r = run_quench(forces, p, L, steps, seed=100, batch=seeds, record_every=every, progress=True)
+        a_eng = np.array(r["s_pi_pi_per_sample"]).T  # [seeds, times]
+        if ed_data:  # ML records t = 0 too; the data start one stride later
+            a_eng = a_eng[:, 1:]
+            r["t"] = r["t"][1:]
+        res.setdefault("t", r["t"])
+        res[engine] = dict(_stats(a_eng), wall_per_seed=r["wall_seconds"])
+    m, e = np.array(res["ml"]["mean"]), np.array(res["ed"]["mean"])
+    err = np.sqrt(np.array(res["ml"]["sem"]) ** 2 + np.array(res["ed"]["sem"]) ** 2)
+    z = np.abs(m - e) / np.maximum(err, 1e-12)
+    res["z_max"], res["z_rms"] = float(z[1:].max()), float(np.sqrt((z[1:] ** 2).mean()))
+    res["frac_within_2sigma"] = float((z[1:] < 2).mean())
+    res["L"], res["seeds"] = L, seeds
+    plot_compare(res, out / "spipi_ml_vs_ed.png",
+                 f"{L}x{L}, {seeds} seeds" + (" (ED: training-data trajectories)" if ed_data else ""))
     return res
 
 
@@ -60,6 +103,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="out/holstein-coarsening")
     ap.add_argument("--skip-compare", action="store_true")
+    ap.add_argument("--ed-data", default=None,
+                    help="take the ED side from the quench trajectories of this training-data file "
+                         "(e.g. the 40x40 GPU data); --compare-L/--seeds/--compare-steps then follow the file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -69,7 +115,8 @@ def main():
     print(f"{os.cpu_count()}-core CPU, torch {torch.__version__}, load {os.getloadavg()[0]:.1f}")
     res = {}
     if not args.skip_compare and args.compare_steps:
-        c = compare(model, p, args.compare_L, args.seeds, args.compare_steps, 25, out)
+        c = compare(model, p, args.compare_L, args.seeds, args.compare_steps, 25, out, args.ed_data)
+        args.compare_L, args.seeds = (c["L"], c["seeds"]) if args.ed_data else (args.compare_L, args.seeds)
         res["compare"] = c
         print(f"S(pi,pi,t) ML vs ED on {args.compare_L}x{args.compare_L}, {args.seeds} seeds, t <= "
               f"{c['t'][-1]:g}: max |diff|/sigma {c['z_max']:.2f}, rms {c['z_rms']:.2f}, "

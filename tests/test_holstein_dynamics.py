@@ -113,5 +113,19 @@ def test_cli_generate_and_train(tmp_path, capsys):
     m = mlpot_plugins.load(model_path)
     assert m.metadata["extra"]["holstein"]["kT"] == 0.2 and m.metadata["extra"]["training"]["data_L"] == 8
     assert "rmse_over_force_std" in capsys.readouterr().out
+    # fine-tuning starts from the saved weights: with a zero learning rate nothing changes
+    tuned = tmp_path / "tuned.pt"
+    assert main(["holstein", "train", "--data", str(data), "--out", str(tuned), "--epochs", "1", "--channels", "4",
+                 "--hidden", "8", "--ensemble", "2", "--init", str(model_path.with_suffix(".sd")), "--lr", "0"]) == 0
+    Q = torch.randn(2, 8, 8, dtype=torch.float64)
+    a = m.module.compute_lattice(Q, False)["forces"]
+    assert torch.equal(a, mlpot_plugins.load(tuned).module.compute_lattice(Q, False)["forces"])
+    irr = tmp_path / "irr.pt"
+    assert main(["holstein", "train", "--data", str(data), "--out", str(irr), "--epochs", "1", "--arch", "irreps",
+                 "--hidden", "8", "--ensemble", "2"]) == 0
+    assert mlpot_plugins.load(irr).metadata["extra"]["architecture"]["arch"] == "irreps"
+    capsys.readouterr()
+    assert main(["holstein", "train", "--data", str(data), "--out", str(irr), "--arch", "irreps", "--energy"]) == 2
+    assert "direct-force only" in capsys.readouterr().err
     assert main(["holstein", "train", "--data", str(tmp_path / "nope.pt"), "--out", str(model_path)]) == 2
     assert "does not exist" in capsys.readouterr().err

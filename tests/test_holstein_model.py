@@ -1,20 +1,30 @@
-"""The D4 ML force field: exact symmetries, conservative variant, committee, export -> load."""
+"""The D4 ML force fields (group convolution, direct and energy-based; irreps features): exact symmetries,
+conservative variant, committee, export -> load."""
 import pytest
 import torch
 
 import mlpot_plugins
+from mlpot_plugins.holstein.irreps import D4IrrepsForceField, irreps_basis
 from mlpot_plugins.holstein.model import D4LatticeForceField, patch_offsets
 from mlpot_plugins.holstein.params import HolsteinParams
 
 P = HolsteinParams().to_dict()
 
 
-def model(**kw):
+def model(arch="conv", **kw):
     kw.setdefault("dtype", torch.float64)
-    kw.setdefault("channels", 4)
     kw.setdefault("hidden", 8)
     kw.setdefault("ensemble_size", 3)
+    if arch == "irreps":
+        kw.pop("energy_based", None)
+        m = D4IrrepsForceField(P, **kw)
+        m.fit_scales(field(L=9, seed=7))  # non-trivial feature standardisation
+        return m
+    kw.setdefault("channels", 4)
     return D4LatticeForceField(P, **kw)
+
+
+VARIANTS = [("conv", False), ("conv", True), ("irreps", False)]  # (architecture, energy_based)
 
 
 def field(L=8, seed=0, batch=(2,)):
@@ -30,9 +40,9 @@ D4 = [lambda x: x, lambda x: torch.rot90(x, 1, (-2, -1)), lambda x: torch.rot90(
       lambda x: x.transpose(-1, -2), lambda x: torch.rot90(x, 1, (-2, -1)).transpose(-1, -2)]
 
 
-@pytest.mark.parametrize("energy_based", [False, True])
-def test_exact_d4_translation_and_odd_symmetry(energy_based):
-    m = model(energy_based=energy_based)
+@pytest.mark.parametrize("arch,energy_based", VARIANTS)
+def test_exact_d4_translation_and_odd_symmetry(arch, energy_based):
+    m = model(arch, energy_based=energy_based)
     Q = field()
     out = m.compute_lattice(Q, True)
     F, S = out["forces"], out["forces_std"]
@@ -49,8 +59,9 @@ def test_exact_d4_translation_and_odd_symmetry(energy_based):
     assert not torch.allclose(F, D4[1](F), atol=1e-3)
 
 
-def test_forces_are_local_to_the_patch():
-    m = model()
+@pytest.mark.parametrize("arch", ["conv", "irreps"])
+def test_forces_are_local_to_the_patch(arch):
+    m = model(arch)
     Q = field(L=10, batch=())
     F = m.compute_lattice(Q, False)["forces"]
     Q2 = Q.clone()
@@ -76,19 +87,21 @@ def test_energy_variant_forces_are_minus_energy_gradient():
         assert abs(fd - out["forces"][x, y]) < 1e-7
 
 
-def test_identical_members_have_zero_std():
-    m = model(ensemble_size=3)
+@pytest.mark.parametrize("arch", ["conv", "irreps"])
+def test_identical_members_have_zero_std(arch):
+    m = model(arch, ensemble_size=3)
     with torch.no_grad():
-        for prm in (m.lift, m.log_beta, m.shift, m.w1, m.w2, m.w3):
-            prm[1:] = prm[0]
+        for prm in m.parameters():  # every per-member parameter has the committee as its first axis
+            if prm.dim() and prm.shape[0] == 3:
+                prm[1:] = prm[0]
     out = m.compute_lattice(field(), True)
     assert out["forces_std"].abs().max() == 0
-    assert model(ensemble_size=3).compute_lattice(field(), True)["forces_std"].min() > 0
+    assert model(arch, ensemble_size=3).compute_lattice(field(), True)["forces_std"].min() > 0
 
 
-@pytest.mark.parametrize("energy_based", [False, True])
-def test_export_load_identity(tmp_path, energy_based):
-    m = model(energy_based=energy_based)
+@pytest.mark.parametrize("arch,energy_based", VARIANTS)
+def test_export_load_identity(tmp_path, arch, energy_based):
+    m = model(arch, energy_based=energy_based)
     path = mlpot_plugins.export(m, tmp_path / "h.pt", kind="lattice", extra={"holstein": P})
     loaded = mlpot_plugins.load(path)
     meta = loaded.metadata
@@ -112,12 +125,30 @@ def test_bad_inputs_have_clear_errors():
         model(radius2=0)
 
 
-@pytest.mark.parametrize("energy_based", [False, True])
-def test_row_blocking_does_not_change_results(energy_based):
-    m = model(energy_based=energy_based)
+@pytest.mark.parametrize("arch,energy_based", VARIANTS)
+def test_row_blocking_does_not_change_results(arch, energy_based):
+    m = model(arch, energy_based=energy_based)
     Q = field(L=10)
     ref = m.compute_lattice(Q, True)
     m.block_sites = 25  # 1 row of 10 sites per block for a batch of 2
     out = m.compute_lattice(Q, True)
     for k in ref:
         assert torch.allclose(out[k], ref[k], atol=1e-12), k
+
+
+def test_irreps_basis_is_orthogonal_and_complete():
+    """The 45 patch sites split into 9 A1 + 3 A2 + 6 B1 + 5 B2 + 11 E copies; U is orthogonal, and each
+    1-d block transforms by its character under a 90-degree rotation of the patch."""
+    offsets = patch_offsets(13)
+    b = irreps_basis(offsets)
+    assert [b[k].shape[0] for k in ("A1", "A2", "B1", "B2", "Ev")] == [9, 3, 6, 5, 11]
+    U = torch.cat([b[k] for k in ("A1", "A2", "B1", "B2", "Ev", "Ew")])
+    assert torch.allclose(U @ U.T, torch.eye(45, dtype=U.dtype), atol=1e-12)
+    v = torch.randn(45, dtype=torch.float64)
+    index = {o: k for k, o in enumerate(offsets)}
+    rv = torch.empty_like(v)  # v rotated by 90 degrees: (x, y) -> (-y, x)
+    for k, (x, y) in enumerate(offsets):
+        rv[index[(-y, x)]] = v[k]
+    for name, chi in (("A1", 1), ("A2", 1), ("B1", -1), ("B2", -1)):
+        assert torch.allclose(b[name] @ rv, chi * (b[name] @ v), atol=1e-12), name
+    assert not torch.allclose(b["Ev"] @ rv, b["Ev"] @ v, atol=1e-3)  # E mixes (v, w): not a character

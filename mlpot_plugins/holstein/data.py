@@ -45,8 +45,11 @@ class _RecordingED:
 
 def generate(out: Path, L: int = 20, n_quench: int = 6, n_domain: int = 6, quench_steps: int = 800,
              domain_steps: int = 200, stride: int = 8, p: Optional[HolsteinParams] = None, seed: int = 0,
-             kT_hot: float = 5.0, progress: bool = True) -> dict:
-    """Run the trajectories and save {Q, f_el, traj, time, kind, params} to ``out`` (torch.save)."""
+             kT_hot: float = 5.0, progress: bool = True, device: str = "cpu") -> dict:
+    """Run the trajectories and save {Q, f_el, traj, time, kind, params} to ``out`` (torch.save).
+
+    The initial states come from a CPU generator (the same for every device); ``device="cuda"`` runs the
+    ED (``eigh``) and the integrator on the GPU, so a device changes only the noise stream and rounding."""
     p = p or HolsteinParams()
     gen = torch.Generator().manual_seed(seed)
     runs = []
@@ -60,12 +63,13 @@ def generate(out: Path, L: int = 20, n_quench: int = 6, n_domain: int = 6, quenc
     offset = 0
     for kind, Q0, P0, steps in runs:
         rec = _RecordingED(p)
+        Q0, P0 = Q0.to(device), P0.to(device)
         integ = LangevinIntegrator(rec, p, Q0, P0, seed=seed + offset + 1)
         bar = tqdm(total=steps, desc=f"ED {kind} {tuple(Q0.shape)}", disable=not progress)
 
         def keep(s, kind=kind):
             if s.step_count % stride == 0:
-                Qs.append(s.Q.clone()); Fs.append(rec.last.clone())
+                Qs.append(s.Q.cpu()); Fs.append(rec.last.cpu())
                 traj.append(torch.arange(Q0.shape[0]) + offset)
                 times.append(torch.full((Q0.shape[0],), s.time))
                 kinds.extend([kind] * Q0.shape[0])

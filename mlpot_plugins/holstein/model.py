@@ -29,7 +29,71 @@ def patch_offsets(radius2: int) -> List[Tuple[int, int]]:
     return [(dx, dy) for dx in range(-R, R + 1) for dy in range(-R, R + 1) if dx * dx + dy * dy <= radius2]
 
 
-class D4LatticeForceField(nn.Module):
+def site_level_terms(x: Tensor, R: int, Lx: int, Ly: int) -> Tuple[Tensor, Tensor]:
+    """Padded [B, Kin, Lx + 2R, Ly + 2R] -> (Q_i, sum_nn d/(d^2 + 0.09)) with d = Q_j - Q_i, both [B, Kin, Lx, Ly]:
+    the centre value and the regularised second-order level shift from hopping to the 4 neighbours
+    (times (t/g)^2 it is a shift in units of Q). Both are odd in Q and D4-invariant."""
+    c = x[:, :, R:R + Lx, R:R + Ly]
+    shift2 = torch.zeros_like(c)
+    for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        d = x[:, :, R + dx:R + dx + Lx, R + dy:R + dy + Ly] - c
+        shift2 = shift2 + d / (d * d + 0.09)
+    return c, shift2
+
+
+class LatticeForceFieldBase(nn.Module):
+    """What every Holstein lattice model shares: exact elastic part, row-blocked evaluation of
+    ``outputs_padded`` (defined by the architecture) and the exported ``compute_lattice``."""
+
+    def member_outputs(self, Qk: Tensor) -> Tensor:
+        """[B, Kin, L, L] -> [K, B, L, L]: electronic forces (direct) or site energies (energy model).
+        Large lattices go in row blocks of ~block_sites sites so the intermediates stay in cache."""
+        L = Qk.shape[-1]
+        x = Fn.pad(Qk, [self.R, self.R, self.R, self.R], mode="circular")
+        rows = max(1, self.block_sites // (L * Qk.shape[0]))
+        if rows >= L:
+            return self.outputs_padded(x, L, L)
+        outs: List[Tensor] = []
+        for r0 in range(0, L, rows):
+            nr = min(rows, L - r0)
+            outs.append(self.outputs_padded(x[:, :, r0:r0 + nr + 2 * self.R, :], nr, L))
+        return torch.cat(outs, 2)
+
+    def biased_mlp(self, z: Tensor) -> Tensor:
+        """Per-member SiLU MLP with biases, [K, F, rows] -> [K, 1, rows]."""
+        y = Fn.silu(torch.baddbmm(self.b1, self.w1, z))
+        y = Fn.silu(torch.baddbmm(self.b2, self.w2, y))
+        return torch.bmm(self.w3, y)
+
+    def elastic(self, Q: Tensor) -> Tuple[Tensor, Tensor]:
+        nn_sum = (torch.roll(Q, 1, -1) + torch.roll(Q, -1, -1) + torch.roll(Q, 1, -2) + torch.roll(Q, -1, -2))
+        energy = (0.5 * self.k0 * Q * Q + 0.5 * self.kappa * Q * nn_sum).sum([-1, -2])
+        return energy, -self.k0 * Q - self.kappa * nn_sum
+
+    @torch.jit.export
+    def compute_lattice(self, Q: Tensor, need_uncertainty: bool) -> Dict[str, Tensor]:
+        if Q.dim() < 2 or Q.shape[-1] != Q.shape[-2]:
+            raise ValueError("Q must have shape [..., L, L] (square lattice)")
+        L = Q.shape[-1]
+        if L < 2 * self.R + 1:
+            raise ValueError("lattice too small for the model's patch: need L >= 2 * floor(sqrt(radius2)) + 1")
+        lead = Q.shape[:-2]
+        Qb = Q.reshape(-1, L, L).to(self.w1.dtype)
+        if self.energy_based:
+            f_el, e_el = self.member_forces(Qb, False)
+        else:
+            with torch.no_grad():
+                f_el, e_el = self.member_forces(Qb, False)
+        e_elastic, f_elastic = self.elastic(Qb)
+        out: Dict[str, Tensor] = {"forces": (f_el.mean(0) + f_elastic).reshape(Q.shape)}
+        if self.energy_based:
+            out["energy"] = (e_el.mean(0) + e_elastic).reshape(lead)
+        if need_uncertainty and self.ensemble_size > 1:
+            out["forces_std"] = (f_el.std(0, unbiased=False) * self.uncertainty_scale).reshape(Q.shape)
+        return out
+
+
+class D4LatticeForceField(LatticeForceFieldBase):
     def __init__(self, holstein: Dict[str, float], radius2: int = 13, channels: int = 16, hidden: int = 32,
                  ensemble_size: int = 4, energy_based: bool = False, seed: int = 0,
                  q_scale: float = 4.0, n_sharp: int = 6, dtype: torch.dtype = torch.float32):
@@ -112,12 +176,7 @@ class D4LatticeForceField(nn.Module):
         z = z.permute(1, 2, 0, 3).reshape(K, self.channels, B * n)
         if self.n_sharp == 0:
             return z
-        R = self.R
-        c = x[:, :, R:R + Lx, R:R + Ly]
-        shift2 = torch.zeros_like(c)
-        for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-            d = x[:, :, R + dx:R + dx + Lx, R + dy:R + dy + Ly] - c
-            shift2 = shift2 + d / (d * d + 0.09)
+        c, shift2 = site_level_terms(x, self.R, Lx, Ly)
         centre = c.permute(1, 0, 2, 3).reshape(Kin, 1, B * n)
         level = (shift2 * self.t_over_g2).permute(1, 0, 2, 3).reshape(Kin, 1, B * n)
         arg = centre - self.level_coef * level + torch.bmm(self.shift, z)
@@ -128,34 +187,10 @@ class D4LatticeForceField(nn.Module):
         """Padded block [B, Kin, Lx + 2R, Ly + 2R] -> [K, B, Lx, Ly] per-site member outputs."""
         z = self.invariant_features(x, Lx, Ly)
         if self.energy_based:
-            y = self.even_mlp(z) + self.even_mlp(-z)
+            y = self.biased_mlp(z) + self.biased_mlp(-z)
         else:
             y = torch.bmm(self.w3, torch.tanh(torch.bmm(self.w2, torch.tanh(torch.bmm(self.w1, z)))))
         return (y * self.out_scale).reshape(self.ensemble_size, x.shape[0], Lx, Ly)
-
-    def member_outputs(self, Qk: Tensor) -> Tensor:
-        """[B, Kin, L, L] -> [K, B, L, L]: electronic forces (direct) or site energies (energy model).
-        Large lattices go in row blocks of ~block_sites sites so the intermediates stay in cache."""
-        L = Qk.shape[-1]
-        x = Fn.pad(Qk, [self.R, self.R, self.R, self.R], mode="circular")
-        rows = max(1, self.block_sites // (L * Qk.shape[0]))
-        if rows >= L:
-            return self.outputs_padded(x, L, L)
-        outs: List[Tensor] = []
-        for r0 in range(0, L, rows):
-            nr = min(rows, L - r0)
-            outs.append(self.outputs_padded(x[:, :, r0:r0 + nr + 2 * self.R, :], nr, L))
-        return torch.cat(outs, 2)
-
-    def even_mlp(self, z: Tensor) -> Tensor:
-        y = Fn.silu(torch.baddbmm(self.b1, self.w1, z))
-        y = Fn.silu(torch.baddbmm(self.b2, self.w2, y))
-        return torch.bmm(self.w3, y)
-
-    def elastic(self, Q: Tensor) -> Tuple[Tensor, Tensor]:
-        nn_sum = (torch.roll(Q, 1, -1) + torch.roll(Q, -1, -1) + torch.roll(Q, 1, -2) + torch.roll(Q, -1, -2))
-        energy = (0.5 * self.k0 * Q * Q + 0.5 * self.kappa * Q * nn_sum).sum([-1, -2])
-        return energy, -self.k0 * Q - self.kappa * nn_sum
 
     def member_forces(self, Q: Tensor, create_graph: bool = False) -> Tuple[Tensor, Tensor]:
         """Q [B, L, L] -> (electronic forces [K, B, L, L], electronic energies [K, B] or empty)."""
@@ -174,25 +209,3 @@ class D4LatticeForceField(nn.Module):
         if g is None:
             g = torch.zeros_like(Qk)
         return -g.transpose(0, 1), e
-
-    @torch.jit.export
-    def compute_lattice(self, Q: Tensor, need_uncertainty: bool) -> Dict[str, Tensor]:
-        if Q.dim() < 2 or Q.shape[-1] != Q.shape[-2]:
-            raise ValueError("Q must have shape [..., L, L] (square lattice)")
-        L = Q.shape[-1]
-        if L < 2 * self.R + 1:
-            raise ValueError("lattice too small for the model's patch: need L >= 2 * floor(sqrt(radius2)) + 1")
-        lead = Q.shape[:-2]
-        Qb = Q.reshape(-1, L, L).to(self.lift.dtype)
-        if self.energy_based:
-            f_el, e_el = self.member_forces(Qb, False)
-        else:
-            with torch.no_grad():
-                f_el, e_el = self.member_forces(Qb, False)
-        e_elastic, f_elastic = self.elastic(Qb)
-        out: Dict[str, Tensor] = {"forces": (f_el.mean(0) + f_elastic).reshape(Q.shape)}
-        if self.energy_based:
-            out["energy"] = (e_el.mean(0) + e_elastic).reshape(lead)
-        if need_uncertainty and self.ensemble_size > 1:
-            out["forces_std"] = (f_el.std(0, unbiased=False) * self.uncertainty_scale).reshape(Q.shape)
-        return out

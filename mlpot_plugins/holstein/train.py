@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from .. import export as mlpot_export
 from .data import load_data
+from .irreps import D4IrrepsForceField
 from .model import D4LatticeForceField
 from .params import HolsteinParams, elastic_force
 
@@ -49,12 +50,21 @@ def evaluate(model: D4LatticeForceField, Q: torch.Tensor, f_el: torch.Tensor, p:
 def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 4, channels: int = 16,
           hidden: int = 32, radius2: int = 13, epochs: int = 60, batch: int = 16, lr: float = 3e-3,
           seed: int = 0, name: str = "holstein-d4", progress: bool = True,
-          time_budget_s: Optional[float] = None, snapshot_stride: int = 1) -> dict:
+          time_budget_s: Optional[float] = None, snapshot_stride: int = 1, device: str = "cpu",
+          state_dict_path=None, init_state_dict=None, arch: str = "conv") -> dict:
+    """Train, calibrate and export; ``device="cuda"`` trains on the GPU (the export is always on CPU) and
+    ``state_dict_path`` also saves the weights (to re-export them with another torch version);
+    ``init_state_dict`` starts from such saved weights (fine-tuning, e.g. on CPU after a GPU run).
+    ``arch``: "conv" (D4 group convolution, model.py) or "irreps" (irreps features, irreps.py)."""
     data = load_data(data_path)
     p = HolsteinParams.from_dict(data["params"])
     torch.manual_seed(seed)
-    model = D4LatticeForceField(p.to_dict(), radius2=radius2, channels=channels, hidden=hidden,
-                                ensemble_size=ensemble_size, energy_based=energy_based, seed=seed)
+    model = build_model(p, arch, radius2, channels, hidden, ensemble_size, energy_based, seed)
+    if arch == "irreps":
+        model.fit_scales(data["Q"][:64].float())
+    if init_state_dict is not None:
+        model.load_state_dict(torch.load(init_state_dict, weights_only=False)["state_dict"])
+    model = model.to(device)
     L = int(data["L"])
     if L < 2 * model.R + 1:
         raise ValueError(f"training lattice L={L} is smaller than the patch (need L >= {2 * model.R + 1}); "
@@ -64,13 +74,13 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
         keep = torch.zeros_like(tr)
         keep[::snapshot_stride] = True
         tr = tr & keep
-    Qtr, Ftr = data["Q"][tr].float(), data["f_el"][tr].float()
+    Qtr, Ftr = data["Q"][tr].float().to(device), data["f_el"][tr].float().to(device)
     K, S = ensemble_size, len(Qtr)
     # bootstrap weights: each member sees its own resample of the training snapshots
     gen = torch.Generator().manual_seed(seed + 1)
     boot = torch.ones(K, S) if K == 1 else \
         torch.multinomial(torch.ones(S), K * S, replacement=True, generator=gen).reshape(K, S)
-    weights = torch.stack([torch.bincount(b, minlength=S).float() for b in boot]) if K > 1 else boot
+    weights = (torch.stack([torch.bincount(b, minlength=S).float() for b in boot]) if K > 1 else boot).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n_batches = math.ceil(S / batch)
     total_steps = epochs * n_batches
@@ -87,7 +97,7 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
     bar = tqdm(range(epochs), desc=f"train {name}", disable=not progress)
     history = []
     for ep in bar:
-        perm = torch.randperm(S)
+        perm = torch.randperm(S, device=device)
         tot = 0.0
         for i in range(n_batches):
             idx = perm[i * batch:(i + 1) * batch]
@@ -105,21 +115,58 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
         if time_budget_s and time.time() - t0 > time_budget_s:
             break
     train_s = time.time() - t0
-    metrics = evaluate(model, data["Q"][te].float(), data["f_el"][te], p)
+    metrics = evaluate(model, data["Q"][te].float().to(device), data["f_el"][te].to(device), p)
     err, std = metrics.pop("_err"), metrics.pop("_std")
+    model = model.cpu()
     if ensemble_size > 1:  # calibrate: mean predicted variance = mean squared error on held-out data
         model.uncertainty_scale = float(err.pow(2).mean().sqrt() / std.pow(2).mean().sqrt().clamp_min(1e-12))
     metrics.update(train_seconds=round(train_s, 1), epochs_run=len(history),
                    train_rmse_electronic=history[-1], uncertainty_scale=model.uncertainty_scale,
                    train_snapshots=int(S), snapshot_stride=snapshot_stride, test_snapshots=int(te.sum()), data_L=L)
+    config = dict(arch=arch, radius2=radius2, channels=channels, hidden=hidden, ensemble_size=ensemble_size,
+                  energy_based=energy_based, name=name, data_L=L, holstein=p.to_dict())
+    if state_dict_path is not None:
+        torch.save({"state_dict": model.state_dict(), "uncertainty_scale": model.uncertainty_scale,
+                    "metrics": metrics, "config": config}, state_dict_path)
+    export_committee(model, out_path, config, metrics)
+    return metrics
+
+
+def build_model(p: HolsteinParams, arch: str = "conv", radius2: int = 13, channels: int = 16, hidden: int = 32,
+                ensemble_size: int = 4, energy_based: bool = False, seed: int = 0):
+    if arch == "conv":
+        return D4LatticeForceField(p.to_dict(), radius2=radius2, channels=channels, hidden=hidden,
+                                   ensemble_size=ensemble_size, energy_based=energy_based, seed=seed)
+    if arch == "irreps":
+        if energy_based:
+            raise ValueError("the irreps-feature model is direct-force only; use arch='conv' for --energy")
+        return D4IrrepsForceField(p.to_dict(), radius2=radius2, hidden=hidden, ensemble_size=ensemble_size,
+                                  seed=seed)
+    raise ValueError(f"unknown arch {arch!r}; use 'conv' or 'irreps'")
+
+
+def export_committee(model, out_path, config: dict, metrics: dict):
+    """Export a trained lattice committee with its Hamiltonian, lattice, patch, architecture and metrics."""
+    p = HolsteinParams.from_dict(config["holstein"])
+    L, energy_based = config["data_L"], config["energy_based"]
     extra = {"holstein": p.to_dict(), "lattice": {"type": "square", "boundary": "periodic", "trained_L": L},
-             "patch": {"radius2": radius2, "n_sites": model.n_patch}, "architecture": {
-                 "channels": channels, "hidden": hidden, "energy_based": energy_based},
+             "patch": {"radius2": config["radius2"], "n_sites": model.n_patch}, "architecture": {
+                 k: config[k] for k in ("arch", "channels", "hidden", "energy_based")},
              "training": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()}}
     kind_txt = "energy-based (forces = -dE/dQ)" if energy_based else "direct-force"
-    mlpot_export(model, out_path, kind="lattice", name=name,
-                 description=f"D4-equivariant {kind_txt} committee of {ensemble_size} for the Holstein model "
-                             f"(g={p.g}, kT={p.kT}), trained on ED Langevin trajectories on {L}x{L}; "
-                             f"built by mlpot_plugins/pretrained/build_holstein.py",
-                 references=REFERENCES, extra=extra)
-    return metrics
+    return mlpot_export(model, out_path, kind="lattice", name=config["name"],
+                        description=f"D4-equivariant {kind_txt} committee of {config['ensemble_size']} for the "
+                                    f"Holstein model (g={p.g}, kT={p.kT}), trained on ED Langevin trajectories on "
+                                    f"{L}x{L}; built by mlpot_plugins/pretrained/build_holstein.py",
+                        references=REFERENCES, extra=extra)
+
+
+def export_saved(state_dict_path, out_path, config: Optional[dict] = None):
+    """Export weights saved by ``train(state_dict_path=...)`` (e.g. trained with another torch version)."""
+    saved = torch.load(state_dict_path, weights_only=False)
+    config = config or saved["config"]
+    model = build_model(HolsteinParams.from_dict(config["holstein"]), config["arch"], config["radius2"],
+                        config["channels"], config["hidden"], config["ensemble_size"], config["energy_based"])
+    model.load_state_dict(saved["state_dict"])
+    model.uncertainty_scale = float(saved["uncertainty_scale"])
+    return export_committee(model, out_path, config, saved["metrics"])
