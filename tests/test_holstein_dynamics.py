@@ -127,5 +127,10 @@ def test_cli_generate_and_train(tmp_path, capsys):
     capsys.readouterr()
     assert main(["holstein", "train", "--data", str(data), "--out", str(irr), "--arch", "irreps", "--energy"]) == 2
     assert "direct-force only" in capsys.readouterr().err
+    assert main(["holstein", "train", "--data", str(data), "--out", str(tuned), "--epochs", "1",
+                 "--init", str(irr.with_suffix(".sd"))]) == 2  # irreps weights into a conv model
+    assert "do not fit this model" in capsys.readouterr().err
+    assert main(["holstein", "train", "--data", str(data), "--out", str(tuned), "--init", str(tmp_path / "x.sd")]) == 2
+    assert "does not exist" in capsys.readouterr().err
     assert main(["holstein", "train", "--data", str(tmp_path / "nope.pt"), "--out", str(model_path)]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -63,7 +63,7 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
     if arch == "irreps":
         model.fit_scales(data["Q"][:64].float())
     if init_state_dict is not None:
-        model.load_state_dict(torch.load(init_state_dict, weights_only=False)["state_dict"])
+        load_weights(model, init_state_dict)
     model = model.to(device)
     L = int(data["L"])
     if L < 2 * model.R + 1:
@@ -132,6 +132,25 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
     return metrics
 
 
+def load_weights(model, path) -> dict:
+    """Load weights saved by ``train(state_dict_path=...)`` into ``model``; clear errors for a wrong file."""
+    try:
+        saved = torch.load(path, weights_only=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"weights file {path} does not exist; `mlpot holstein train` writes one "
+                                "next to its model (MODEL.sd)") from None
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise ValueError(f"{path} holds no saved Holstein weights (expected the .sd file written by training)")
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as exc:
+        cfg = saved.get("config", {})
+        raise ValueError(f"the weights in {path} do not fit this model (they were trained as "
+                         f"{ {k: cfg.get(k) for k in ('arch', 'channels', 'hidden', 'ensemble_size')} }); "
+                         f"use the same --arch/--channels/--hidden/--ensemble: {str(exc).splitlines()[0]}") from None
+    return saved
+
+
 def build_model(p: HolsteinParams, arch: str = "conv", radius2: int = 13, channels: int = 16, hidden: int = 32,
                 ensemble_size: int = 4, energy_based: bool = False, seed: int = 0):
     if arch == "conv":
@@ -167,6 +186,6 @@ def export_saved(state_dict_path, out_path, config: Optional[dict] = None):
     config = config or saved["config"]
     model = build_model(HolsteinParams.from_dict(config["holstein"]), config["arch"], config["radius2"],
                         config["channels"], config["hidden"], config["ensemble_size"], config["energy_based"])
-    model.load_state_dict(saved["state_dict"])
+    load_weights(model, state_dict_path)
     model.uncertainty_scale = float(saved["uncertainty_scale"])
     return export_committee(model, out_path, config, saved["metrics"])

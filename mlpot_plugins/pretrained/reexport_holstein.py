@@ -5,7 +5,8 @@ from pathlib import Path
 import torch
 
 from ..model_file import export, load
-from ..holstein.model import D4LatticeForceField
+from ..holstein.params import HolsteinParams
+from ..holstein.train import build_model
 
 HERE = Path(__file__).resolve().parent
 
@@ -15,10 +16,8 @@ def reexport(name: str) -> None:
     meta, extra = old.metadata, old.metadata["extra"]
     arch = extra["architecture"]
     sd = old.module.state_dict()
-    m = D4LatticeForceField(extra["holstein"], radius2=extra["patch"]["radius2"], channels=arch["channels"],
-                            hidden=arch["hidden"], ensemble_size=meta["ensemble_size"],
-                            energy_based=arch["energy_based"], n_sharp=sd["log_beta"].shape[1],
-                            dtype=getattr(torch, meta["dtype"]))
+    m = build_model(HolsteinParams.from_dict(extra["holstein"]), arch.get("arch", "conv"), extra["patch"]["radius2"],
+                    arch["channels"], arch["hidden"], meta["ensemble_size"], arch["energy_based"])
     m.load_state_dict(sd)
     m.uncertainty_scale = meta["uncertainty_scale"]
     Q = torch.randn(2, 12, 12, generator=torch.Generator().manual_seed(0)) * 3
