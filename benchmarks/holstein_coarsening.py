@@ -31,12 +31,12 @@ def ed_from_data(path):
     kinds = d.get("kind") or ["quench"] * len(d["traj"])
     sel = torch.tensor([k == "quench" for k in kinds])
     Q, traj, t = d["Q"][sel].double(), d["traj"][sel], d["time"][sel]
-    ids = traj.unique()
+    row = {tr: i for i, tr in enumerate(sorted(set(traj.tolist())))}
     times = sorted(set(round(float(x), 6) for x in t))
-    a = np.full((len(ids), len(times)), np.nan)
-    sp = s_pi_pi(Q).numpy()
-    for k, (tr, tt) in enumerate(zip(traj.tolist(), t.tolist())):
-        a[ids.tolist().index(tr), times.index(round(tt, 6))] = sp[k]
+    col = {tt: j for j, tt in enumerate(times)}
+    a = np.full((len(row), len(times)), np.nan)
+    for tr, tt, sp in zip(traj.tolist(), t.tolist(), s_pi_pi(Q).tolist()):
+        a[row[tr], col[round(tt, 6)]] = sp
     return int(d["L"]), times, a
 
 
@@ -116,9 +116,8 @@ def main():
     res = {}
     if not args.skip_compare and args.compare_steps:
         c = compare(model, p, args.compare_L, args.seeds, args.compare_steps, 25, out, args.ed_data)
-        args.compare_L, args.seeds = (c["L"], c["seeds"]) if args.ed_data else (args.compare_L, args.seeds)
         res["compare"] = c
-        print(f"S(pi,pi,t) ML vs ED on {args.compare_L}x{args.compare_L}, {args.seeds} seeds, t <= "
+        print(f"S(pi,pi,t) ML vs ED on {c['L']}x{c['L']}, {c['seeds']} seeds, t <= "
               f"{c['t'][-1]:g}: max |diff|/sigma {c['z_max']:.2f}, rms {c['z_rms']:.2f}, "
               f"{100 * c['frac_within_2sigma']:.0f}% of times within 2 sigma; final ML "
               f"{c['ml']['mean'][-1]:.3f}±{c['ml']['sem'][-1]:.3f} vs ED {c['ed']['mean'][-1]:.3f}±{c['ed']['sem'][-1]:.3f}")

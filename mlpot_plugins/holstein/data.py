@@ -69,7 +69,7 @@ def generate(out: Path, L: int = 20, n_quench: int = 6, n_domain: int = 6, quenc
 
         def keep(s, kind=kind):
             if s.step_count % stride == 0:
-                Qs.append(s.Q.cpu()); Fs.append(rec.last.cpu())
+                Qs.append(s.Q.to("cpu", copy=True)); Fs.append(rec.last.to("cpu", copy=True))
                 traj.append(torch.arange(Q0.shape[0]) + offset)
                 times.append(torch.full((Q0.shape[0],), s.time))
                 kinds.extend([kind] * Q0.shape[0])

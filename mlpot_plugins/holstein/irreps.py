@@ -80,8 +80,7 @@ def cubic_orbits(offsets) -> Tuple[Tensor, Tensor]:
 
 class D4IrrepsForceField(LatticeForceFieldBase):
     def __init__(self, holstein: Dict[str, float], radius2: int = 13, hidden: int = 32, ensemble_size: int = 4,
-                 seed: int = 0, n_sharp: int = 6, cubic_radius2: int = 2, dtype: torch.dtype = torch.float32,
-                 **unused):
+                 seed: int = 0, n_sharp: int = 6, cubic_radius2: int = 2, dtype: torch.dtype = torch.float32):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         K, H = int(ensemble_size), int(hidden)
