@@ -75,9 +75,11 @@ def test_quench_checkpoint_restart_matches_one_run(tiny_model, tmp_path):
     f = make_forces("ml", P, model)
     full = run_quench(f, P, 8, 12, seed=3, record_every=4, progress=False)
     run_quench(f, P, 8, 6, seed=3, record_every=4, checkpoint=tmp_path / "c.pt", progress=False)
-    rest = run_quench(f, P, 8, 6, seed=3, record_every=4, checkpoint=tmp_path / "c.pt", restart=True,
+    # `steps` is the run's total length: the restart continues from step 6 up to 12
+    rest = run_quench(f, P, 8, 12, seed=3, record_every=4, checkpoint=tmp_path / "c.pt", restart=True,
                       progress=False)
     assert torch.equal(full["final_Q"], rest["final_Q"])
+    assert rest["t"] == full["t"] and rest["s_pi_pi"] == full["s_pi_pi"]  # one continued time series
 
 
 def test_cli_run_and_analyze(tiny_model, tmp_path, capsys):
