@@ -93,8 +93,6 @@ def _run(args) -> int:
     rec = run_quench(forces, p, L, args.steps, seed=seed, batch=batch, record_every=args.every,
                      out_dir=Path(args.out), snapshots=args.snapshots, checkpoint=checkpoint,
                      restart=args.restart, save_every=args.save_every)
-    for w in caught:
-        rec.setdefault("warnings", []).append(str(w.message))
     print(f"{args.engine}: L={rec['L']} batch={rec['batch']}, step {rec['step']} of {args.steps} in "
           f"{rec['wall_seconds']:.1f} s ({rec['site_steps_per_second']:.3g} site-steps/s); final S(pi,pi)/N="
           f"{rec['s_pi_pi'][-1]:.3f}, L(t)={rec['domain_length'][-1]:.2f}; files in {args.out}")

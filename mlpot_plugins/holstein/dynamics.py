@@ -77,14 +77,16 @@ def make_forces(engine: str, p: HolsteinParams, model=None, threshold: float = 0
         raise ValueError(f"unknown engine {engine!r}; use one of {list(ENGINES)}")
     if model is None:
         raise ValueError(f"engine {engine!r} needs a model (--model)")
-    warn_if_untrained(model, p)
     if engine == "ml":
-        return MLForces(model.module)
-    from .fallback import GatedForces
+        forces = MLForces(model.module)
+    else:
+        from .fallback import GatedForces
 
-    if model.metadata["ensemble_size"] < 2:
-        raise ValueError("ml+fallback needs a committee model (ensemble_size > 1) for its force std")
-    return GatedForces(model.module, p, threshold)
+        if model.metadata["ensemble_size"] < 2:
+            raise ValueError("ml+fallback needs a committee model (ensemble_size > 1) for its force std")
+        forces = GatedForces(model.module, p, threshold)
+    forces.warning = warn_if_untrained(model, p)  # run_quench records it with the observables
+    return forces
 
 
 def run_quench(forces, p: HolsteinParams, L: int, steps: int, seed: int = 0, batch: int = 1,
@@ -145,6 +147,9 @@ def run_quench(forces, p: HolsteinParams, L: int, steps: int, seed: int = 0, bat
         Q0, P0 = hot_random_state(L, (batch,) if batch > 1 else (), kT_hot, p, gen)
         integ = LangevinIntegrator(forces, p, Q0, P0, seed=seed + 1)
         rec = new_record(p, L, batch, seed)
+    warning = getattr(forces, "warning", None)
+    if warning and warning not in rec.setdefault("warnings", []):
+        rec["warnings"].append(warning)
     snap_at = set(int(x) for x in torch.linspace(0, steps, snapshots).round().tolist()) if snapshots else set()
     start = integ.step_count
 
