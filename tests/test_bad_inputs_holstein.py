@@ -1,6 +1,6 @@
 """Bad inputs and faults of `mlpot holstein generate|train|run|analyze` and of the Python functions behind
 them: each case asserts exit status 2 (argparse or the CLI's error line, never a traceback) and the words
-that name the problem and the fix. Extend CASES/FILE_CASES for new options."""
+that name the problem and the fix. Extend CASES for new options."""
 import json
 import warnings
 
@@ -15,16 +15,9 @@ from mlpot_plugins.holstein.model import D4LatticeForceField
 from mlpot_plugins.holstein.params import HolsteinParams
 from mlpot_plugins.runsafe import DivergenceError
 
+from cli_util import run_cli
+
 P = HolsteinParams()
-
-
-def run_cli(argv, capsys):
-    """mlpot in-process -> (exit status, stderr); argparse errors arrive as SystemExit."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,11 @@ import pytest
 import torch
 import yaml
 
-from mlpot_plugins.cli import main
 from mlpot_plugins.runsafe import RunInterrupted
 from mlpot_plugins.training.train import Trainer, load_config
 
+from cli_util import run_cli
 from test_equivariant_training import TINY_MODEL, tiny_dataset
-
-
-def run_cli(argv, capsys):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
