@@ -7,7 +7,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ..cli_types import bounded_int, nonneg_float, nonneg_int, positive_float, positive_int
+from ..cli_types import nonneg_float, nonneg_int, positive_float, positive_int
 from .langevin import DEFAULT_SAVE_EVERY
 from .params import HolsteinParams, check_lattice_size
 
@@ -20,7 +20,11 @@ def lattice_size(text: str) -> int:
     import argparse
 
     try:
-        return check_lattice_size(bounded_int(text, "L", -2 ** 62))
+        L = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"L={text!r} is not an integer; pass an even L >= 4") from None
+    try:
+        return check_lattice_size(L)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
