@@ -81,14 +81,18 @@ def _run(args) -> int:
     if args.restart and checkpoint is None:
         raise ValueError("--restart needs --checkpoint FILE (the checkpoint written by the run to continue)")
     model = load_model(args.model) if args.engine != "ed" and args.engine != "kpm" else None
+    seed = args.seed
     if args.restart:  # --param changes the checkpoint's parameters from here on (recorded in param_changes)
-        base = LangevinIntegrator.read_checkpoint(checkpoint)["params"]
+        st = LangevinIntegrator.read_checkpoint(checkpoint)
+        base = st["params"]
+        force_seed = seed if seed is not None else (st.get("run") or {}).get("seed", 0)
     else:
         base = (model_params(model) if model is not None else HolsteinParams()).to_dict()
+        force_seed = seed or 0
     p = HolsteinParams.from_dict({**base, **_overrides(args.param)})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        forces = make_forces(args.engine, p, model, args.threshold, args.seed or 0)
+        forces = make_forces(args.engine, p, model, args.threshold, force_seed)
     for w in caught:
         print(f"mlpot holstein run: warning: {w.message}", file=sys.stderr)
     defaults = {"L": 64, "batch": 1, "seed": 0}  # on --restart an omitted value is the checkpoint's
