@@ -277,10 +277,9 @@ class Trainer:
                     for i in batch:
                         loss = structure_loss(self.model, self.train_set[i], tc)["total"] / len(batch)
                         value = check_finite(
-                            float(loss.detach()) * len(batch), f"the training loss at epoch {self.epoch + 1} "
-                            f"(structure {i} of {self.cfg['data']['train']})",
-                            f"lower training.lr (now {self.opt.param_groups[0]['lr']:g}) or check that "
-                            "structure's energy/forces; the last good state is in last.pt (--resume)")
+                            float(loss.detach()) * len(batch), f"the training loss at epoch {self.epoch + 1}",
+                            f"lower training.lr (now {self.opt.param_groups[0]['lr']:g}) or check the labels in "
+                            f"{self.cfg['data']['train']}; the last good state is in last.pt (--resume)")
                         loss.backward()
                         total += value
                         count += 1
