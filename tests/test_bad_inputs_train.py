@@ -141,11 +141,13 @@ def test_resume_of_a_corrupt_checkpoint_is_named(folder, capsys):
     assert code == 2 and "already holds a run" in err and "--resume" in err  # never overwritten
 
 
-def test_signal_mid_epoch_saves_and_resume_continues_exactly(folder):
+@pytest.mark.parametrize("stop", ["sigterm", "crash"])
+def test_stop_mid_epoch_then_resume_continues_exactly(folder, stop):
     """Class 2: SIGTERM during an epoch writes last.pt after the current optimiser step (with the position
-    inside the epoch) and raises RunInterrupted; --resume then ends bit-identically to an uninterrupted run."""
-    def config(name):
-        cfg = base_config(epochs=3, lr=5e-3)
+    inside the epoch) and raises RunInterrupted; a crash leaves the last periodic (checkpoint_minutes) save.
+    --resume then ends bit-identically to an uninterrupted run."""
+    def config(name, **training):
+        cfg = base_config(epochs=3, lr=5e-3, **training)
         cfg["model"]["ensemble_size"] = 2
         cfg["output"]["dir"] = name
         return load_config(write(folder, cfg, name))
@@ -154,22 +156,29 @@ def test_signal_mid_epoch_saves_and_resume_continues_exactly(folder):
     whole = Trainer(config("whole"), **quiet)
     whole.fit(progress=False)
 
-    cut = Trainer(config("cut"), **quiet)
+    name = f"cut-{stop}"
+    cut = Trainer(config(name, checkpoint_minutes=1e-9 if stop == "crash" else 10.0), **quiet)
     steps = []
 
-    def kill_at_third_step(opt, args, kwargs):
+    def stop_at_third_step(opt, args, kwargs):
         steps.append(1)
-        if len(steps) == 3:  # epoch 2 of 3, first of its two batches
+        if len(steps) == 3 and stop == "sigterm":  # epoch 2 of 3, first of its two batches
             signal.raise_signal(signal.SIGTERM)
+        if len(steps) == 4 and stop == "crash":  # after the periodic save of step 3
+            raise MemoryError("node lost")
 
-    cut.opt.register_step_post_hook(kill_at_third_step)
-    with pytest.raises(RunInterrupted, match="stopped by SIGTERM.*--resume") as exc:
-        cut.fit(progress=False)
-    assert exc.value.exit_code == 143
-    ck = torch.load(folder / "cut" / "last.pt", weights_only=False)
+    cut.opt.register_step_post_hook(stop_at_third_step)
+    if stop == "sigterm":
+        with pytest.raises(RunInterrupted, match="stopped by SIGTERM.*--resume") as exc:
+            cut.fit(progress=False)
+        assert exc.value.exit_code == 143
+    else:
+        with pytest.raises(MemoryError):
+            cut.fit(progress=False)
+    ck = torch.load(folder / name / "last.pt", weights_only=False)
     assert ck["epoch"] == 1 and ck["partial_epoch"]["next"] == 2
-    resumed = Trainer(config("cut"), **quiet)
-    resumed.resume(folder / "cut" / "last.pt")
+    resumed = Trainer(config(name), **quiet)
+    resumed.resume(folder / name / "last.pt")
     resumed.fit(progress=False)
     for k, v in whole.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k

@@ -29,7 +29,7 @@ from .dataset import Structure, read_frames, species_statistics, split, to_struc
 TRAINING_DEFAULTS: Dict[str, Any] = dict(
     epochs=100, lr=5e-3, min_lr=1e-5, batch_size=4, energy_weight=1.0, force_weight=1.0, stress_weight=0.0,
     nll_weight=0.0, lr_factor=0.5, lr_patience=4, early_stopping_patience=12, seed=0, threads=1,
-    max_minutes=0.0, val_fraction=0.1)
+    max_minutes=0.0, val_fraction=0.1, checkpoint_minutes=10.0)
 SECTIONS = ("data", "model", "training", "output")
 
 
@@ -256,13 +256,15 @@ class Trainer:
 
     def fit(self, progress: bool = True) -> Dict[str, Any]:
         """Train to the end (epochs, early stopping or time budget). ``last.pt`` is written after every
-        epoch and, on SIGINT/SIGTERM, after the current optimiser step (with the position inside the epoch),
-        so ``--resume`` continues exactly where the run stopped; then ``RunInterrupted`` is raised."""
+        epoch, every ``checkpoint_minutes`` inside a long epoch and, on SIGINT/SIGTERM, after the current
+        optimiser step (then ``RunInterrupted`` is raised); mid-epoch it holds the position inside the epoch,
+        so ``--resume`` continues exactly where the run stopped."""
         tc = self.tc
         t_start = time.time()
         bs = int(tc["batch_size"])
         bar = tqdm(total=int(tc["epochs"]), initial=self.epoch, desc="train", unit="epoch", disable=not progress)
         stop_reason = "epochs"
+        last_save = time.time()
         with StopSignals() as stop:
             while self.epoch < int(tc["epochs"]):
                 self.model.train()
@@ -284,12 +286,15 @@ class Trainer:
                         total += value
                         count += 1
                     self.opt.step()
-                    if stop.signum is not None:
+                    if stop.signum is not None or (
+                            tc["checkpoint_minutes"] and time.time() - last_save >= 60.0 * tc["checkpoint_minutes"]):
                         self.partial = {"next": b + bs, "total": total, "count": count}
                         path = self.save("last.pt")
-                        bar.close()
-                        raise stop.interrupted(f"saved {path} at epoch {self.epoch + 1}, structure {count} of "
-                                               f"{len(order)}; continue with `mlpot train CONFIG --resume`")
+                        self.partial, last_save = {}, time.time()
+                        if stop.signum is not None:
+                            bar.close()
+                            raise stop.interrupted(f"saved {path} at epoch {self.epoch + 1}, structure {count} "
+                                                   f"of {len(order)}; continue with `mlpot train CONFIG --resume`")
                 self.epoch += 1
                 val = self.validation_loss()
                 check_finite(val["val_loss"], f"the validation loss at epoch {self.epoch}",
@@ -306,6 +311,7 @@ class Trainer:
                 else:
                     self.bad_epochs += 1
                 self.save("last.pt")
+                last_save = time.time()
                 bar.set_postfix(loss=f"{row['train_loss']:.4g}", val_F=f"{val['val_force_rmse']:.4f}", lr=f"{lr:.1e}")
                 bar.update(1)
                 if not progress:
