@@ -73,11 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from .contract import ModelFormatError
+    from .runsafe import RunError, RunInterrupted
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ModelFormatError, FileNotFoundError, KeyError, ValueError) as exc:
+    except RunInterrupted as exc:  # SIGINT/SIGTERM: the state was saved; exit status 128 + signal
+        print(f"mlpot {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (ModelFormatError, FileNotFoundError, KeyError, ValueError, RunError) as exc:
         print(f"mlpot {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -38,13 +38,29 @@ def ase_stage(out_dir: Path, quick: bool) -> None:
     VelocityVerlet(atoms, timestep=2.0 * units.fs).run(steps)
     e1 = atoms.get_total_energy()
     std = atoms.calc.get_property("forces_std", atoms)
+    check_md(model, e0, e1, std, len(atoms))
     print(f"[ase] {model}: {len(atoms)} Cu atoms, {steps} NVE steps of 2 fs: "
           f"energy drift {abs(e1 - e0) / len(atoms) * 1e3:.3f} meV/atom, "
           f"max per-atom force std {std.max():.4f} eV/A (atom {int(std.argmax())})")
 
 
+def check_md(label: str, e0: float, e1: float, std, n_atoms: int, max_drift_ev_per_atom: float = 0.05) -> None:
+    """Stop a demo stage whose MD blew up (non-finite energy or uncertainty, or a runaway energy drift)
+    instead of printing a meaningless number."""
+    from .runsafe import DivergenceError, check_finite
+
+    fix = "the model or the time step is unsuitable; report it with the demo output"
+    check_finite(e1, f"[{label}] the total energy after the MD", fix)
+    check_finite(float(np.max(std)), f"[{label}] the largest force std", fix)
+    if abs(e1 - e0) / n_atoms > max_drift_ev_per_atom:
+        raise DivergenceError(f"[{label}] the NVE energy drifted by {abs(e1 - e0) / n_atoms:.3g} eV/atom "
+                              f"(> {max_drift_ev_per_atom}): the MD is unstable; {fix}")
+
+
 def run_demo(out: str, quick: bool = False, only=None) -> int:
-    out_dir = Path(out)
+    from .runsafe import check_output_dir
+
+    out_dir = check_output_dir(out, "demo --out folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [spec.split(":")[1] for spec in STAGES]
     unknown = sorted(set(only or []) - set(names))

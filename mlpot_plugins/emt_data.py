@@ -122,7 +122,6 @@ def generate(system: str = "Cu", which: str = "train", seed: int = 0, scale: int
 def write(path: Path, frames: List[Atoms]) -> Path:
     import ase.io
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ase.io.write(path, frames, format="extxyz")
-    return path
+    from .runsafe import atomic_write
+
+    return atomic_write(path, lambda tmp: ase.io.write(tmp, frames, format="extxyz"))

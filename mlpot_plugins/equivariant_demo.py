@@ -21,6 +21,8 @@ def _run(out_dir: Path, quick: bool, calc) -> None:
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from ase.md.verlet import VelocityVerlet
 
+    from .demo import check_md
+
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
     del atoms[0]
     atoms.calc = calc
@@ -30,6 +32,7 @@ def _run(out_dir: Path, quick: bool, calc) -> None:
     VelocityVerlet(atoms, timestep=2.0 * units.fs).run(steps)
     e1 = atoms.get_total_energy()
     std = calc.get_property("forces_std", atoms)
+    check_md("cu-emt", e0, e1, std, len(atoms))
     ref = atoms.copy()
     ref.calc = EMT()
     err = np.sqrt(np.mean((atoms.get_forces() - ref.get_forces()) ** 2))

@@ -41,3 +41,23 @@ def test_demo_runs_quick(tmp_path):
     assert "energy drift" in out and "max per-atom force std" in out and "demo finished" in out
     res = run("demo", "--stage", "nope", check=False)
     assert res.returncode == 2 and "unknown demo stage(s) ['nope']" in res.stderr
+
+
+def test_demo_stops_on_a_blown_up_md_and_checks_its_folder(tmp_path, capsys):
+    """A demo stage whose MD diverged raises instead of printing a meaningless drift; a bad --out fails first."""
+    import pytest
+
+    from mlpot_plugins.cli import main
+    from mlpot_plugins.demo import check_md
+    from mlpot_plugins.runsafe import DivergenceError
+
+    check_md("ok", -100.0, -100.01, [0.01, 0.02], 10)
+    with pytest.raises(DivergenceError, match=r"\[x\] the total energy after the MD is nan"):
+        check_md("x", -100.0, float("nan"), [0.01], 10)
+    with pytest.raises(DivergenceError, match="largest force std is inf"):
+        check_md("x", -100.0, -100.0, [float("inf")], 10)
+    with pytest.raises(DivergenceError, match="drifted by 10 eV/atom"):
+        check_md("x", -100.0, 0.0, [0.01], 10)
+    (tmp_path / "afile").write_text("x")
+    assert main(["demo", "--out", str(tmp_path / "afile"), "--stage", "ase_stage"]) == 2
+    assert "is a file; give a folder path" in capsys.readouterr().err

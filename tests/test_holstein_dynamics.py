@@ -1,5 +1,6 @@
 """Observables, uncertainty-gated fallback, quench runs and the `mlpot holstein` CLI."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,9 +76,11 @@ def test_quench_checkpoint_restart_matches_one_run(tiny_model, tmp_path):
     f = make_forces("ml", P, model)
     full = run_quench(f, P, 8, 12, seed=3, record_every=4, progress=False)
     run_quench(f, P, 8, 6, seed=3, record_every=4, checkpoint=tmp_path / "c.pt", progress=False)
-    rest = run_quench(f, P, 8, 6, seed=3, record_every=4, checkpoint=tmp_path / "c.pt", restart=True,
+    # `steps` is the run's total length: the restart continues from step 6 up to 12
+    rest = run_quench(f, P, 8, 12, seed=3, record_every=4, checkpoint=tmp_path / "c.pt", restart=True,
                       progress=False)
     assert torch.equal(full["final_Q"], rest["final_Q"])
+    assert rest["t"] == full["t"] and rest["s_pi_pi"] == full["s_pi_pi"]  # one continued time series
 
 
 def test_cli_run_and_analyze(tiny_model, tmp_path, capsys):
@@ -134,3 +137,72 @@ def test_cli_generate_and_train(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["holstein", "train", "--data", str(tmp_path / "nope.pt"), "--out", str(model_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_sigterm_mid_run_leaves_a_checkpoint_that_restarts_bit_identically(tmp_path):
+    """Class 2: a real `mlpot holstein run` killed with SIGTERM saves its checkpoint and observables
+    (atomically) and exits 143; the same command with --restart then ends exactly where an uninterrupted run
+    ends (state, noise stream and the whole observables series)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def argv(out, ck):
+        return ["holstein", "run", "--engine", "ed", "--L", "4", "--steps", "1200", "--every", "50",
+                "--snapshots", "0", "--save-every", "50", "--threads", "1", "--out", str(out), "--checkpoint", str(ck)]
+
+    out, ck = tmp_path / "killed", tmp_path / "killed.pt"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(mlpot_plugins.__file__).parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "mlpot_plugins.cli"] + argv(out, ck), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not ck.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)  # the first periodic checkpoint (step 50) is written while the run goes on
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM" in err and "--restart" in err and "Traceback" not in err
+    st = torch.load(ck)
+    rec = json.loads((out / "observables.json").read_text())
+    assert 50 <= st["step"] < 1200 and rec["status"] == "interrupted" and rec["step"] == st["step"]
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files behind
+    assert main(argv(out, ck) + ["--restart"]) == 0
+    ref_out, ref_ck = tmp_path / "whole", tmp_path / "whole.pt"
+    assert main(argv(ref_out, ref_ck)) == 0
+    a, b = torch.load(ck), torch.load(ref_ck)
+    assert a["step"] == b["step"] == 1200
+    assert torch.equal(a["Q"], b["Q"]) and torch.equal(a["P"], b["P"]) and torch.equal(a["rng"], b["rng"])
+    r1, r2 = (json.loads((o / "observables.json").read_text()) for o in (out, ref_out))
+    assert len(r1["t"]) == 25 and r1["status"] == "complete"
+    for key in ("t", "s_pi_pi", "domain_length", "s_pi_pi_per_sample"):
+        assert r1[key] == r2[key]
+
+
+def test_periodic_saves_keep_the_state_of_a_run_that_dies(tmp_path):
+    """Class 2: the checkpoint and observables are written every save_every steps, not only at the end."""
+    calls = []
+
+    class Dies:
+        def __call__(self, Q):
+            calls.append(1)
+            if len(calls) == 8:  # the force call of step 7
+                raise RuntimeError("node lost")
+            return make_forces("ed", P)(Q)
+
+    with pytest.raises(RuntimeError, match="node lost"):
+        run_quench(Dies(), P, 4, 10, record_every=2, out_dir=tmp_path / "o", checkpoint=tmp_path / "c.pt",
+                   save_every=3, progress=False)
+    st = torch.load(tmp_path / "c.pt")
+    rec = json.loads((tmp_path / "o" / "observables.json").read_text())
+    assert st["step"] == 6 and rec["status"] == "running" and rec["t"] == pytest.approx([0, 0.1, 0.2, 0.3])
+    ed = make_forces("ed", P)
+    rest = run_quench(ed, P, None, 10, record_every=2, out_dir=tmp_path / "o", checkpoint=tmp_path / "c.pt",
+                      restart=True, progress=False)
+    whole = run_quench(ed, P, 4, 10, record_every=2, progress=False)
+    assert torch.equal(rest["final_Q"], whole["final_Q"]) and rest["s_pi_pi"] == whole["s_pi_pi"]

@@ -2,13 +2,31 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+import warnings
 from pathlib import Path
 
-from .params import HolsteinParams
+from ..cli_types import nonneg_float, nonneg_int, positive_float, positive_int
+from .langevin import DEFAULT_SAVE_EVERY
+from .params import HolsteinParams, check_lattice_size
 
 PARAM_HELP = "Holstein parameters as key=value (t, g, k0, kappa, m, gamma, dt, kT, mu); defaults: " + \
     ", ".join(f"{k}={v:g}" for k, v in HolsteinParams().to_dict().items())
+
+
+def lattice_size(text: str) -> int:
+    """argparse type: the lattice check every engine shares (params.check_lattice_size)."""
+    import argparse
+
+    try:
+        L = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"L={text!r} is not an integer; pass an even L >= 4") from None
+    try:
+        return check_lattice_size(L)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _params(pairs) -> HolsteinParams:
@@ -57,18 +75,35 @@ def _run(args) -> int:
 
     torch.set_num_threads(args.threads)
     from .dynamics import make_forces, model_params, run_quench
+    from .langevin import LangevinIntegrator
 
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    if args.restart and checkpoint is None:
+        raise ValueError("--restart needs --checkpoint FILE (the checkpoint written by the run to continue)")
     model = load_model(args.model) if args.engine != "ed" and args.engine != "kpm" else None
-    p = model_params(model) if model is not None else HolsteinParams()
-    if args.param:
-        p = HolsteinParams.from_dict({**p.to_dict(), **_overrides(args.param)})
-    forces = make_forces(args.engine, p, model, args.threshold, args.seed)
-    rec = run_quench(forces, p, args.L, args.steps, seed=args.seed, batch=args.batch, record_every=args.every,
-                     out_dir=Path(args.out), snapshots=args.snapshots,
-                     checkpoint=Path(args.checkpoint) if args.checkpoint else None, restart=args.restart)
-    print(f"{args.engine}: L={rec['L']} batch={args.batch}, {args.steps} steps in {rec['wall_seconds']:.1f} s "
-          f"({rec['site_steps_per_second']:.3g} site-steps/s); final S(pi,pi)/N={rec['s_pi_pi'][-1]:.3f}, "
-          f"L(t)={rec['domain_length'][-1]:.2f}; files in {args.out}")
+    seed = args.seed
+    if args.restart:  # --param changes the checkpoint's parameters from here on (recorded in param_changes)
+        st = LangevinIntegrator.read_checkpoint(checkpoint)
+        base = st["params"]
+        force_seed = seed if seed is not None else (st.get("run") or {}).get("seed", 0)
+    else:
+        base = (model_params(model) if model is not None else HolsteinParams()).to_dict()
+        force_seed = seed or 0
+    p = HolsteinParams.from_dict({**base, **_overrides(args.param)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        forces = make_forces(args.engine, p, model, args.threshold, force_seed)
+    for w in caught:
+        print(f"mlpot holstein run: warning: {w.message}", file=sys.stderr)
+    defaults = {"L": 64, "batch": 1, "seed": 0}  # on --restart an omitted value is the checkpoint's
+    L, batch, seed = (getattr(args, k) if getattr(args, k) is not None or args.restart else v
+                      for k, v in defaults.items())
+    rec = run_quench(forces, p, L, args.steps, seed=seed, batch=batch, record_every=args.every,
+                     out_dir=Path(args.out), snapshots=args.snapshots, checkpoint=checkpoint,
+                     restart=args.restart, save_every=args.save_every)
+    print(f"{args.engine}: L={rec['L']} batch={rec['batch']}, step {rec['step']} of {args.steps} in "
+          f"{rec['wall_seconds']:.1f} s ({rec['site_steps_per_second']:.3g} site-steps/s); final S(pi,pi)/N="
+          f"{rec['s_pi_pi'][-1]:.3f}, L(t)={rec['domain_length'][-1]:.2f}; files in {args.out}")
     return 0
 
 
@@ -80,9 +115,14 @@ def _analyze(args) -> int:
         path = path / "observables.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; write it with `mlpot holstein run --out DIR`")
-    rec = json.loads(path.read_text())
-    fit = growth_exponent(rec["t"], rec["domain_length"], args.t_min, args.t_max)
-    png = plot_growth(rec["t"], rec["domain_length"], path.parent / "domain_growth.png", fit)
+    try:
+        rec = json.loads(path.read_text())
+        t, lengths = rec["t"], rec["domain_length"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not an observables.json written by `mlpot holstein run` ({exc}); pass "
+                         "the run's --out folder") from None
+    fit = growth_exponent(t, lengths, args.t_min, args.t_max)
+    png = plot_growth(t, lengths, path.parent / "domain_growth.png", fit)
     print(f"growth exponent n = {fit['exponent']:.3f} ± {fit['exponent_err']:.3f} over {fit['n_points']} "
           f"points (Allen-Cahn: 0.5); plot: {png}")
     return 0
@@ -93,12 +133,12 @@ def register_cli(sub) -> None:
     hs = h.add_subparsers(dest="holstein_command", required=True)
     g = hs.add_parser("generate", help="ED Langevin quench trajectories as training data")
     g.add_argument("--out", required=True, help="output .pt file")
-    g.add_argument("--L", type=int, default=16, help="lattice size (issue target 40; ED cost ~ L^6)")
-    g.add_argument("--quench", type=int, default=5, help="hot-random-state quench trajectories")
-    g.add_argument("--domains", type=int, default=5, help="trajectories from random CDW domain states")
-    g.add_argument("--steps", type=int, default=600, help="steps per quench trajectory")
-    g.add_argument("--domain-steps", type=int, default=200, help="steps per domain trajectory")
-    g.add_argument("--stride", type=int, default=6, help="keep every stride-th step")
+    g.add_argument("--L", type=lattice_size, default=16, help="lattice size (issue target 40; ED cost ~ L^6)")
+    g.add_argument("--quench", type=nonneg_int, default=5, help="hot-random-state quench trajectories")
+    g.add_argument("--domains", type=nonneg_int, default=5, help="trajectories from random CDW domain states")
+    g.add_argument("--steps", type=positive_int, default=600, help="steps per quench trajectory")
+    g.add_argument("--domain-steps", type=positive_int, default=200, help="steps per domain trajectory")
+    g.add_argument("--stride", type=positive_int, default=6, help="keep every stride-th step")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="cpu", help="torch device for ED and the integrator (cpu, cuda)")
     g.add_argument("--param", action="append", metavar="KEY=VALUE", help=PARAM_HELP)
@@ -107,16 +147,16 @@ def register_cli(sub) -> None:
     t.add_argument("--data", required=True)
     t.add_argument("--out", required=True, help="exported model (.pt)")
     t.add_argument("--energy", action="store_true", help="energy-based (conservative) variant")
-    t.add_argument("--ensemble", type=int, default=4)
-    t.add_argument("--channels", type=int, default=12)
-    t.add_argument("--hidden", type=int, default=32)
-    t.add_argument("--radius2", type=int, default=13, help="squared patch radius (13: 45 sites)")
-    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--ensemble", type=positive_int, default=4)
+    t.add_argument("--channels", type=positive_int, default=12)
+    t.add_argument("--hidden", type=positive_int, default=32)
+    t.add_argument("--radius2", type=positive_int, default=13, help="squared patch radius (13: 45 sites)")
+    t.add_argument("--epochs", type=positive_int, default=60)
     t.add_argument("--arch", default="conv", choices=["conv", "irreps"],
                    help="conv: D4 group convolution (default); irreps: D4 irreps features (direct only)")
-    t.add_argument("--budget", type=float, default=None, help="stop after this many seconds (cosine LR)")
-    t.add_argument("--batch", type=int, default=16, help="snapshots per optimiser step")
-    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--budget", type=positive_float, default=None, help="stop after this many seconds (cosine LR)")
+    t.add_argument("--batch", type=positive_int, default=16, help="snapshots per optimiser step")
+    t.add_argument("--lr", type=nonneg_float, default=3e-3)
     t.add_argument("--init", default=None, help="start from weights saved by an earlier training (.sd)")
     t.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
     t.add_argument("--seed", type=int, default=0)
@@ -124,20 +164,26 @@ def register_cli(sub) -> None:
     r = hs.add_parser("run", help="Langevin quench from a hot random state")
     r.add_argument("--model", default="holstein-d4", help="exported lattice model or shipped name")
     r.add_argument("--engine", default="ml", choices=["ml", "ed", "kpm", "ml+fallback"])
-    r.add_argument("--L", type=int, default=64)
-    r.add_argument("--steps", type=int, default=2000)
-    r.add_argument("--batch", type=int, default=1, help="independent seeds run together")
-    r.add_argument("--every", type=int, default=50, help="record observables every N steps")
-    r.add_argument("--snapshots", type=int, default=3, help="PNG snapshots of the order field")
-    r.add_argument("--threshold", type=float, default=0.05, help="ml+fallback force-std threshold")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--L", type=lattice_size, default=None, help="lattice size (default 64; on --restart the checkpoint's)")
+    r.add_argument("--steps", type=nonneg_int, default=2000,
+                   help="total length of the run in steps (a --restart continues up to this step)")
+    r.add_argument("--batch", type=positive_int, default=None, help="independent seeds run together (default 1)")
+    r.add_argument("--every", type=positive_int, default=50, help="record observables every N steps")
+    r.add_argument("--snapshots", type=nonneg_int, default=3, help="PNG snapshots of the order field")
+    r.add_argument("--threshold", type=positive_float, default=0.05, help="ml+fallback force-std threshold")
+    r.add_argument("--seed", type=int, default=None, help="default 0")
     r.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="override the model's Holstein parameters (e.g. kT, gamma, dt); " + PARAM_HELP)
     r.add_argument("--out", default="holstein-run")
-    r.add_argument("--threads", type=int, default=1,
+    r.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads (1 is fastest on a busy 2-core box: no OpenMP oversubscription)")
     r.add_argument("--checkpoint", help="write (or with --restart read) this checkpoint")
-    r.add_argument("--restart", action="store_true", help="continue from --checkpoint bit-identically")
+    r.add_argument("--restart", action="store_true",
+                   help="continue from --checkpoint bit-identically (observables continue the same time series; "
+                        "--param values apply from the restart on)")
+    r.add_argument("--save-every", type=positive_int, default=DEFAULT_SAVE_EVERY,
+                   help="write the checkpoint and observables.json every N steps (atomically; also at the end "
+                        "and on SIGINT/SIGTERM)")
     r.set_defaults(func=_run)
     a = hs.add_parser("analyze", help="growth exponent and log-log L(t) plot of a run")
     a.add_argument("observables", help="run folder or its observables.json")

@@ -15,7 +15,9 @@ from tqdm import tqdm
 
 from .ed import ed_solve
 from .langevin import LangevinIntegrator
-from .params import HolsteinParams, hot_random_state, stagger
+from ..cli_types import bounded_int
+from ..runsafe import check_output, torch_save_atomic
+from .params import HolsteinParams, check_lattice_size, hot_random_state, stagger
 
 
 def domain_state(L: int, n: int, p: HolsteinParams, corr_len: float, generator: torch.Generator,
@@ -51,6 +53,17 @@ def generate(out: Path, L: int = 20, n_quench: int = 6, n_domain: int = 6, quenc
     The initial states come from a CPU generator (the same for every device); ``device="cuda"`` runs the
     ED (``eigh``) and the integrator on the GPU, so a device changes only the noise stream and rounding."""
     p = p or HolsteinParams()
+    L = check_lattice_size(L)
+    n_quench, n_domain = bounded_int(n_quench, "n_quench (--quench)", 0), bounded_int(n_domain, "n_domain (--domains)", 0)
+    stride = bounded_int(stride, "stride", 1)
+    if n_quench + n_domain == 0:
+        raise ValueError("no trajectories to run: --quench and --domains are both 0; ask for at least one "
+                         "(training holds out one trajectory of each kind, so use >= 2 of a kind)")
+    for n, steps, opt in ((n_quench, quench_steps, "--steps"), (n_domain, domain_steps, "--domain-steps")):
+        if n and bounded_int(steps, opt, 1) < stride:
+            raise ValueError(f"{opt}={steps} is shorter than --stride={stride}: no snapshot would be kept; "
+                             f"raise {opt} or lower --stride")
+    out = check_output(out, "training data")
     gen = torch.Generator().manual_seed(seed)
     runs = []
     if n_quench:
@@ -80,9 +93,7 @@ def generate(out: Path, L: int = 20, n_quench: int = 6, n_domain: int = 6, quenc
         offset += Q0.shape[0]
     data = {"Q": torch.cat(Qs), "f_el": torch.cat(Fs), "traj": torch.cat(traj), "time": torch.cat(times),
             "kind": kinds, "params": p.to_dict(), "L": L, "kT_hot": kT_hot, "seed": seed}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, out)
+    torch_save_atomic(data, out)
     return data
 
 
@@ -91,8 +102,16 @@ def load_data(path) -> dict:
         d = torch.load(Path(path), weights_only=False)
     except FileNotFoundError:
         raise FileNotFoundError(f"training data {path} does not exist; create it with "
-                                "`mlpot holstein generate --out {path}`") from None
+                                f"`mlpot holstein generate --out {path}`") from None
+    except Exception as exc:  # truncated or foreign files: zip/pickle errors of every kind
+        raise ValueError(f"{path} is not readable Holstein training data ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:120]}); the file is truncated or of another kind: "
+                         f"regenerate it with `mlpot holstein generate --out {path}`") from None
     if not isinstance(d, dict) or not {"Q", "f_el", "traj", "params"} <= set(d):
         raise ValueError(f"{path} is not Holstein training data (needs Q, f_el, traj, params); "
                          "create it with `mlpot holstein generate`")
+    for key in ("Q", "f_el"):
+        if not torch.is_tensor(d[key]) or not torch.isfinite(d[key]).all():
+            raise ValueError(f"{path}: {key} holds NaN/inf or is not a tensor; regenerate the data with "
+                             "`mlpot holstein generate` (a smaller --param dt if the generation diverged)")
     return d

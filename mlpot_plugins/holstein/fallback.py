@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from .kpm import kpm_site_density
-from .params import HolsteinParams
+from .dynamics import PATCH_WHY, min_lattice
+from .params import HolsteinParams, check_lattice_size
 
 
 class GatedForces:
@@ -25,8 +26,10 @@ class GatedForces:
         self.radius, self.n_moments, self.max_fraction = radius, n_moments, max_fraction
         self.stats: Dict[str, float] = {"calls": 0, "sites": 0, "fallback_sites": 0}
         self.last_mask = None
+        self.min_L = min_lattice(module)
 
     def __call__(self, Q: Tensor) -> Tensor:
+        check_lattice_size(Q.shape[-1], self.min_L, why=PATCH_WHY)
         out = self.module.compute_lattice(Q, True)
         F = out["forces"].to(Q.dtype)
         std = out["forces_std"]

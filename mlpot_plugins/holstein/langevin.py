@@ -3,6 +3,8 @@
 m Q'' = F(Q) - gamma Q' + sqrt(2 gamma kT) eta. One step: B (half kick), A (half drift), O (exact
 Ornstein-Uhlenbeck P -> c P + sqrt((1 - c^2) m kT) xi, c = exp(-gamma dt / m)), A, new forces, B.
 Noise comes from one ``torch.Generator`` whose state is checkpointed with Q, P, F and the step.
+Every step checks for a blow-up (NaN/inf or max|Q| far beyond the physical scale, e.g. a too large dt) and
+raises ``DivergenceError`` naming dt and the fix, so no caller can record a diverged run as a result.
 """
 from __future__ import annotations
 
@@ -13,9 +15,20 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from ..runsafe import DivergenceError, torch_save_atomic
 from .params import HolsteinParams
 
 CHECKPOINT_VERSION = 1
+DEFAULT_SAVE_EVERY = 500  # steps between periodic checkpoint/observables writes of a run
+RUNAWAY_FACTOR = 100.0  # max|Q| beyond this many physical scales (or the initial max|Q|) is a blow-up
+
+
+def runaway_limit(p: HolsteinParams, Q: Tensor) -> float:
+    """Largest max|Q| accepted: RUNAWAY_FACTOR x max(initial max|Q|, (g/2 + sqrt(kT)) / (k0 - 4|kappa|)),
+    the equilibrium displacement under the largest electronic force (|g (n - 1/2)| <= g/2) plus thermal."""
+    scale = (abs(p.g) / 2 + math.sqrt(p.kT)) / (p.k0 - 4 * abs(p.kappa))
+    q0 = float(Q.abs().max()) if Q.numel() else 0.0
+    return RUNAWAY_FACTOR * max(scale, q0 if math.isfinite(q0) else 0.0, 1e-6)
 
 
 class LangevinIntegrator:
@@ -28,7 +41,27 @@ class LangevinIntegrator:
             raise ValueError(f"P shape {tuple(self.P.shape)} differs from Q shape {tuple(self.Q.shape)}")
         self.generator = torch.Generator(device=Q.device).manual_seed(int(seed))
         self.step_count = 0
+        self.q_limit = runaway_limit(params, self.Q)
         self.F = self.force_fn(self.Q) if forces is None else forces.clone()
+        self.check_state()
+
+    def check_state(self) -> None:
+        """Raise ``DivergenceError`` if Q or F is non-finite or max|Q| ran away (one reduction each)."""
+        q = float(self.Q.abs().max()) if self.Q.numel() else 0.0
+        f = float(self.F.abs().max()) if self.F.numel() else 0.0
+        if q <= self.q_limit and math.isfinite(f):
+            return
+        p = self.p
+        if not math.isfinite(q):
+            what = f"max|Q| is {q}"
+        elif q > self.q_limit:
+            what = f"max|Q| = {q:.3g} exceeds the runaway bound {self.q_limit:.3g}"
+        else:
+            what = f"the forces are non-finite ({f})"
+        raise DivergenceError(
+            f"Langevin dynamics diverged at step {self.step_count} (t = {self.time:g}): {what}. The time step "
+            f"dt={p.dt:g} is too large for m={p.m:g}, k0={p.k0:g}, g={p.g:g} (or the forces are wrong): rerun "
+            f"with a smaller time step, e.g. --param dt={min(p.dt / 4, 0.05):g} (the default is 0.05)")
 
     def step(self, n: int = 1, callback: Optional[Callable[["LangevinIntegrator"], None]] = None) -> None:
         p = self.p
@@ -44,6 +77,7 @@ class LangevinIntegrator:
             F = self.force_fn(Q)
             self.P, self.Q, self.F = P + h * F, Q, F
             self.step_count += 1
+            self.check_state()
             if callback is not None:
                 callback(self)
 
@@ -58,15 +92,23 @@ class LangevinIntegrator:
         return {"version": CHECKPOINT_VERSION, "Q": self.Q, "P": self.P, "F": self.F,
                 "step": self.step_count, "rng": self.generator.get_state(), "params": self.p.to_dict()}
 
-    def save(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict(), path)
-        return path
+    def save(self, path, run: Optional[dict] = None) -> Path:
+        """Write the checkpoint atomically (temporary file + rename); ``run``: the caller's run record."""
+        st = self.state_dict()
+        if run is not None:
+            st["run"] = run
+        return torch_save_atomic(st, path)
 
     @classmethod
-    def restore(cls, path, force_fn: Callable[[Tensor], Tensor]) -> "LangevinIntegrator":
-        """Continue a checkpoint exactly where it stopped (same forces, noise stream and step)."""
+    def restore(cls, path, force_fn: Callable[[Tensor], Tensor],
+                params: Optional[HolsteinParams] = None) -> "LangevinIntegrator":
+        """Continue a checkpoint exactly where it stopped (same forces, noise stream and step). ``params``
+        replaces the checkpoint's parameters (e.g. a new kT from here on); the default keeps them."""
+        return cls.from_state(cls.read_checkpoint(path), force_fn, params)
+
+    @staticmethod
+    def read_checkpoint(path) -> dict:
+        """The validated checkpoint dictionary (``run`` holds the run record, if the run saved one)."""
         try:
             st = torch.load(Path(path), weights_only=True)
         except FileNotFoundError:
@@ -78,7 +120,12 @@ class LangevinIntegrator:
         if not isinstance(st, dict) or st.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{path} is not a version-{CHECKPOINT_VERSION} Holstein Langevin checkpoint; "
                              "write one with LangevinIntegrator.save()")
-        self = cls(force_fn, HolsteinParams.from_dict(st["params"]), st["Q"], st["P"], forces=st["F"])
+        return st
+
+    @classmethod
+    def from_state(cls, st: dict, force_fn: Callable[[Tensor], Tensor],
+                   params: Optional[HolsteinParams] = None) -> "LangevinIntegrator":
+        self = cls(force_fn, params or HolsteinParams.from_dict(st["params"]), st["Q"], st["P"], forces=st["F"])
         self.generator.set_state(st["rng"])
         self.step_count = int(st["step"])
         return self

@@ -70,16 +70,23 @@ class HolsteinParams:
         return A
 
 
+def check_lattice_size(L, min_L: int = 4, even: bool = True, why: str = "") -> int:
+    """The one lattice-shape check of every engine (ED, KPM, ML, the runner, data generation): an even
+    L >= min_L; ``why`` explains a larger ``min_L`` (e.g. an ML model's patch)."""
+    if isinstance(L, bool) or not isinstance(L, int) or L < min_L or (even and L % 2):
+        raise ValueError(f"lattice size L={L} is not supported: need an even L >= {min_L} (even: the periodic "
+                         "lattice must be bipartite for the checkerboard CDW and particle-hole symmetry"
+                         + (f"; {why}" if why else "") + ")")
+    return int(L)
+
+
 def check_field(Q: Tensor, *, name: str = "Q", min_L: int = 4, even: bool = True) -> int:
     """Validate a lattice field [..., L, L]; return L."""
     if not isinstance(Q, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape [..., L, L], got {type(Q).__name__}")
     if Q.dim() < 2 or Q.shape[-1] != Q.shape[-2]:
         raise ValueError(f"{name} must have shape [..., L, L] (square lattice), got {tuple(Q.shape)}")
-    L = Q.shape[-1]
-    if L < min_L or (even and L % 2):
-        raise ValueError(f"lattice size L={L} is not supported: need an even L >= {min_L} (the periodic "
-                         "lattice must be bipartite for the checkerboard CDW and particle-hole symmetry)")
+    L = check_lattice_size(Q.shape[-1], min_L, even)
     if not Q.is_floating_point() or not torch.isfinite(Q).all():
         raise ValueError(f"{name} must be a finite floating-point field (got dtype {Q.dtype} or NaN/inf)")
     return L

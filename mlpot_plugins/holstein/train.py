@@ -9,6 +9,8 @@ import torch
 from tqdm import tqdm
 
 from .. import export as mlpot_export
+from ..cli_types import bounded_float, bounded_int
+from ..runsafe import check_finite, check_output, torch_save_atomic
 from .data import load_data
 from .irreps import D4IrrepsForceField
 from .model import D4LatticeForceField
@@ -56,6 +58,15 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
     ``state_dict_path`` also saves the weights (to re-export them with another torch version);
     ``init_state_dict`` starts from such saved weights (fine-tuning, e.g. on CPU after a GPU run).
     ``arch``: "conv" (D4 group convolution, model.py) or "irreps" (irreps features, irreps.py)."""
+    for value, opt in ((ensemble_size, "ensemble"), (channels, "channels"), (hidden, "hidden"),
+                       (radius2, "radius2"), (epochs, "epochs"), (batch, "batch"), (snapshot_stride, "snapshot_stride")):
+        bounded_int(value, opt, 1)
+    lr = bounded_float(lr, "lr", 0.0, strict=False)
+    if time_budget_s is not None:
+        bounded_float(time_budget_s, "time_budget_s (--budget)", 0.0, strict=True)
+    check_output(out_path, "model")  # before the work: a missing or unwritable folder fails now
+    if state_dict_path is not None:
+        check_output(state_dict_path, "weights file")
     data = load_data(data_path)
     p = HolsteinParams.from_dict(data["params"])
     torch.manual_seed(seed)
@@ -76,6 +87,10 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
         tr = tr & keep
     Qtr, Ftr = data["Q"][tr].float().to(device), data["f_el"][tr].float().to(device)
     K, S = ensemble_size, len(Qtr)
+    if S == 0:
+        raise ValueError(f"{data_path} leaves no training snapshots: training holds out the last trajectory of "
+                         "each kind for validation, so generate at least 2 trajectories of a kind "
+                         "(e.g. `mlpot holstein generate --quench 2 --domains 2`)")
     # bootstrap weights: each member sees its own resample of the training snapshots
     gen = torch.Generator().manual_seed(seed + 1)
     boot = torch.ones(K, S) if K == 1 else \
@@ -109,7 +124,9 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
             loss.backward()
             opt.step()
             step += 1
-            tot += loss.item()
+            tot += check_finite(loss.item(), f"the training loss at epoch {ep + 1}",
+                                f"lower --lr (now {lr:g}) or check the data {data_path} (regenerate it with "
+                                "`mlpot holstein generate`)")
         history.append(math.sqrt(tot / n_batches))
         bar.set_postfix(rmse=f"{history[-1]:.4f}")
         if time_budget_s and time.time() - t0 > time_budget_s:
@@ -117,6 +134,7 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
     train_s = time.time() - t0
     metrics = evaluate(model, data["Q"][te].float().to(device), data["f_el"][te].to(device), p)
     err, std = metrics.pop("_err"), metrics.pop("_std")
+    check_finite(metrics["rmse"], "the held-out force RMSE", f"lower --lr (now {lr:g}); the model diverged")
     model = model.cpu()
     if ensemble_size > 1:  # calibrate: mean predicted variance = mean squared error on held-out data
         model.uncertainty_scale = float(err.pow(2).mean().sqrt() / std.pow(2).mean().sqrt().clamp_min(1e-12))
@@ -126,21 +144,15 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
     config = dict(arch=arch, radius2=radius2, channels=channels, hidden=hidden, ensemble_size=ensemble_size,
                   energy_based=energy_based, name=name, data_L=L, holstein=p.to_dict())
     if state_dict_path is not None:
-        torch.save({"state_dict": model.state_dict(), "uncertainty_scale": model.uncertainty_scale,
-                    "metrics": metrics, "config": config}, state_dict_path)
+        torch_save_atomic({"state_dict": model.state_dict(), "uncertainty_scale": model.uncertainty_scale,
+                           "metrics": metrics, "config": config}, state_dict_path)
     export_committee(model, out_path, config, metrics)
     return metrics
 
 
 def load_weights(model, path) -> dict:
     """Load weights saved by ``train(state_dict_path=...)`` into ``model``; clear errors for a wrong file."""
-    try:
-        saved = torch.load(path, weights_only=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"weights file {path} does not exist; `mlpot holstein train` writes one "
-                                "next to its model (MODEL.sd)") from None
-    if not isinstance(saved, dict) or "state_dict" not in saved:
-        raise ValueError(f"{path} holds no saved Holstein weights (expected the .sd file written by training)")
+    saved = read_saved(path)
     try:
         model.load_state_dict(saved["state_dict"])
     except RuntimeError as exc:
@@ -148,6 +160,21 @@ def load_weights(model, path) -> dict:
         raise ValueError(f"the weights in {path} do not fit this model (they were trained as "
                          f"{ {k: cfg.get(k) for k in ('arch', 'channels', 'hidden', 'ensemble_size')} }); "
                          f"use the same --arch/--channels/--hidden/--ensemble: {str(exc).splitlines()[0]}") from None
+    return saved
+
+
+def read_saved(path) -> dict:
+    """The dictionary saved by ``train(state_dict_path=...)``; clear errors for a missing or wrong file."""
+    try:
+        saved = torch.load(path, weights_only=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"weights file {path} does not exist; `mlpot holstein train` writes one "
+                                "next to its model (MODEL.sd)") from None
+    except Exception as exc:  # truncated or foreign files
+        raise ValueError(f"{path} is not a readable weights file ({type(exc).__name__}); it is truncated or of "
+                         "another kind: pass the MODEL.sd written by `mlpot holstein train`") from None
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise ValueError(f"{path} holds no saved Holstein weights (expected the .sd file written by training)")
     return saved
 
 
@@ -182,7 +209,7 @@ def export_committee(model, out_path, config: dict, metrics: dict):
 
 def export_saved(state_dict_path, out_path, config: Optional[dict] = None):
     """Export weights saved by ``train(state_dict_path=...)`` (e.g. trained with another torch version)."""
-    saved = torch.load(state_dict_path, weights_only=False)
+    saved = read_saved(state_dict_path)
     config = config or saved["config"]
     model = build_model(HolsteinParams.from_dict(config["holstein"]), config["arch"], config["radius2"],
                         config["channels"], config["hidden"], config["ensemble_size"], config["energy_based"])

@@ -10,8 +10,10 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    from ..runsafe import check_output
     from .report import export_checkpoint
 
+    check_output(args.out, "model")
     path = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype, name=args.name)
     print(f"wrote {path}")
     return 0
@@ -19,7 +21,9 @@ def _cmd_export(args) -> int:
 
 def _cmd_data_emt(args) -> int:
     from ..emt_data import generate, write
+    from ..runsafe import check_output
 
+    check_output(args.out, "dataset")
     frames = generate(args.system, args.set, seed=args.seed, scale=args.scale)
     write(args.out, frames)
     print(f"wrote {len(frames)} {args.system} structures ({sum(len(a) for a in frames)} atoms, set "
@@ -28,6 +32,7 @@ def _cmd_data_emt(args) -> int:
 
 
 def register_cli(sub) -> None:
+    from ..cli_types import positive_int
     from ..emt_data import BUILDERS, SYSTEMS
 
     p = sub.add_parser("train", help="train an equivariant potential from a YAML config")
@@ -47,6 +52,6 @@ def register_cli(sub) -> None:
     q.add_argument("--system", default="Cu", choices=list(SYSTEMS))
     q.add_argument("--set", default="train", choices=list(BUILDERS))
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--scale", type=int, default=1, help="multiply the number of structures")
+    q.add_argument("--scale", type=positive_int, default=1, help="multiply the number of structures")
     q.add_argument("--out", required=True, help="output .extxyz file")
     q.set_defaults(func=_cmd_data_emt)

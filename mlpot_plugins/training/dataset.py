@@ -34,7 +34,12 @@ def read_frames(path) -> list:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset {path} does not exist; generate one with `mlpot data emt --out {path}`")
-    frames = ase.io.read(path, index=":")
+    try:
+        frames = ase.io.read(path, index=":")
+    except Exception as exc:  # truncated/garbled files raise many kinds (XYZError, ValueError, IndexError...)
+        raise ValueError(f"dataset {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                         "the file is truncated or not extxyz: regenerate it (e.g. `mlpot data emt --out "
+                         f"{path}`) or fix it") from None
     if not frames:
         raise ValueError(f"dataset {path} holds no structures")
     return frames
@@ -53,6 +58,10 @@ def to_structures(frames: Sequence, species: List[str], cutoff: float, dtype: to
         if calc is None or "energy" not in calc.results or "forces" not in calc.results:
             raise ValueError(f"{source}: structure {n} has no energy/forces labels; write them to the extxyz "
                              "(ase.io.write with a calculator attached)")
+        if not (np.isfinite(calc.results["energy"]) and np.isfinite(calc.results["forces"]).all()
+                and np.isfinite(atoms.positions).all()):
+            raise ValueError(f"{source}: structure {n} has NaN/inf positions, energy or forces; remove it or "
+                             "regenerate the labels")
         ei, sh = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
         stress = None
         periodic = bool(atoms.pbc.all())

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..model_file import export
+from ..runsafe import atomic_write_text
 from .calibration import calibration_curve, fit_scale, uncertainty_metrics
 from .dataset import read_frames, to_structures
 from .train import accuracy, predict
@@ -109,10 +110,10 @@ def final_report(trainer, log=print) -> Dict[str, Any]:
     ck = torch.load(out_dir / "best.pt", weights_only=False)
     ck["state_dict"] = ck["best_state_dict"]
     ck["metrics"] = metrics
-    torch.save(ck, out_dir / "best.pt")
+    trainer.save("best.pt", ck)
     summary = {"uncertainty_scale": scale, "metrics": metrics, "epochs": trainer.epoch,
                "history": trainer.history, "hparams": hp}
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=1))
     export_dtype = cfg["output"].get("export_dtype", "float64")
     exported = export_checkpoint(out_dir / "best.pt", out_dir / "model.pt", dtype=export_dtype,
                                  name=cfg["output"].get("name", ""),

@@ -21,46 +21,109 @@ from tqdm import tqdm
 
 from ..models.equivariant import DEFAULTS as MODEL_DEFAULTS
 from ..models.equivariant import EquivariantPotential
+from ..cli_types import bounded_float, bounded_int
+from ..runsafe import StopSignals, check_finite, check_output_dir, torch_save_atomic
 from .checkpoint import read_checkpoint
 from .dataset import Structure, read_frames, species_statistics, split, to_structures
 
 TRAINING_DEFAULTS: Dict[str, Any] = dict(
     epochs=100, lr=5e-3, min_lr=1e-5, batch_size=4, energy_weight=1.0, force_weight=1.0, stress_weight=0.0,
     nll_weight=0.0, lr_factor=0.5, lr_patience=4, early_stopping_patience=12, seed=0, threads=1,
-    max_minutes=0.0, val_fraction=0.1)
+    max_minutes=0.0, val_fraction=0.1, checkpoint_minutes=10.0)
 SECTIONS = ("data", "model", "training", "output")
+
+
+# options that must be > 0 (every other number must be >= 0)
+POSITIVE_OPTIONS = {"epochs", "batch_size", "lr", "lr_factor", "cutoff", "lmax", "n_layers", "channels",
+                    "n_basis", "radial_hidden", "readout_hidden", "grid_resolution", "avg_num_neighbors",
+                    "ensemble_size", "uncertainty_scale"}
+
+
+def _typed(path, section: str, key: str, value, default):
+    """``value`` converted to the type of ``default`` with a clear error naming the option and the file."""
+    name = f"{section}.{key}"
+    try:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}={value!r} must be true or false")
+            return value
+        if isinstance(default, int):
+            return bounded_int(value, name, 1 if key in POSITIVE_OPTIONS else 0)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError(f"{name}={value!r} is not a number")
+            return bounded_float(value, name, 0.0, strict=key in POSITIVE_OPTIONS)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError(f"{name}={value!r} must be a string like {default!r}")
+            return value
+        if isinstance(default, list):
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{name}={value!r} must be a non-empty list of strings like {default!r}")
+            return value
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}; fix the value in the config") from None
+    return value
+
+
+def _section(path, cfg: dict, name: str) -> Dict[str, Any]:
+    value = cfg.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: section {name!r} must be a mapping of key: value lines, got a "
+                         f"{type(value).__name__} ({value!r:.60}); see docs/equivariant.md for the layout")
+    return dict(value)
+
+
+def _path_option(path, section: str, key: str, value) -> str:
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ValueError(f"{path}: {section}.{key}={value!r} must be a file path (a string)")
+    return str((path.parent / value).resolve())
 
 
 def load_config(path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training config {path} does not exist")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}; fix the "
+                         "syntax (see the example config in docs/equivariant.md)") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text (YAML) file; pass the training config") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: the config must be a YAML mapping with sections {list(SECTIONS)}")
-    unknown = sorted(set(cfg) - set(SECTIONS))
+    unknown = sorted(set(map(str, cfg)) - set(SECTIONS))
     if unknown:
         raise ValueError(f"{path}: unknown config section(s) {unknown}; valid: {list(SECTIONS)}")
-    data = dict(cfg.get("data") or {})
+    data = _section(path, cfg, "data")
     if "train" not in data:
         raise ValueError(f"{path}: data.train (an extxyz file) is required")
-    base = path.parent
-    data["train"] = str((base / data["train"]).resolve())
+    data["train"] = _path_option(path, "data", "train", data["train"])
     if data.get("test"):
-        data["test"] = str((base / data["test"]).resolve())
-    data["ood"] = {k: str((base / v).resolve()) for k, v in (data.get("ood") or {}).items()}
-    model = dict(cfg.get("model") or {})
+        data["test"] = _path_option(path, "data", "test", data["test"])
+    ood = data.get("ood") or {}
+    if not isinstance(ood, dict):
+        raise ValueError(f"{path}: data.ood must be a mapping name: extxyz file, got {ood!r:.60}")
+    data["ood"] = {k: _path_option(path, "data.ood", k, v) for k, v in ood.items()}
+    model = _section(path, cfg, "model")
     bad = sorted(set(model) - set(MODEL_DEFAULTS))
     if bad:
         raise ValueError(f"{path}: unknown model option(s) {bad}; valid: {sorted(MODEL_DEFAULTS)}")
+    model = {k: _typed(path, "model", k, v, MODEL_DEFAULTS[k]) for k, v in model.items()}
     training = dict(TRAINING_DEFAULTS)
-    given = dict(cfg.get("training") or {})
+    given = _section(path, cfg, "training")
     bad = sorted(set(given) - set(TRAINING_DEFAULTS))
     if bad:
         raise ValueError(f"{path}: unknown training option(s) {bad}; valid: {sorted(TRAINING_DEFAULTS)}")
-    training.update(given)
-    output = dict(cfg.get("output") or {})
-    output["dir"] = str((base / output.get("dir", "run")).resolve())
+    training.update({k: _typed(path, "training", k, v, TRAINING_DEFAULTS[k]) for k, v in given.items()})
+    output = _section(path, cfg, "output")
+    output["dir"] = _path_option(path, "output", "dir", output.get("dir", "run"))
+    check_output_dir(output["dir"], "output.dir")  # before the work: fail now, not after training
     return {"data": data, "model": model, "training": training, "output": output}
 
 
@@ -154,6 +217,7 @@ class Trainer:
         self.best_state = copy.deepcopy(self.model.state_dict())
         self.bad_epochs = 0
         self.history: List[Dict[str, float]] = []
+        self.partial: Dict[str, Any] = {}  # position inside an epoch interrupted by a signal
 
     # ---- checkpoints ----
     def checkpoint(self) -> Dict[str, Any]:
@@ -161,18 +225,15 @@ class Trainer:
                 "state_dict": self.model.state_dict(), "best_state_dict": self.best_state,
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "epoch": self.epoch,
                 "best_val": self.best_val, "bad_epochs": self.bad_epochs, "history": self.history,
-                "uncertainty_scale": self.model.uncertainty_scale, "torch_rng": torch.get_rng_state()}
+                "uncertainty_scale": self.model.uncertainty_scale, "torch_rng": torch.get_rng_state(),
+                "partial_epoch": self.partial}
 
-    def save(self, name: str) -> Path:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / name
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.checkpoint(), tmp)
-        tmp.replace(path)
-        return path
+    def save(self, name: str, ck: Dict[str, Any] = None) -> Path:
+        """Write a checkpoint (atomically: temporary file + rename)."""
+        return torch_save_atomic(self.checkpoint() if ck is None else ck, self.out_dir / name)
 
     def resume(self, path: Path) -> None:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = read_checkpoint(path)
         if ck.get("hparams") != self.hparams:
             raise ValueError(f"{path} was trained with different model options; start a new output.dir "
                              "or restore the config it was made with")
@@ -182,6 +243,7 @@ class Trainer:
         self.sched.load_state_dict(ck["scheduler"])
         self.epoch, self.best_val, self.bad_epochs = ck["epoch"], ck["best_val"], ck["bad_epochs"]
         self.history = ck["history"]
+        self.partial = ck.get("partial_epoch") or {}
         torch.set_rng_state(ck["torch_rng"])
         self.log(f"resumed from {path} at epoch {self.epoch} (best validation loss {self.best_val:.5g})")
 
@@ -193,49 +255,77 @@ class Trainer:
                 + self.tc["energy_weight"] * acc["energy_rmse_per_atom"] ** 2}
 
     def fit(self, progress: bool = True) -> Dict[str, Any]:
+        """Train to the end (epochs, early stopping or time budget). ``last.pt`` is written after every
+        epoch, every ``checkpoint_minutes`` inside a long epoch and, on SIGINT/SIGTERM, after the current
+        optimiser step (then ``RunInterrupted`` is raised); mid-epoch it holds the position inside the epoch,
+        so ``--resume`` continues exactly where the run stopped."""
         tc = self.tc
         t_start = time.time()
         bs = int(tc["batch_size"])
-        gen = torch.Generator().manual_seed(int(tc["seed"]) + self.epoch)
         bar = tqdm(total=int(tc["epochs"]), initial=self.epoch, desc="train", unit="epoch", disable=not progress)
         stop_reason = "epochs"
-        while self.epoch < int(tc["epochs"]):
-            self.model.train()
-            order = torch.randperm(len(self.train_set), generator=gen).tolist()
-            total, count = 0.0, 0
-            for b in range(0, len(order), bs):
-                self.opt.zero_grad(set_to_none=True)
-                batch = order[b:b + bs]
-                for i in batch:
-                    loss = structure_loss(self.model, self.train_set[i], tc)["total"] / len(batch)
-                    loss.backward()
-                    total += float(loss.detach()) * len(batch)
-                    count += 1
-                self.opt.step()
-            self.epoch += 1
-            val = self.validation_loss()
-            self.sched.step(val["val_loss"])
-            lr = self.opt.param_groups[0]["lr"]
-            row = {"epoch": self.epoch, "train_loss": total / max(count, 1), "lr": lr,
-                   "minutes": (time.time() - t_start) / 60.0, **val}
-            self.history.append(row)
-            if val["val_loss"] < self.best_val:
-                self.best_val, self.bad_epochs = val["val_loss"], 0
-                self.best_state = copy.deepcopy(self.model.state_dict())
-                self.save("best.pt")
-            else:
-                self.bad_epochs += 1
-            self.save("last.pt")
-            bar.set_postfix(loss=f"{row['train_loss']:.4g}", val_F=f"{val['val_force_rmse']:.4f}", lr=f"{lr:.1e}")
-            bar.update(1)
-            if not progress:
-                self.log(json.dumps(row))
-            if self.bad_epochs >= int(tc["early_stopping_patience"]):
-                stop_reason = "early stopping"
-                break
-            if tc["max_minutes"] and (time.time() - t_start) / 60.0 >= float(tc["max_minutes"]):
-                stop_reason = "time budget"
-                break
+        last_save = time.time()
+        with StopSignals() as stop:
+            while self.epoch < int(tc["epochs"]):
+                self.model.train()
+                # one generator per epoch: the order of an epoch does not depend on where a run was resumed
+                gen = torch.Generator().manual_seed(int(tc["seed"]) * 100003 + self.epoch)
+                order = torch.randperm(len(self.train_set), generator=gen).tolist()
+                part, self.partial = self.partial, {}
+                total, count = part.get("total", 0.0), part.get("count", 0)
+                for b in range(part.get("next", 0), len(order), bs):
+                    self.opt.zero_grad(set_to_none=True)
+                    batch = order[b:b + bs]
+                    for i in batch:
+                        loss = structure_loss(self.model, self.train_set[i], tc)["total"] / len(batch)
+                        value = check_finite(
+                            float(loss.detach()) * len(batch), f"the training loss at epoch {self.epoch + 1}",
+                            f"lower training.lr (now {self.opt.param_groups[0]['lr']:g}) or check the labels in "
+                            f"{self.cfg['data']['train']}; the last good state is in last.pt (--resume)")
+                        loss.backward()
+                        total += value
+                        count += 1
+                    self.opt.step()
+                    if stop.signum is not None or (
+                            tc["checkpoint_minutes"] and time.time() - last_save >= 60.0 * tc["checkpoint_minutes"]):
+                        self.partial = {"next": b + bs, "total": total, "count": count}
+                        path = self.save("last.pt")
+                        self.partial, last_save = {}, time.time()
+                        if stop.signum is not None:
+                            bar.close()
+                            raise stop.interrupted(f"saved {path} at epoch {self.epoch + 1}, structure {count} "
+                                                   f"of {len(order)}; continue with `mlpot train CONFIG --resume`")
+                self.epoch += 1
+                val = self.validation_loss()
+                check_finite(val["val_loss"], f"the validation loss at epoch {self.epoch}",
+                             f"lower training.lr (now {self.opt.param_groups[0]['lr']:g})")
+                self.sched.step(val["val_loss"])
+                lr = self.opt.param_groups[0]["lr"]
+                row = {"epoch": self.epoch, "train_loss": total / max(count, 1), "lr": lr,
+                       "minutes": (time.time() - t_start) / 60.0, **val}
+                self.history.append(row)
+                if val["val_loss"] < self.best_val:
+                    self.best_val, self.bad_epochs = val["val_loss"], 0
+                    self.best_state = copy.deepcopy(self.model.state_dict())
+                    self.save("best.pt")
+                else:
+                    self.bad_epochs += 1
+                self.save("last.pt")
+                last_save = time.time()
+                bar.set_postfix(loss=f"{row['train_loss']:.4g}", val_F=f"{val['val_force_rmse']:.4f}", lr=f"{lr:.1e}")
+                bar.update(1)
+                if not progress:
+                    self.log(json.dumps(row))
+                if stop.signum is not None:
+                    bar.close()
+                    raise stop.interrupted(f"saved {self.out_dir / 'last.pt'} after epoch {self.epoch}; continue "
+                                           "with `mlpot train CONFIG --resume`")
+                if self.bad_epochs >= int(tc["early_stopping_patience"]):
+                    stop_reason = "early stopping"
+                    break
+                if tc["max_minutes"] and (time.time() - t_start) / 60.0 >= float(tc["max_minutes"]):
+                    stop_reason = "time budget"
+                    break
         bar.close()
         self.model.load_state_dict(self.best_state)
         self.log(f"training stopped ({stop_reason}) after {self.epoch} epochs; best validation loss "
