@@ -37,7 +37,8 @@ def test_per_atom_std_equals_ase(tmp_path, make):
     sim.step(8)  # reports at steps 4 and 8, not every step
     pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value
     rep.close()
-    steps, stds = read_uncertainty(tmp_path / "unc.npy")
+    rec = read_uncertainty(tmp_path / "unc.npy")
+    steps, stds = rec["step"], rec["forces_std"]
     assert steps.tolist() == [4, 8]
     expected = ase_std(atoms, pos)
     assert expected.max() > 1e-3
@@ -47,7 +48,7 @@ def test_per_atom_std_equals_ase(tmp_path, make):
     for row, std in zip(rows, stds):
         assert float(row[1]) == pytest.approx(std.max(), abs=1e-6)
         assert float(row[2]) == pytest.approx(std.mean(), abs=1e-6)
-        worst = int(row[3].split(":")[0])
+        worst = int(row[5].split(":")[0])
         assert worst == int(np.argmax(std))
     # PDB: two models, B-factor column = std in meV/A
     pdb = (tmp_path / "unc.pdb").read_text().splitlines()
@@ -67,7 +68,8 @@ def test_report_values_match_ase_at_report_step(tmp_path):
     sim.step(3)  # only report: step 6
     rep_pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value
     rep.close()
-    steps, stds = read_uncertainty(tmp_path / "u.npy")
+    rec = read_uncertainty(tmp_path / "u.npy")
+    steps, stds = rec["step"], rec["forces_std"]
     assert steps.tolist() == [6]
     np.testing.assert_allclose(stds[0], ase_std(atoms, rep_pos), rtol=1e-10, atol=1e-14)
     assert not np.allclose(stds[0], ase_std(atoms, pos), rtol=1e-6)  # it is not a stale configuration
@@ -112,4 +114,4 @@ def test_threshold_warn_and_subset_indices(tmp_path):
     assert f" {worst} (" in str(record[0].message) or f": {worst} (" in str(record[0].message)
     rep.close()
     row = (tmp_path / "u.txt").read_text().splitlines()[-1].split()
-    assert int(row[3].split(":")[0]) == worst  # system index, not ML-region index
+    assert int(row[5].split(":")[0]) == worst  # system index, not ML-region index
