@@ -142,9 +142,8 @@ def resolve_device(device: Union[str, torch.device], available: bool = True) -> 
     RuntimeError (CUDA not available) naming the problem and the fix otherwise."""
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {device!r} is not a torch device ({str(exc).splitlines()[0]}). "
-                         "Use 'cpu', 'cuda' or 'cuda:N'") from None
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device name. Use 'cpu', 'cuda' or 'cuda:N'") from None
     if dev.type == "cuda" and available:
         if not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} asked for, but CUDA is not available to this torch "
