@@ -115,3 +115,61 @@ def test_threshold_warn_and_subset_indices(tmp_path):
     rep.close()
     row = (tmp_path / "u.txt").read_text().splitlines()[-1].split()
     assert int(row[5].split(":")[0]) == worst  # system index, not ML-region index
+
+
+def test_reports_energy_std_of_a_symmetric_compressed_lattice(tmp_path):
+    """Zero force std but a large per-atom energy std: the reporter records both (contract names)."""
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.61 * 0.9, cubic=True).repeat((2, 2, 2))
+    system = empty_system(atoms)
+    system.addForce(create_force("morse-cuau", topology_of(atoms)))
+    sim = app.Simulation(topology_of(atoms), system, openmm.VerletIntegrator(0.001),
+                         openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(atoms.positions * units.NM_PER_ANGSTROM)  # at rest: stays symmetric
+    rep = UncertaintyReporter(COMMITTEE, tmp_path / "u.txt", 1)
+    sim.reporters.append(rep)
+    sim.step(1)
+    rep.close()
+    ref = atoms.copy()
+    ref.calc = MLPotCalculator(COMMITTEE)
+    rec = read_uncertainty(tmp_path / "u.npy")
+    np.testing.assert_allclose(rec["forces_std"][0], 0.0, atol=1e-9)
+    np.testing.assert_allclose(rec["energies_std"][0], ref.calc.get_property("energies_std", ref), rtol=1e-10)
+    assert rec["energies_std"][0].min() > 1e-3
+    assert rec["energy_std"][0] == pytest.approx(ref.calc.get_property("energy_std", ref), rel=1e-10)
+    row = (tmp_path / "u.txt").read_text().splitlines()[-1].split()
+    assert float(row[1]) < 1e-6 and float(row[3]) == pytest.approx(rec["energies_std"][0].max(), abs=1e-6)
+    assert float(row[4]) == pytest.approx(rec["energy_std"][0], abs=1e-6)
+
+
+def test_continued_run_appends_and_drops_a_cut_record(tmp_path):
+    """A new reporter on the files of an earlier run continues them (Class 2: nothing is lost)."""
+    atoms = cluster()
+    sim = simulation(atoms)
+    files = dict(file=tmp_path / "u.txt", pdb=tmp_path / "u.pdb")
+    rep = UncertaintyReporter(COMMITTEE, files["file"], 2, pdb=files["pdb"])
+    sim.reporters.append(rep)
+    sim.step(4)
+    rep.close()
+    sim.reporters.clear()
+    with open(tmp_path / "u.npy", "ab") as f:  # a run killed in the middle of a record
+        np.save(f, np.int64(99))
+    with open(tmp_path / "u.txt", "a") as f:
+        f.write("99 0.1")
+    rep = UncertaintyReporter(COMMITTEE, files["file"], 2, pdb=files["pdb"])  # the continued run
+    sim.reporters.append(rep)
+    sim.step(4)
+    rep.close()
+    rec = read_uncertainty(tmp_path / "u.npy")
+    assert rec["step"].tolist() == [2, 4, 6, 8]
+    lines = (tmp_path / "u.txt").read_text().splitlines()
+    assert lines[0].startswith("# step") and sum(line.startswith("#") for line in lines) == 1
+    assert [int(line.split()[0]) for line in lines[1:]] == [2, 4, 6, 8]
+    pdb = (tmp_path / "u.pdb").read_text().splitlines()
+    assert [int(line.split()[1]) for line in pdb if line.startswith("MODEL")] == [1, 2, 3, 4]
+    # append=False starts afresh
+    rep = UncertaintyReporter(COMMITTEE, files["file"], 2, pdb=files["pdb"], append=False)
+    rep.close()
+    assert read_uncertainty(tmp_path / "u.npy")["step"].tolist() == []
+    assert (tmp_path / "u.txt").read_text().count("\n") == 1
