@@ -116,6 +116,10 @@ class LoadedModel:
                 f"cutoff={m['cutoff']}, ensemble_size={m['ensemble_size']})")
 
 
+class NotAModelFileError(FileNotFoundError):
+    """The model path names no file (a directory, a socket...): there is no model file at that path."""
+
+
 def resolve_model_path(model: PathLike) -> Path:
     """A file path, or the name of a model shipped in the package (or in ``$MLPOT_PRETRAINED_DIR``)."""
     from .pretrained import pretrained_names, pretrained_path
@@ -125,10 +129,10 @@ def resolve_model_path(model: PathLike) -> Path:
         return path
     if path.is_dir():
         inside = sorted(p.name for p in path.glob("*.pt"))[:5]
-        raise IsADirectoryError(f"model {os.fspath(model)!r} is a directory, not a model file. Give the path of "
+        raise NotAModelFileError(f"model {os.fspath(model)!r} is a directory, not a model file. Give the path of "
                                 f"an exported .pt file{' (this directory holds ' + ', '.join(inside) + ')' if inside else ''}")
     if path.exists():
-        raise ModelFormatError(f"model {os.fspath(model)!r} is not a regular file. Give the path of an exported .pt file")
+        raise NotAModelFileError(f"model {os.fspath(model)!r} is not a regular file. Give the path of an exported .pt file")
     names = pretrained_names()  # names the bad $MLPOT_PRETRAINED_DIR if that is the problem
     if str(model) in names:
         return pretrained_path(str(model))

@@ -16,6 +16,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 
 from mlpot_plugins import ModelFormatError, export, load
 from mlpot_plugins.ase import MLPotCalculator
+from mlpot_plugins.model_file import NotAModelFileError
 from mlpot_plugins.models import MorsePotential
 
 
@@ -45,8 +46,8 @@ def bad_model_file(tmp_path, committee=False, **changes) -> str:
 # (id, how to make the bad model argument, exception, regex of problem + fix)
 MODEL_CASES = [
     ("missing", lambda t: str(t / "nope.pt"), FileNotFoundError, r"does not exist and is not a shipped model name.*Give a path"),
-    ("directory", lambda t: str(t), IsADirectoryError, r"is a directory, not a model file\. Give the path of an exported \.pt"),
-    ("directory-with-models", lambda t: (exported(t, "inside.pt"), str(t))[1], IsADirectoryError,
+    ("directory", lambda t: str(t), NotAModelFileError, r"is a directory, not a model file\. Give the path of an exported \.pt"),
+    ("directory-with-models", lambda t: (exported(t, "inside.pt"), str(t))[1], NotAModelFileError,
      r"is a directory.*holds inside\.pt"),
     ("not-zip", lambda t: (t / "x.pt").write_text("hello") and str(t / "x.pt"), ModelFormatError,
      r"not a TorchScript archive \(not a zip file\)\. Export the model"),
@@ -208,3 +209,11 @@ def test_torchscript_error_shows_the_models_message_first():
     assert not text.startswith("The following operation failed")
     assert "index" in text.splitlines()[0].lower() or "out of" in text.splitlines()[0].lower(), text
     assert "TorchScript traceback" in text  # the details are kept, after the message
+
+
+def test_cli_names_a_directory_given_as_model(tmp_path, capsys):
+    from mlpot_plugins.cli import main
+
+    assert main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory, not a model file" in err and "Traceback" not in err
