@@ -35,14 +35,9 @@ class MLPotCalculator(Calculator):
         if self.model.has_uncertainty:
             props += list(UNCERTAINTY_PROPERTIES)
         self.implemented_properties = props
-        self._index = {s: i for i, s in enumerate(self.model.species)}
 
     def types_of(self, atoms) -> np.ndarray:
-        missing = sorted(set(atoms.get_chemical_symbols()) - set(self._index))
-        if missing:
-            raise ValueError(f"element(s) {missing} not in the model's species {self.model.species}; "
-                             "use a model trained for them")
-        return np.array([self._index[s] for s in atoms.get_chemical_symbols()], dtype=np.int64)
+        return self.model.types_of(atoms.get_chemical_symbols())
 
     def evaluate(self, atoms, need_uncertainty: bool = True, need_virial: bool = True):
         """Run the contract method on ``atoms`` and return its output dict (torch tensors)."""

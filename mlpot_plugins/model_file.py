@@ -83,6 +83,10 @@ class LoadedModel:
     has_virial = property(lambda self: "virial" in self.metadata["outputs"])
     dtype = property(lambda self: getattr(torch, self.metadata["dtype"]))
 
+    def types_of(self, symbols, indices=None, fix: str = "use a model trained for them") -> "np.ndarray":
+        """Species index (int64) of each element symbol: the one element -> type map of every engine."""
+        return species_types(self.species, symbols, indices, fix)
+
     def compute(self, positions, types, edge_index, shifts, n_local: Optional[int] = None,
                 need_virial: bool = True, need_uncertainty: bool = False) -> Dict[str, torch.Tensor]:
         """Call the contract method (atomistic kind)."""
@@ -114,6 +118,21 @@ class LoadedModel:
         m = self.metadata
         return (f"LoadedModel({m.get('name') or self.path.name!r}, kind={m['kind']}, species={m['species']}, "
                 f"cutoff={m['cutoff']}, ensemble_size={m['ensemble_size']})")
+
+
+def species_types(species, symbols, indices=None, fix: str = "use a model trained for them") -> "np.ndarray":
+    """Species index (int64) of each symbol; ValueError naming the unknown elements and their indices
+    (``indices[k]`` names symbol k; default: its position) and ``fix``."""
+    import numpy as np
+
+    index = {s: i for i, s in enumerate(species)}
+    bad = [k for k, s in enumerate(symbols) if s not in index]
+    if bad:
+        found = sorted({str(symbols[k]) for k in bad})
+        where = [int(indices[k]) if indices is not None else k for k in bad]
+        shown = ", ".join(str(i) for i in where[:10]) + (", ..." if len(where) > 10 else "")
+        raise ValueError(f"element(s) {found} (atom(s) [{shown}]) not in the model's species {list(species)}; {fix}")
+    return np.array([index[s] for s in symbols], dtype=np.int64)
 
 
 class NotAModelFileError(FileNotFoundError):

@@ -146,7 +146,7 @@ def test_committee_of_identical_members_has_zero_std(tmp_path, cuau_cell):
 def test_unknown_element_is_a_clear_error():
     atoms = bulk("Ni", "fcc", a=3.5)
     atoms.calc = calc()
-    with pytest.raises(ValueError, match=r"\['Ni'\] not in the model's species"):
+    with pytest.raises(ValueError, match=r"\['Ni'\] \(atom\(s\) \[0\]\) not in the model's species"):
         atoms.get_potential_energy()
 
 

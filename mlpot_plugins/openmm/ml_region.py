@@ -10,6 +10,8 @@ from typing import Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
+from ..model_file import species_types
+
 
 @dataclass
 class MLRegion:
@@ -83,14 +85,8 @@ def resolve_region(species: Sequence[str], topology_or_elements,
     else:
         chosen = _check_subset(atoms, n)
         indices = chosen
-    index = {s: i for i, s in enumerate(species)}
-    bad = [int(i) for i in chosen if symbols[i] not in index]
-    if bad:
-        found = sorted({str(symbols[i]) for i in bad})
-        raise ValueError(
-            f"element(s) {found} (particle(s) {_short(bad)}) are not in the model's species {list(species)}; "
-            "use a model trained for them, or leave those particles out of the ML region with atoms=[...]")
-    types = np.array([index[symbols[i]] for i in chosen], dtype=np.int64)
+    types = species_types(species, [symbols[i] for i in chosen], chosen,
+                          "use a model trained for them, or leave those particles out of the ML region with atoms=[...]")
     periodic = check_periodic(periodic, topology_or_elements, system)
     box = topology_box_nm(topology_or_elements)
     box_known_default = box is not None and np.array_equal(box, 2.0 * np.eye(3))
