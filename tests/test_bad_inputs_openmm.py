@@ -226,3 +226,21 @@ def test_openmm_ml_bad_precision():
     with pytest.raises(ValueError, match=r"precision='single' contradicts dtype='float64'"):
         MLPotential("mlpot", modelPath=MODEL).createSystem(topology_of(cluster()), precision="single",
                                                            dtype="float64")
+
+
+@pytest.mark.parametrize("atoms, err, match", [
+    ([0, 99], IndexError, r"\[99\] out of range for a system of 32 particles"),
+    ([3, 3], ValueError, r"\[3\] listed more than once"),
+    ([0.5], TypeError, "integer particle indices"),
+])
+def test_reporter_bad_ml_region(tmp_path, atoms, err, match):
+    """The reporter's ML region is checked like create_force's (same function, same messages)."""
+    system = empty_system(cluster())
+    system.addForce(create_force(MODEL, topology_of(cluster())))
+    sim = app.Simulation(topology_of(cluster()), system, openmm.VerletIntegrator(0.001),
+                         openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(cluster().positions * 0.1)
+    sim.reporters.append(UncertaintyReporter(COMMITTEE, tmp_path / "u.txt", 1, atoms=atoms))
+    with pytest.raises(err, match=match):
+        sim.step(1)
+    assert (tmp_path / "u.txt").read_text().count("\n") == 1  # nothing but the header was written
