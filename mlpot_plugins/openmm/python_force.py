@@ -50,7 +50,8 @@ class PythonForceComputation:
         self.types_np = np.asarray(types, dtype=np.int64)
         self.periodic = bool(periodic)
         self.box_known_default = bool(box_known_default)
-        self.sha256 = sha256 or file_sha256(model.path)
+        # None: the file is already gone (a LoadedModel kept in memory); deserializing then reports it
+        self.sha256 = sha256 or (file_sha256(model.path) if Path(model.path).is_file() else None)
         self.error: Optional[str] = None
         wrapper = OpenMMModelWrapper(model.module, torch.as_tensor(self.types_np), None, model.cutoff,
                                      self.periodic, model.dtype, self.box_known_default)
