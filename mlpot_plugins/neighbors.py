@@ -18,12 +18,28 @@ MIN_CELL_HEIGHT = 0.1  # Angstrom: a periodic image closer than this is a coinci
 MIN_DISTANCE = 1e-4  # Angstrom: two atoms closer than this are the same point (NaN/inf forces)
 
 
-def cell_heights(cell: Tensor) -> Tensor:
-    """Distance between opposite faces of the cell, along each lattice vector ([3]; 0 if flat)."""
-    a, b, c = cell[0], cell[1], cell[2]
-    volume = torch.abs(torch.dot(a, _cross(b, c)))
-    areas = torch.stack([_cross(b, c).norm(), _cross(c, a).norm(), _cross(a, b).norm()])
-    return torch.where(areas > 0, volume / torch.clamp(areas, min=1e-300), torch.zeros_like(areas))
+def cell_heights(cell: Tensor, pbc: List[bool]) -> Tensor:
+    """Height of the cell along each periodic lattice vector: its distance to the span of the other
+    periodic vectors ([3]; inf for non-periodic directions, whose vectors may be anything, even zero)."""
+    periodic: List[int] = []
+    for k in range(3):
+        if pbc[k]:
+            periodic.append(k)
+    heights = torch.full((3,), float("inf"), dtype=cell.dtype, device=cell.device)
+    if len(periodic) == 3:
+        a, b, c = cell[0], cell[1], cell[2]
+        volume = torch.abs(torch.dot(a, _cross(b, c)))
+        areas = torch.stack([_cross(b, c).norm(), _cross(c, a).norm(), _cross(a, b).norm()])
+        heights = torch.where(areas > 0, volume / torch.clamp(areas, min=1e-300), torch.zeros_like(areas))
+    elif len(periodic) == 2:
+        i, j = periodic[0], periodic[1]
+        area = _cross(cell[i], cell[j]).norm()
+        li, lj = cell[i].norm(), cell[j].norm()
+        heights[i] = area / lj if float(lj) > 0 else 0.0 * area
+        heights[j] = area / li if float(li) > 0 else 0.0 * area
+    elif len(periodic) == 1:
+        heights[periodic[0]] = cell[periodic[0]].norm()
+    return heights
 
 
 def _cross(u: Tensor, v: Tensor) -> Tensor:
@@ -40,13 +56,13 @@ def check_geometry(positions: Tensor, cell: Tensor, pbc: List[bool], min_height:
     if pbc[0] or pbc[1] or pbc[2]:
         if not bool(torch.isfinite(cell).all()):
             raise ValueError("mlpot: the periodic cell is not finite (NaN or inf); give a valid cell")
-        heights = cell_heights(cell.to(torch.float64))
+        heights = cell_heights(cell.to(torch.float64), pbc)
         for k in range(3):
             if pbc[k] and float(heights[k]) < min_height:
                 raise ValueError("mlpot: the periodic cell is flat or degenerate: its height along lattice "
                                  "vector " + str(k) + " is " + str(float(heights[k])) + " A (minimum "
                                  + str(min_height) + " A, volume " + str(float(torch.abs(
-                                     torch.det(cell.to(torch.float64))))) + " A^3); give a proper 3D cell "
+                                     torch.det(cell.to(torch.float64))))) + " A^3); give a proper cell "
                                  "or switch off periodicity in that direction")
 
 

@@ -157,7 +157,7 @@ GEOMETRY_CASES = [
     ("inf-position", lambda: _cu([[0, 0, np.inf], [2.5, 0, 0]], cell=np.eye(3) * 5, pbc=True),
      r"position of atom 0 is not finite"),
     ("flat-cell", lambda: _cu([[0, 0, 0]], cell=[[4, 0, 0], [0, 4, 0], [0, 0, 0.01]], pbc=True),
-     r"periodic cell is flat or degenerate: its height along lattice vector 2 is 0\.01.*proper 3D cell"),
+     r"periodic cell is flat or degenerate: its height along lattice vector 2 is 0\.01.*give a proper cell or switch off periodicity"),
     ("sheared-flat-cell", lambda: _cu([[0, 0, 0]], cell=[[4, 0, 0], [4, 0.001, 0], [0, 0, 4]], pbc=True),
      r"flat or degenerate: its height along lattice vector [01]"),
     ("zero-cell", lambda: _cu([[0, 0, 0], [2.5, 0, 0]], cell=np.zeros((3, 3)), pbc=True),
@@ -217,3 +217,19 @@ def test_cli_names_a_directory_given_as_model(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "is a directory, not a model file" in err and "Traceback" not in err
+
+
+def test_slab_with_a_zero_non_periodic_vector_is_fine():
+    """Only periodic directions need a height: a 2D-periodic slab may leave its third vector zero."""
+    from ase.build import fcc111
+
+    slab = fcc111("Cu", (2, 2, 3), a=3.61, vacuum=5.0)
+    slab.rattle(0.05, seed=4)
+    flat = slab.copy()
+    flat.pbc = [True, True, False]
+    flat.cell[2] = 0.0
+    slab.pbc = [True, True, False]
+    for a in (slab, flat):
+        a.calc = MLPotCalculator("morse-cuau")
+    assert flat.get_potential_energy() == pytest.approx(slab.get_potential_energy(), rel=1e-12)
+    np.testing.assert_allclose(flat.get_forces(), slab.get_forces(), atol=1e-12)
