@@ -2,19 +2,26 @@
 from __future__ import annotations
 
 import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from .model_file import LoadedModel, load
 
+UNCERTAINTY_PROPERTIES = ("forces_std", "energies_std", "energy_std")  # the contract's names
+VIRIAL_PROPERTIES = ("stress", "stresses")
+
 
 class MLPotCalculator(Calculator):
-    """Energy, per-atom energies, forces, stress and (committees) ``forces_std``/``energy_std``.
+    """Energy, per-atom energies, forces, stress, per-atom ``stresses`` and (committees) uncertainty.
 
     Units are ASE's (eV, Angstrom). ``forces_std`` is the calibrated per-atom force standard deviation
-    in eV/A, ``energies_std`` the per-atom energy std and ``energy_std`` the total energy std.
+    in eV/A, ``energies_std`` the per-atom energy std and ``energy_std`` the total energy std (the
+    contract's output names). Each call asks the model only for what was requested: the virial only for
+    ``stress``/``stresses``, the committee spread only for the uncertainty properties, so a shallow
+    ensemble runs one copy for energy and forces. ``stresses`` (per atom, Voigt, eV/A^3) sum to
+    ``stress``. Models without a virial output give energy and forces on periodic cells, and
+    ``stress`` raises ``PropertyNotImplementedError``.
     """
-
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(self, model, device: str = "cpu", **kwargs):
         super().__init__(**kwargs)
@@ -22,36 +29,44 @@ class MLPotCalculator(Calculator):
         if self.model.kind != "atomistic":
             raise ValueError(f"{self.model.path}: a {self.model.kind!r} model cannot drive atoms; "
                              "use an atomistic model with MLPotCalculator")
-        self._index = {s: i for i, s in enumerate(self.model.species)}
+        props = ["energy", "free_energy", "energies", "forces"]
+        outputs = self.model.metadata["outputs"]
+        props += [p for p, o in zip(VIRIAL_PROPERTIES, ("virial", "atom_virial")) if o in outputs]
         if self.model.has_uncertainty:
-            self.implemented_properties = self.implemented_properties + [
-                "forces_std", "energies_std", "energy_std"]
+            props += list(UNCERTAINTY_PROPERTIES)
+        self.implemented_properties = props
 
     def types_of(self, atoms) -> np.ndarray:
-        missing = sorted(set(atoms.get_chemical_symbols()) - set(self._index))
-        if missing:
-            raise ValueError(f"element(s) {missing} not in the model's species {self.model.species}; "
-                             "use a model trained for them")
-        return np.array([self._index[s] for s in atoms.get_chemical_symbols()], dtype=np.int64)
+        return self.model.types_of(atoms.get_chemical_symbols())
 
-    def evaluate(self, atoms, need_uncertainty: bool = True):
+    def evaluate(self, atoms, need_uncertainty: bool = True, need_virial: bool = True):
         """Run the contract method on ``atoms`` and return its output dict (torch tensors)."""
         return self.model.compute_on(atoms.positions, atoms.cell.array, atoms.pbc, self.types_of(atoms),
-                                     need_virial=True, need_uncertainty=need_uncertainty)
+                                     need_virial=need_virial, need_uncertainty=need_uncertainty)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        out = {k: v.detach().cpu().numpy().astype(np.float64) for k, v in self.evaluate(self.atoms).items()}
+        unknown = [p for p in properties if p not in self.implemented_properties]
+        if unknown:
+            why = ("the model has no virial output" if set(unknown) & set(VIRIAL_PROPERTIES)
+                   else "it is not a committee (ensemble_size 1)" if set(unknown) & set(UNCERTAINTY_PROPERTIES)
+                   else "it is not an mlpot output")
+            raise PropertyNotImplementedError(f"{unknown} not available from {self.model.path.name}: {why}")
+        need_virial = any(p in VIRIAL_PROPERTIES for p in properties)
+        periodic_3d = self.atoms.cell.rank == 3 and self.atoms.pbc.any()
+        if need_virial and not periodic_3d:
+            raise PropertyNotImplementedError("stress needs a 3D cell with periodic boundaries")
+        need_unc = any(p in UNCERTAINTY_PROPERTIES for p in properties)
+        out = {k: v.detach().cpu().numpy().astype(np.float64)
+               for k, v in self.evaluate(self.atoms, need_unc, need_virial).items()}
         energy = float(out["energy"])
-        self.results = {"energy": energy, "free_energy": energy, "energies": out["energies"],
-                        "forces": out["forces"]}
-        if self.atoms.cell.rank == 3 and self.atoms.pbc.any():
-            stress = -out["virial"] / self.atoms.get_volume()
-            self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
-        elif "stress" in properties:
-            raise ValueError("stress needs a 3D cell with periodic boundaries")
-        for key in ("forces_std", "energies_std"):
-            if key in out:
-                self.results[key] = out[key]
-        if "energy_std" in out:
-            self.results["energy_std"] = float(out["energy_std"])
+        # keep earlier results of the same configuration (ASE resets them when the atoms change)
+        self.results.update(energy=energy, free_energy=energy, energies=out["energies"], forces=out["forces"])
+        if need_virial:
+            volume = self.atoms.get_volume()
+            self.results["stress"] = full_3x3_to_voigt_6_stress(-out["virial"] / volume)
+            if "atom_virial" in out:
+                self.results["stresses"] = full_3x3_to_voigt_6_stress(-out["atom_virial"] / volume)
+        if need_unc:
+            self.results.update(forces_std=out["forces_std"], energies_std=out["energies_std"],
+                                energy_std=float(out["energy_std"]))

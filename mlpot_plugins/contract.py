@@ -7,6 +7,12 @@ A model file is a TorchScript archive holding
 * ``metadata.json`` as an *extra file*, so Python (``torch.jit.load(..., _extra_files=...)``) and
   C++ (``torch::jit::load(path, device, extra_files)``) read it without running the model.
 
+Loading checks the metadata (``validate_metadata``) and then the module against it, in one function
+(``model_file.check_module_against_metadata``, mirrored by the LAMMPS plugin): cutoff, ensemble_size,
+uncertainty_scale and n_species (= len(species)) equal the module's attributes where it has them; every
+floating parameter and buffer has the metadata ``dtype``; the kind's method exists; atomistic
+committees export ``force_uncertainty``.
+
 Atomistic ``compute(positions, types, edge_index, shifts, n_local, need_virial, need_uncertainty)``
 -------------------------------------------------------------------------------------------------
 Inputs (dtype of positions/shifts = the model's ``dtype``; lengths in ``length_unit``):

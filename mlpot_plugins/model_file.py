@@ -1,7 +1,9 @@
 """Write and read exported model files (TorchScript + metadata.json extra file)."""
 from __future__ import annotations
 
+import builtins
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -56,6 +58,7 @@ def export(model: torch.nn.Module, path: PathLike, **metadata: Any) -> Path:
             # the module uses its own attribute at run time, so it must agree with the metadata
             setattr(model, attr, type(getattr(model, attr))(meta[attr]))
     scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
+    check_module_against_metadata(scripted, meta, f"export({os.fspath(path)})")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(scripted, str(path), _extra_files={contract.METADATA_FILE: contract.dumps(meta)})
@@ -77,14 +80,25 @@ class LoadedModel:
     interaction_range = property(lambda self: self.metadata["interaction_range"])
     ensemble_size = property(lambda self: self.metadata["ensemble_size"])
     has_uncertainty = property(lambda self: self.metadata["ensemble_size"] > 1)
+    has_virial = property(lambda self: "virial" in self.metadata["outputs"])
     dtype = property(lambda self: getattr(torch, self.metadata["dtype"]))
+
+    def types_of(self, symbols, indices=None, fix: str = "use a model trained for them") -> "np.ndarray":
+        """Species index (int64) of each element symbol: the one element -> type map of every engine."""
+        return species_types(self.species, symbols, indices, fix)
 
     def compute(self, positions, types, edge_index, shifts, n_local: Optional[int] = None,
                 need_virial: bool = True, need_uncertainty: bool = False) -> Dict[str, torch.Tensor]:
         """Call the contract method (atomistic kind)."""
         n_local = positions.shape[0] if n_local is None else int(n_local)
-        return self.module.compute(positions, types, edge_index, shifts, n_local, need_virial,
-                                   need_uncertainty)
+        try:
+            return self.module.compute(positions, types, edge_index, shifts, n_local, need_virial,
+                                       need_uncertainty)
+        except Exception as exc:  # torch.jit.Error is no RuntimeError: surface the model's own message
+            err = torchscript_error(exc)
+            if err is exc:
+                raise
+            raise err from None
 
     def compute_on(self, positions, cell, pbc, types, need_virial: bool = True,
                    need_uncertainty: bool = False) -> Dict[str, torch.Tensor]:
@@ -97,7 +111,8 @@ class LoadedModel:
         return self.compute(
             torch.as_tensor(positions, dtype=dt, device=dev), torch.as_tensor(types, device=dev),
             torch.as_tensor(edge_index, device=dev), torch.as_tensor(shifts, dtype=dt, device=dev),
-            need_virial=need_virial, need_uncertainty=need_uncertainty and self.has_uncertainty)
+            need_virial=need_virial and self.has_virial,
+            need_uncertainty=need_uncertainty and self.has_uncertainty)
 
     def __repr__(self) -> str:
         m = self.metadata
@@ -105,18 +120,65 @@ class LoadedModel:
                 f"cutoff={m['cutoff']}, ensemble_size={m['ensemble_size']})")
 
 
+def species_types(species, symbols, indices=None, fix: str = "use a model trained for them") -> "np.ndarray":
+    """Species index (int64) of each symbol; ValueError naming the unknown elements and their indices
+    (``indices[k]`` names symbol k; default: its position) and ``fix``."""
+    import numpy as np
+
+    index = {s: i for i, s in enumerate(species)}
+    bad = [k for k, s in enumerate(symbols) if s not in index]
+    if bad:
+        found = sorted({str(symbols[k]) for k in bad})
+        where = [int(indices[k]) if indices is not None else k for k in bad]
+        shown = ", ".join(str(i) for i in where[:10]) + (", ..." if len(where) > 10 else "")
+        raise ValueError(f"element(s) {found} (atom(s) [{shown}]) not in the model's species {list(species)}; {fix}")
+    return np.array([index[s] for s in symbols], dtype=np.int64)
+
+
+class NotAModelFileError(FileNotFoundError):
+    """The model path names no file (a directory, a socket...): there is no model file at that path."""
+
+
 def resolve_model_path(model: PathLike) -> Path:
-    """A file path, or the name of a model shipped in the package."""
+    """A file path, or the name of a model shipped in the package (or in ``$MLPOT_PRETRAINED_DIR``)."""
     from .pretrained import pretrained_names, pretrained_path
 
     path = Path(model)
     if path.is_file():
         return path
-    if str(model) in pretrained_names():
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.pt"))[:5]
+        raise NotAModelFileError(f"model {os.fspath(model)!r} is a directory, not a model file. Give the path of "
+                                f"an exported .pt file{' (this directory holds ' + ', '.join(inside) + ')' if inside else ''}")
+    if path.exists():
+        raise NotAModelFileError(f"model {os.fspath(model)!r} is not a regular file. Give the path of an exported .pt file")
+    names = pretrained_names()  # names the bad $MLPOT_PRETRAINED_DIR if that is the problem
+    if str(model) in names:
         return pretrained_path(str(model))
     raise FileNotFoundError(
         f"model file {os.fspath(model)!r} does not exist and is not a shipped model name. "
-        f"Give a path to an exported .pt file or one of {pretrained_names()} (see `mlpot models`)")
+        f"Give a path to an exported .pt file or one of {names} (see `mlpot models`)")
+
+
+def resolve_device(device: Union[str, torch.device], available: bool = True) -> torch.device:
+    """A torch device the model can run on (with ``available``: here and now); ValueError (bad name) or
+    RuntimeError (CUDA not available) naming the problem and the fix otherwise."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device name. Use 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda" and available:
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} asked for, but CUDA is not available to this torch "
+                               f"({torch.__version__}, built with CUDA {torch.version.cuda}; "
+                               f"{'no GPU visible' if torch.version.cuda else 'a CPU-only build'}). "
+                               "Use device='cpu', or run on a machine with a GPU and a CUDA build of torch")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) "
+                               f"are visible. Use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} is not supported by mlpot models. Use 'cpu' or 'cuda[:N]'")
+    return dev
 
 
 def use_dynamic_shapes() -> None:
@@ -130,13 +192,14 @@ def use_dynamic_shapes() -> None:
 def load(model: PathLike, device: str = "cpu") -> LoadedModel:
     """Load and validate an exported model file or a shipped model name."""
     use_dynamic_shapes()
+    dev = resolve_device(device)  # before loading: "CUDA unavailable" is not a file problem
     path = resolve_model_path(model)
     if not zipfile.is_zipfile(path):
         raise ModelFormatError(f"{path}: not a TorchScript archive (not a zip file). "
                                "Export the model with mlpot_plugins.export() or `mlpot export`")
     extra = {contract.METADATA_FILE: ""}
     try:
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFormatError(f"{path}: not a loadable TorchScript archive ({first}). "
@@ -148,25 +211,62 @@ def load(model: PathLike, device: str = "cpu") -> LoadedModel:
         raise ModelFormatError(f"{path}: TorchScript archive has no {contract.METADATA_FILE}. "
                                "It was not written by mlpot_plugins.export(); re-export it")
     meta = contract.loads(text, source=str(path))
-    _check_module_agrees(module, meta, path)
-    return LoadedModel(module, meta, path, device)
+    check_module_against_metadata(module, meta, str(path))
+    return LoadedModel(module, meta, path, str(dev))
 
 
-def _check_module_agrees(module, meta: Dict[str, Any], path: Path) -> None:
+_TS_ERROR = re.compile(r"^(?:builtins\.)?([A-Za-z_][\w.]*(?:Error|Exception)): ", re.M)
+
+
+def torchscript_error(exc: BaseException) -> BaseException:
+    """The useful part of a TorchScript interpreter error, first: ``The following operation failed in the
+    TorchScript interpreter ... builtins.ValueError: msg`` becomes ``ValueError("msg ...")`` (the
+    TorchScript traceback kept after the message). Other exceptions are returned as they are."""
+    text = str(exc)
+    if "TorchScript interpreter" not in text:
+        return exc
+    matches = list(_TS_ERROR.finditer(text))
+    if not matches:
+        return exc
+    last = matches[-1]
+    name, message = last.group(1).rsplit(".", 1)[-1], text[last.end():].strip()
+    cls = getattr(builtins, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = RuntimeError
+    trace = text[:last.start()].strip()
+    try:
+        return cls(f"{message}\n(TorchScript traceback, most recent call last:\n{trace})")
+    except Exception:
+        return RuntimeError(f"{message}\n({trace})")
+
+
+def check_module_against_metadata(module, meta: Dict[str, Any], source: str) -> None:
+    """The one check that a module does what its metadata says (mirrored in C++ by the LAMMPS plugin).
+
+    For each of cutoff, ensemble_size, uncertainty_scale and n_species (= len(species), atomistic):
+    if the module has the attribute it must equal the metadata value; every floating parameter and
+    buffer has the metadata dtype; the kind's method exists; atomistic committees have
+    ``force_uncertainty``. Raises ModelFormatError naming the field and the fix.
+    """
     method = contract.METHOD_FOR_KIND[meta["kind"]]
     if not hasattr(module, method):
-        raise ModelFormatError(f"{path}: metadata says kind {meta['kind']!r} but the module has no "
+        raise ModelFormatError(f"{source}: metadata says kind {meta['kind']!r} but the module has no "
                                f"exported {method}() method. Re-export with the right kind")
+    if meta["kind"] == "atomistic" and meta["ensemble_size"] > 1 and not hasattr(module, contract.UNCERTAINTY_METHOD):
+        raise ModelFormatError(f"{source}: metadata says ensemble_size={meta['ensemble_size']} but the module has "
+                               f"no exported {contract.UNCERTAINTY_METHOD}() method. Export a committee model "
+                               "(with @torch.jit.export force_uncertainty) or use ensemble_size=1")
     checks = {"cutoff": meta["cutoff"], "ensemble_size": meta["ensemble_size"],
               "uncertainty_scale": meta["uncertainty_scale"]}
     if meta["kind"] == "atomistic":
         checks["n_species"] = len(meta["species"])
     for attr, expected in checks.items():
         if hasattr(module, attr) and float(getattr(module, attr)) != float(expected):
-            raise ModelFormatError(f"{path}: metadata {attr}={expected} contradicts the module's "
+            raise ModelFormatError(f"{source}: metadata {attr}={expected} contradicts the module's "
                                    f"{attr}={getattr(module, attr)}. Re-export the model")
-    for t in list(module.parameters()) + list(module.buffers()):
-        if t.is_floating_point() and str(t.dtype).replace("torch.", "") != meta["dtype"]:
-            raise ModelFormatError(f"{path}: metadata dtype {meta['dtype']} contradicts the module's "
-                                   f"{t.dtype} tensors. Re-export the model")
-        break
+    named = list(module.named_parameters()) + list(module.named_buffers())
+    bad = [(n, t.dtype) for n, t in named if t.is_floating_point() and str(t.dtype).replace("torch.", "") != meta["dtype"]]
+    if bad:
+        raise ModelFormatError(f"{source}: metadata dtype {meta['dtype']} contradicts the module's tensor(s) "
+                               f"{', '.join(f'{n} ({d})' for n, d in bad[:5])}{' ...' if len(bad) > 5 else ''}. "
+                               "Convert the whole module with .to(dtype) and re-export it")

@@ -146,7 +146,7 @@ def test_committee_of_identical_members_has_zero_std(tmp_path, cuau_cell):
 def test_unknown_element_is_a_clear_error():
     atoms = bulk("Ni", "fcc", a=3.5)
     atoms.calc = calc()
-    with pytest.raises(ValueError, match=r"\['Ni'\] not in the model's species"):
+    with pytest.raises(ValueError, match=r"\['Ni'\] \(atom\(s\) \[0\]\) not in the model's species"):
         atoms.get_potential_energy()
 
 
@@ -162,3 +162,89 @@ def test_nve_energy_is_conserved(cuau_cell):
     VelocityVerlet(atoms, timestep=1.0 * units.fs).run(100)
     assert atoms.get_kinetic_energy() > 0.1 * len(atoms) * 0.0388  # atoms really move
     assert abs(atoms.get_total_energy() - e0) / len(atoms) < 2e-4  # eV/atom over 100 fs
+
+
+def test_only_requested_outputs_are_computed(cuau_cell):
+    """Regression: every call used to ask for the virial and the committee spread."""
+    atoms = cuau_cell
+    atoms.calc = calc("morse-cuau-committee")
+    e = atoms.get_potential_energy()
+    assert set(atoms.calc.results) == {"energy", "free_energy", "energies", "forces"}
+    stress = atoms.get_stress()
+    assert "stress" in atoms.calc.results and "forces_std" not in atoms.calc.results
+    assert atoms.calc.results["energy"] == e  # kept across property requests of the same configuration
+    std = atoms.calc.get_property("forces_std", atoms)
+    assert set(atoms.calc.results) >= {"stress", "forces_std", "energies_std", "energy_std"}
+    np.testing.assert_allclose(atoms.get_stress(), stress, rtol=0, atol=0)
+    atoms.positions[0] += 0.05  # a new configuration: nothing stale survives
+    atoms.get_potential_energy()
+    assert "forces_std" not in atoms.calc.results and "stress" not in atoms.calc.results
+    assert not np.allclose(atoms.calc.get_property("forces_std", atoms), std)
+
+
+def test_uncertainty_request_matches_plain_evaluation(cuau_cell):
+    """Energy/forces are the same whether or not the committee spread was asked for."""
+    atoms = cuau_cell
+    atoms.calc = calc("morse-cuau-committee")
+    plain = atoms.calc.evaluate(atoms, need_uncertainty=False, need_virial=False)
+    full = atoms.calc.evaluate(atoms, need_uncertainty=True, need_virial=True)
+    torch_close = np.testing.assert_allclose
+    torch_close(plain["forces"].numpy(), full["forces"].numpy(), rtol=1e-12, atol=1e-13)
+    assert "forces_std" not in plain and "virial" not in plain
+
+
+def test_per_atom_stresses_sum_to_stress(triclinic_cell):
+    atoms = triclinic_cell
+    atoms.calc = calc()
+    stresses = atoms.get_stresses()
+    assert stresses.shape == (len(atoms), 6)
+    np.testing.assert_allclose(stresses.sum(axis=0), atoms.get_stress(), rtol=1e-12, atol=1e-14)
+    assert np.ptp(stresses[:, 0]) > 1e-4  # atoms differ: a real per-atom split, not stress / N
+    # ASE convention: stress = -virial / V, so per-atom stresses are -atom_virial / V
+    out = atoms.calc.evaluate(atoms, need_uncertainty=False, need_virial=True)
+    av = -out["atom_virial"].numpy() / atoms.get_volume()
+    np.testing.assert_allclose(stresses[:, 0], av[:, 0, 0], rtol=1e-12)
+
+
+def test_model_without_virial_works_on_periodic_cells(tmp_path, cuau_cell):
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    from mlpot_plugins import export
+    from mlpot_plugins.models import MorsePotential
+
+    path = export(MorsePotential(["Cu", "Au"]), tmp_path / "novirial.pt",
+                  outputs=["energy", "energies", "forces"])
+    atoms = cuau_cell
+    atoms.calc = MLPotCalculator(str(path))
+    ref = cuau_cell.copy()
+    ref.calc = calc()
+    np.testing.assert_allclose(atoms.get_potential_energy(), ref.get_potential_energy(), rtol=1e-13)
+    np.testing.assert_allclose(atoms.get_forces(), ref.get_forces(), atol=1e-12)
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_stress()
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_stresses()
+
+
+def compressed_lattice():
+    """A perfect fcc lattice compressed by 10%: every atom is a centre of symmetry, so all member forces
+    are zero, while the members' energies differ a lot (out of distribution)."""
+    atoms = bulk("Cu", "fcc", a=3.61 * 0.9, cubic=True).repeat((2, 2, 2))
+    return atoms
+
+
+def test_symmetric_compressed_lattice_has_energy_std_but_no_force_std():
+    atoms = compressed_lattice()
+    atoms.calc = calc("morse-cuau-committee")
+    fstd = atoms.calc.get_property("forces_std", atoms)
+    estd = atoms.calc.get_property("energies_std", atoms)
+    np.testing.assert_allclose(fstd, 0.0, atol=1e-10)
+    assert estd.min() > 1e-3 and np.ptp(estd) < 1e-10  # large, the same on every (equivalent) atom
+    assert atoms.calc.get_property("energy_std", atoms) > estd.max()
+
+
+def test_shipped_model_names_work():
+    atoms = bulk("Cu", cubic=True)
+    for name in ("morse-cuau", "morse-cuau-committee"):
+        atoms.calc = MLPotCalculator(name)
+        assert np.isfinite(atoms.get_potential_energy())

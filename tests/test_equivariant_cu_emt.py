@@ -7,7 +7,11 @@ from ase.calculators.emt import EMT
 from mlpot_plugins import load, pretrained_names, pretrained_path
 from mlpot_plugins.ase import MLPotCalculator
 
-pytestmark = pytest.mark.skipif("cu-emt" not in pretrained_names(), reason="cu-emt not built yet")
+
+
+def test_shipped_file_is_there():
+    """The model ships with the package: its absence is a failure, not a skip."""
+    assert "cu-emt" in pretrained_names() and pretrained_path("cu-emt").is_file()
 
 
 def test_metadata_and_size():

@@ -1,4 +1,5 @@
 """Bad inputs to the OpenMM integration raise clear errors naming the problem and the fix."""
+import numpy as np
 import openmm.app as app
 import pytest
 
@@ -17,7 +18,7 @@ def water_topology():
 
 @pytest.mark.parametrize("backend", ["torch", "python"])
 def test_unknown_element(backend):
-    with pytest.raises(ValueError, match=r"\['H', 'O'\].*particle\(s\) \[0, 1, 2\].*\['Cu', 'Au'\]"):
+    with pytest.raises(ValueError, match=r"\['H', 'O'\] \(atom\(s\) \[0, 1, 2\]\) not in the model's species \['Cu', 'Au'\].*atoms=\[\.\.\.\]"):
         create_force(MODEL, water_topology(), backend=backend)
 
 
@@ -25,9 +26,21 @@ def test_unknown_element_outside_ml_region_is_fine():
     top = topology_of(cluster())
     res = top.addResidue("HOH", next(top.chains()))
     top.addAtom("O", app.Element.getBySymbol("O"), res)
-    with pytest.raises(ValueError, match=r"\['O'\] \(particle\(s\) \[32\]\)"):
+    with pytest.raises(ValueError, match=r"\['O'\] \(atom\(s\) \[32\]\)"):
         create_force(MODEL, top)
-    assert create_force(MODEL, top, atoms=range(32)) is not None
+    # with the O left out of the ML region, the force acts on the 32 metal atoms exactly as ASE does
+    from openmm_systems import ase_reference, context_for, empty_system, energy_forces
+
+    atoms = cluster()
+    system = empty_system(atoms)
+    system.addParticle(16.0)
+    system.addForce(create_force(MODEL, top, atoms=range(32)))
+    pos = np.vstack([atoms.positions, [[30.0, 30.0, 30.0]]])
+    e, f = energy_forces(context_for(system, pos))
+    e_ref, f_ref = ase_reference(atoms)
+    assert e == pytest.approx(e_ref, rel=1e-10)
+    np.testing.assert_allclose(f[:32], f_ref, rtol=1e-8, atol=1e-8)
+    np.testing.assert_array_equal(f[32], 0.0)
 
 
 def test_particle_without_element():

@@ -48,7 +48,8 @@ def test_example_script_runs(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "20 steps; max per-atom force std seen" in run.stdout
-    steps, stds = read_uncertainty(tmp_path / "a" / "uncertainty.npy")
+    rec = read_uncertainty(tmp_path / "a" / "uncertainty.npy")
+    steps, stds = rec["step"], rec["forces_std"]
     assert steps.tolist() == [10, 20] and stds[0].shape == (107,)
     run = subprocess.run([sys.executable, str(script), "--steps", "20", "--threshold", "1e-6",
                           "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=300)

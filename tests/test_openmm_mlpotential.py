@@ -120,8 +120,8 @@ def test_errors():
         MLPotential("mlpot")
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         MLPotential("mlpot", modelPath="nope.pt")
-    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['precision'\]"):
-        MLPotential("mlpot", modelPath=MODEL, precision="single")
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['cutoff'\]"):
+        MLPotential("mlpot", modelPath=MODEL, cutoff=5.0)
     atoms = cluster()
     potential = MLPotential("mlpot", modelPath=MODEL)
     with pytest.raises(ValueError, match="use backend='python'"):
@@ -147,3 +147,29 @@ def test_entry_point_registers_on_openmmml_import(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "mlpot_plugins.openmm.mlpotential MLPotPotentialImplFactory" in run.stdout
+
+
+@pytest.mark.parametrize("backend", ["torch", "python"])
+def test_precision_single_and_double(backend):
+    """openmm-ml's precision= as its other potentials take it: 'single' runs the model in float32."""
+    atoms = periodic_cubic()
+    pot = MLPotential("mlpot", modelPath=MODEL)
+    results = {}
+    for precision in (None, "double", "single"):
+        system = pot.createSystem(topology_of(atoms), precision=precision, backend=backend)
+        results[precision] = energy_forces(context_for(system, atoms))
+    e_ref, f_ref = ase_reference(atoms)
+    assert results[None][0] == pytest.approx(e_ref, rel=1e-10)  # the model's own dtype: float64
+    assert results["double"][0] == results[None][0]
+    e32, f32 = results["single"]
+    assert e32 == pytest.approx(e_ref, rel=1e-5) and e32 != results["double"][0]  # float32 rounding shows
+    np.testing.assert_allclose(f32, f_ref, atol=2e-3 * np.abs(f_ref).max())
+
+
+def test_shipped_name_and_path_give_the_same_system():
+    from mlpot_plugins import pretrained_path
+
+    atoms = cluster()
+    by_name = MLPotential("mlpot", modelPath=MODEL).createSystem(topology_of(atoms))
+    by_path = MLPotential("mlpot", modelPath=str(pretrained_path(MODEL))).createSystem(topology_of(atoms))
+    assert energy_forces(context_for(by_name, atoms))[0] == energy_forces(context_for(by_path, atoms))[0]

@@ -37,7 +37,8 @@ def test_per_atom_std_equals_ase(tmp_path, make):
     sim.step(8)  # reports at steps 4 and 8, not every step
     pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value
     rep.close()
-    steps, stds = read_uncertainty(tmp_path / "unc.npy")
+    rec = read_uncertainty(tmp_path / "unc.npy")
+    steps, stds = rec["step"], rec["forces_std"]
     assert steps.tolist() == [4, 8]
     expected = ase_std(atoms, pos)
     assert expected.max() > 1e-3
@@ -47,7 +48,7 @@ def test_per_atom_std_equals_ase(tmp_path, make):
     for row, std in zip(rows, stds):
         assert float(row[1]) == pytest.approx(std.max(), abs=1e-6)
         assert float(row[2]) == pytest.approx(std.mean(), abs=1e-6)
-        worst = int(row[3].split(":")[0])
+        worst = int(row[5].split(":")[0])
         assert worst == int(np.argmax(std))
     # PDB: two models, B-factor column = std in meV/A
     pdb = (tmp_path / "unc.pdb").read_text().splitlines()
@@ -67,7 +68,8 @@ def test_report_values_match_ase_at_report_step(tmp_path):
     sim.step(3)  # only report: step 6
     rep_pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value
     rep.close()
-    steps, stds = read_uncertainty(tmp_path / "u.npy")
+    rec = read_uncertainty(tmp_path / "u.npy")
+    steps, stds = rec["step"], rec["forces_std"]
     assert steps.tolist() == [6]
     np.testing.assert_allclose(stds[0], ase_std(atoms, rep_pos), rtol=1e-10, atol=1e-14)
     assert not np.allclose(stds[0], ase_std(atoms, pos), rtol=1e-6)  # it is not a stale configuration
@@ -112,4 +114,62 @@ def test_threshold_warn_and_subset_indices(tmp_path):
     assert f" {worst} (" in str(record[0].message) or f": {worst} (" in str(record[0].message)
     rep.close()
     row = (tmp_path / "u.txt").read_text().splitlines()[-1].split()
-    assert int(row[3].split(":")[0]) == worst  # system index, not ML-region index
+    assert int(row[5].split(":")[0]) == worst  # system index, not ML-region index
+
+
+def test_reports_energy_std_of_a_symmetric_compressed_lattice(tmp_path):
+    """Zero force std but a large per-atom energy std: the reporter records both (contract names)."""
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.61 * 0.9, cubic=True).repeat((2, 2, 2))
+    system = empty_system(atoms)
+    system.addForce(create_force("morse-cuau", topology_of(atoms)))
+    sim = app.Simulation(topology_of(atoms), system, openmm.VerletIntegrator(0.001),
+                         openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(atoms.positions * units.NM_PER_ANGSTROM)  # at rest: stays symmetric
+    rep = UncertaintyReporter(COMMITTEE, tmp_path / "u.txt", 1)
+    sim.reporters.append(rep)
+    sim.step(1)
+    rep.close()
+    ref = atoms.copy()
+    ref.calc = MLPotCalculator(COMMITTEE)
+    rec = read_uncertainty(tmp_path / "u.npy")
+    np.testing.assert_allclose(rec["forces_std"][0], 0.0, atol=1e-9)
+    np.testing.assert_allclose(rec["energies_std"][0], ref.calc.get_property("energies_std", ref), rtol=1e-10)
+    assert rec["energies_std"][0].min() > 1e-3
+    assert rec["energy_std"][0] == pytest.approx(ref.calc.get_property("energy_std", ref), rel=1e-10)
+    row = (tmp_path / "u.txt").read_text().splitlines()[-1].split()
+    assert float(row[1]) < 1e-6 and float(row[3]) == pytest.approx(rec["energies_std"][0].max(), abs=1e-6)
+    assert float(row[4]) == pytest.approx(rec["energy_std"][0], abs=1e-6)
+
+
+def test_continued_run_appends_and_drops_a_cut_record(tmp_path):
+    """A new reporter on the files of an earlier run continues them (Class 2: nothing is lost)."""
+    atoms = cluster()
+    sim = simulation(atoms)
+    files = dict(file=tmp_path / "u.txt", pdb=tmp_path / "u.pdb")
+    rep = UncertaintyReporter(COMMITTEE, files["file"], 2, pdb=files["pdb"])
+    sim.reporters.append(rep)
+    sim.step(4)
+    rep.close()
+    sim.reporters.clear()
+    with open(tmp_path / "u.npy", "ab") as f:  # a run killed in the middle of a record
+        np.save(f, np.int64(99))
+    with open(tmp_path / "u.txt", "a") as f:
+        f.write("99 0.1")
+    rep = UncertaintyReporter(COMMITTEE, files["file"], 2, pdb=files["pdb"])  # the continued run
+    sim.reporters.append(rep)
+    sim.step(4)
+    rep.close()
+    rec = read_uncertainty(tmp_path / "u.npy")
+    assert rec["step"].tolist() == [2, 4, 6, 8]
+    lines = (tmp_path / "u.txt").read_text().splitlines()
+    assert lines[0].startswith("# step") and sum(line.startswith("#") for line in lines) == 1
+    assert [int(line.split()[0]) for line in lines[1:]] == [2, 4, 6, 8]
+    pdb = (tmp_path / "u.pdb").read_text().splitlines()
+    assert [int(line.split()[1]) for line in pdb if line.startswith("MODEL")] == [1, 2, 3, 4]
+    # append=False starts afresh
+    rep = UncertaintyReporter(COMMITTEE, files["file"], 2, pdb=files["pdb"], append=False)
+    rep.close()
+    assert read_uncertainty(tmp_path / "u.npy")["step"].tolist() == []
+    assert (tmp_path / "u.txt").read_text().count("\n") == 1

@@ -10,6 +10,7 @@ from typing import Iterable, Optional, Union
 import torch  # before openmmtorch: its extension links against the loaded libtorch
 
 from .ml_region import MLRegion, resolve_region
+from ..model_file import resolve_device
 from .model_loading import load_for_openmm
 
 BACKENDS = ("torch", "python")
@@ -33,6 +34,9 @@ def create_force(model, topology_or_elements, atoms: Optional[Iterable[int]] = N
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)}")
+    # a bad device name fails here; a missing GPU too for the python backend (the torch backend's
+    # device follows OpenMM's platform, so a force built on a CPU machine may run on a GPU one)
+    resolve_device(device, available=backend == "python")
     loaded = load_for_openmm(model, device if backend == "python" else "cpu", dtype)
     region = resolve_region(loaded.species, topology_or_elements, atoms, periodic)
     if backend == "python":
@@ -50,7 +54,7 @@ def _torch_force(loaded, region: MLRegion, device: str, cuda_graphs: bool):
 
     atoms = None if region.indices is None else torch.as_tensor(region.indices)
     wrapper = OpenMMModelWrapper(loaded.module, torch.as_tensor(region.types), atoms, loaded.cutoff,
-                                 region.periodic, loaded.dtype)
+                                 region.periodic, loaded.dtype, region.box_known_default)
     force = openmmtorch.TorchForce(torch.jit.script(wrapper))
     force.setOutputsForces(True)  # forces come from the model's compute: no second autograd pass
     force.setUsesPeriodicBoundaryConditions(region.periodic)
@@ -68,7 +72,8 @@ def _python_force(loaded, region: MLRegion):
 
     from .python_force import PythonForceComputation
 
-    force = openmm.PythonForce(PythonForceComputation(loaded, region.types, region.periodic))
+    force = openmm.PythonForce(PythonForceComputation(loaded, region.types, region.periodic,
+                                                      region.box_known_default))
     if region.indices is not None:
         if region.n_ml == 0:
             # PythonForce reads an empty particle list as "all particles": give it nothing to act on

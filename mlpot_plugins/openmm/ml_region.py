@@ -10,6 +10,8 @@ from typing import Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
+from ..model_file import species_types
+
 
 @dataclass
 class MLRegion:
@@ -22,6 +24,7 @@ class MLRegion:
     indices: Optional[np.ndarray]  # int64 [n_ml] or None
     n_particles: int
     periodic: bool
+    box_known_default: bool = False  # the topology's box is OpenMM's default 2 nm cube
 
     @property
     def n_ml(self) -> int:
@@ -44,13 +47,35 @@ def element_symbols(topology_or_elements) -> List[Optional[str]]:
     return out
 
 
-def topology_is_periodic(topology_or_elements) -> bool:
+def topology_box_nm(topology_or_elements) -> Optional[np.ndarray]:
+    """The topology's periodic box [3, 3] in nm, or None (no box, or a list of elements)."""
     get_box = getattr(topology_or_elements, "getPeriodicBoxVectors", None)
-    return bool(get_box is not None and get_box() is not None)
+    box = get_box() if get_box is not None else None
+    if box is None:
+        return None
+    import openmm.unit as u
+
+    return np.asarray(box.value_in_unit(u.nanometer), dtype=np.float64)
+
+
+def check_periodic(periodic: Optional[bool], topology_or_elements, system=None) -> bool:
+    """Resolve ``periodic`` (None: periodic when the topology has a box, or the System is periodic) and
+    refuse a periodic force without a box: OpenMM would silently use its default 2 nm cube."""
+    box = topology_box_nm(topology_or_elements)
+    if periodic is None:
+        periodic = box is not None or (system is not None and system.usesPeriodicBoundaryConditions())
+    # a list of elements has no box to compare with: the force itself refuses OpenMM's default box at run time
+    if periodic and box is None and hasattr(topology_or_elements, "atoms"):
+        raise ValueError("periodic=True but the Topology has no periodic box, so OpenMM would silently use its "
+                         "default 2 nm box; "
+                         "pass a Topology with topology.setPeriodicBoxVectors(...) (and set the same box on the "
+                         "System), or use periodic=False")
+    return bool(periodic)
 
 
 def resolve_region(species: Sequence[str], topology_or_elements,
-                   atoms: Optional[Iterable[int]] = None, periodic: Optional[bool] = None) -> MLRegion:
+                   atoms: Optional[Iterable[int]] = None, periodic: Optional[bool] = None,
+                   system=None) -> MLRegion:
     """Map particles to the model's species; ValueError/IndexError naming the bad atoms otherwise."""
     symbols = element_symbols(topology_or_elements)
     n = len(symbols)
@@ -60,17 +85,13 @@ def resolve_region(species: Sequence[str], topology_or_elements,
     else:
         chosen = _check_subset(atoms, n)
         indices = chosen
-    index = {s: i for i, s in enumerate(species)}
-    bad = [int(i) for i in chosen if symbols[i] not in index]
-    if bad:
-        found = sorted({str(symbols[i]) for i in bad})
-        raise ValueError(
-            f"element(s) {found} (particle(s) {_short(bad)}) are not in the model's species {list(species)}; "
-            "use a model trained for them, or leave those particles out of the ML region with atoms=[...]")
-    types = np.array([index[symbols[i]] for i in chosen], dtype=np.int64)
-    if periodic is None:
-        periodic = topology_is_periodic(topology_or_elements)
-    return MLRegion(types=types, indices=indices, n_particles=n, periodic=bool(periodic))
+    types = species_types(species, [symbols[i] for i in chosen], chosen,
+                          "use a model trained for them, or leave those particles out of the ML region with atoms=[...]")
+    periodic = check_periodic(periodic, topology_or_elements, system)
+    box = topology_box_nm(topology_or_elements)
+    box_known_default = box is not None and np.array_equal(box, 2.0 * np.eye(3))
+    return MLRegion(types=types, indices=indices, n_particles=n, periodic=periodic,
+                    box_known_default=bool(box_known_default))
 
 
 def _check_subset(atoms: Iterable[int], n: int) -> np.ndarray:

@@ -9,7 +9,8 @@ mlpot_plugins
 >>> mixed = potential.createMixedSystem(topology, mm_system, ml_atoms, interpolate=True)
 
 Extra keyword arguments of createSystem/createMixedSystem reach :func:`create_force`:
-``backend`` ("torch"/"python"), ``device``, ``dtype``, ``cuda_graphs``. openmm-ml's generic
+``backend`` ("torch"/"python"), ``device``, ``dtype``, ``cuda_graphs`` and openmm-ml's
+``precision="single"|"double"`` (the model is converted to float32/float64; default: its own dtype). openmm-ml's generic
 embeddings (mechanical) do the ML/MM bookkeeping; this module only adds the model's Force.
 This module imports nothing heavy at import time, since openmm-ml loads every entry point on import.
 """
@@ -20,7 +21,24 @@ try:
 except ImportError:  # openmm-ml not installed: the classes still import, createImpl is never called
     MLPotentialImpl = MLPotentialImplFactory = object
 
-FORCE_ARGS = ("backend", "device", "dtype", "cuda_graphs")
+FORCE_ARGS = ("backend", "device", "dtype", "cuda_graphs", "precision")
+PRECISIONS = {"single": "float32", "double": "float64"}  # openmm-ml's precision= names
+
+
+def force_args_for(args: dict) -> dict:
+    """create_force keyword arguments from openmm-ml's: ``precision="single"|"double"`` (as openmm-ml's
+    other potentials take it; None: the model's own) becomes ``dtype``."""
+    out = dict(args)
+    precision = out.pop("precision", None)
+    if precision is None:
+        return out
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not supported; use 'single', 'double' or None (the model's own)")
+    dtype = out.get("dtype")
+    if dtype is not None and str(dtype).replace("torch.", "") != PRECISIONS[precision]:
+        raise ValueError(f"precision={precision!r} contradicts dtype={dtype!r}; give only one of them")
+    out["dtype"] = PRECISIONS[precision]
+    return out
 
 
 class MLPotPotentialImplFactory(MLPotentialImplFactory):
@@ -44,6 +62,7 @@ class MLPotPotentialImpl(MLPotentialImpl):
         from .model_loading import load_for_openmm
 
         # load once now: a missing or invalid file fails at MLPotential(...), not deep in createSystem
+        force_args_for(force_args)  # a bad precision= fails here too
         self.model = load_for_openmm(modelPath, "cpu")
         self.force_args = force_args
 
@@ -52,7 +71,7 @@ class MLPotPotentialImpl(MLPotentialImpl):
 
         force_args = dict(self.force_args)
         force_args.update({k: v for k, v in args.items() if k in FORCE_ARGS})
-        force = create_force(self.model, topology, atoms=atoms, **force_args)
+        force = create_force(self.model, topology, atoms=atoms, **force_args_for(force_args))
         force.setForceGroup(forceGroup)
         system.addForce(force)
 

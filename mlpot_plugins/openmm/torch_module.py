@@ -11,6 +11,20 @@ from torch import Tensor, nn
 from vesin.torch import NeighborList
 
 from .. import units
+from ..neighbors import check_distances, check_geometry
+
+OPENMM_DEFAULT_BOX_NM = 2.0  # openmm.System's default box: a cube of 2 nm, used when none was set
+
+
+def check_box(box_nm: Tensor, box_known_default: bool, default_nm: float = OPENMM_DEFAULT_BOX_NM) -> None:
+    """Refuse OpenMM's default 2 nm cube in a periodic force unless the topology's box was that cube:
+    it means the System's box was never set (shared by both backends and the uncertainty reporter)."""
+    if not box_known_default and bool(torch.equal(
+            box_nm, default_nm * torch.eye(3, dtype=box_nm.dtype, device=box_nm.device))):
+        raise ValueError("mlpot: the force is periodic but the System's box is OpenMM's default 2 nm "
+                         "cube, i.e. no box was set; call system.setDefaultPeriodicBoxVectors(...) "
+                         "(or context.setPeriodicBoxVectors) with the real box, or use periodic=False "
+                         "(a box that really is a 2 nm cube: pass a Topology with that box)")
 
 
 class OpenMMModelWrapper(nn.Module):
@@ -21,7 +35,7 @@ class OpenMMModelWrapper(nn.Module):
     """
 
     def __init__(self, model: torch.jit.ScriptModule, types: Tensor, atoms: Optional[Tensor],
-                 cutoff: float, periodic: bool, dtype: torch.dtype):
+                 cutoff: float, periodic: bool, dtype: torch.dtype, box_known_default: bool = False):
         super().__init__()
         self.model = model
         self.register_buffer("types", types.to(torch.int64))
@@ -31,6 +45,9 @@ class OpenMMModelWrapper(nn.Module):
         self.n_required: int = int(self.atoms.max()) + 1 if atoms is not None and atoms.numel() else 0
         self.cutoff: float = float(cutoff)
         self.periodic: bool = bool(periodic)
+        # True only when the topology's own box is OpenMM's default 2 nm cube; otherwise a 2 nm cube
+        # at run time means the System's box was never set
+        self.box_known_default: bool = bool(box_known_default)
         self.dtype: torch.dtype = dtype
         self.length_to_model: float = units.OPENMM_LENGTH_TO_MODEL
         self.energy_from_model: float = units.OPENMM_ENERGY_FROM_MODEL
@@ -55,11 +72,14 @@ class OpenMMModelWrapper(nn.Module):
         if self.periodic:
             if boxvectors is None:
                 raise RuntimeError("mlpot: the force uses periodic boundaries but OpenMM passed no box")
+            check_box(boxvectors.detach(), self.box_known_default)
             box = boxvectors.detach().to(self.dtype) * self.length_to_model
         else:
             box = torch.zeros((3, 3), dtype=self.dtype, device=x.device)
+        check_geometry(x, box, [self.periodic, self.periodic, self.periodic])
         nl = NeighborList(cutoff=self.cutoff, full_list=True)
-        ij_s: List[Tensor] = nl.compute(x, box, self.periodic, "ijS")
+        ij_s: List[Tensor] = nl.compute(x, box, self.periodic, "ijSd")
+        check_distances(ij_s[0], ij_s[1], ij_s[3])
         edge_index = torch.stack([ij_s[0], ij_s[1]]).to(torch.int64)
         shifts = ij_s[2].to(self.dtype) @ box
         out = self.model.compute(x, self.types, edge_index, shifts, x.shape[0], False, False)
