@@ -40,6 +40,13 @@ With ``need_uncertainty`` and ``ensemble_size > 1`` also:
 ``force_uncertainty(member_forces [K, n, 3]) -> [n]``: sqrt(mean_k |F_k - mean F|^2) times
 ``uncertainty_scale``. Engines with ghosts sum member forces over images first, then call this.
 
+Extension libraries (optional ``torch_libraries`` field)
+-------------------------------------------------------
+A model that uses custom TorchScript classes/ops (e.g. an imported metatomic model) lists what must be loaded
+before ``torch.jit.load``: ``[{"python_module": "metatomic.torch", "shared_libraries": [path, ...]}]``.
+Python engines import ``python_module`` (falling back to ``torch.ops.load_library`` of each path); C++
+engines ``dlopen(path, RTLD_NOW | RTLD_GLOBAL)`` each path in the listed order. Empty for plain models.
+
 Lattice ``compute_lattice(Q, need_uncertainty)``
 ------------------------------------------------
 ``Q`` [..., L, L] lattice displacement field; returns ``forces`` [..., L, L] (on-site forces), and with
@@ -81,7 +88,7 @@ REQUIRED_FIELDS: Dict[str, type] = {
     "description": str,
     "references": list,
 }
-OPTIONAL_FIELDS: Dict[str, Any] = {"name": "", "extra": {}}
+OPTIONAL_FIELDS: Dict[str, Any] = {"name": "", "extra": {}, "torch_libraries": []}
 
 
 class ModelFormatError(ValueError):
@@ -154,6 +161,13 @@ def validate_metadata(meta: Dict[str, Any], *, source: str = "metadata") -> Dict
               "Use 1.0 for an uncalibrated committee")
     if not isinstance(out["extra"], dict):
         _fail(f"{source}: 'extra' must be a JSON object", "Pass extra={...}")
+    libs = out["torch_libraries"]
+    if not isinstance(libs, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("python_module"), str)
+            and isinstance(e.get("shared_libraries"), list)
+            and all(isinstance(p, str) for p in e["shared_libraries"]) for e in libs):
+        _fail(f"{source}: 'torch_libraries' must be a list of {{'python_module': str, 'shared_libraries': "
+              f"[str, ...]}}, got {libs!r}", "Re-import the model with `mlpot import`")
     return out
 
 

@@ -134,6 +134,7 @@ def load(model: PathLike, device: str = "cpu") -> LoadedModel:
     if not zipfile.is_zipfile(path):
         raise ModelFormatError(f"{path}: not a TorchScript archive (not a zip file). "
                                "Export the model with mlpot_plugins.export() or `mlpot export`")
+    load_torch_libraries(path)
     extra = {contract.METADATA_FILE: ""}
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
@@ -150,6 +151,36 @@ def load(model: PathLike, device: str = "cpu") -> LoadedModel:
     meta = contract.loads(text, source=str(path))
     _check_module_agrees(module, meta, path)
     return LoadedModel(module, meta, path, device)
+
+
+def load_torch_libraries(path: Path) -> None:
+    """Load the TorchScript extensions a model lists in ``torch_libraries`` (contract), before torch.jit.load:
+    import the Python module, else load the shared libraries listed."""
+    import importlib
+
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith("/extra/" + contract.METADATA_FILE)]
+        if not names:
+            return  # reported by load() after torch.jit.load
+        text = archive.read(names[0]).decode()
+    if "torch_libraries" not in text:
+        return
+    for entry in contract.loads(text, source=str(path))["torch_libraries"]:
+        module = entry["python_module"]
+        try:
+            importlib.import_module(module)
+            continue
+        except ImportError as exc:
+            why = f"Python module {module!r} is not importable ({exc})"
+        try:
+            for lib in entry["shared_libraries"]:
+                torch.ops.load_library(lib)
+        except (OSError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFormatError(
+                f"{path}: the model needs TorchScript extensions: {why}, and loading {lib} failed ({first}). "
+                f"Install the package providing {module!r} (e.g. `pip install metatomic-torch` for "
+                "metatomic models) in this environment") from None
 
 
 def _check_module_agrees(module, meta: Dict[str, Any], path: Path) -> None:

@@ -1,0 +1,76 @@
+"""A tiny metatomic AtomisticModel built in the tests (no downloads): an EAM-like many-body Cu/Au potential in
+nm and kJ/mol, so the import's unit conversion and neighbour-list wiring are exercised."""
+from typing import Dict, List, Optional
+
+import torch
+from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import (AtomisticModel, ModelCapabilities, ModelMetadata, ModelOutput,
+                             NeighborListOptions, System)
+
+
+class TinyEAM(torch.nn.Module):
+    """E_i = 1/2 sum_j D (e^{-2a(r-r0)} - 2 e^{-a(r-r0)}) fc(r) - c_i sqrt(1 + sum_j A_j e^{-b r} fc(r))."""
+
+    def __init__(self, cutoff: float = 0.5, full_list: bool = True):
+        super().__init__()
+        self.nl = NeighborListOptions(cutoff=cutoff, full_list=full_list, strict=True)
+        self.cutoff = cutoff
+        self.full_list = full_list
+        self.register_buffer("numbers", torch.tensor([29, 79]))
+        self.register_buffer("amp", torch.tensor([1.0, 1.6], dtype=torch.float64))
+        self.register_buffer("embed", torch.tensor([30.0, 45.0], dtype=torch.float64))
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return [self.nl]
+
+    def forward(self, systems: List[System], outputs: Dict[str, ModelOutput],
+                selected_atoms: Optional[Labels] = None) -> Dict[str, TensorMap]:
+        if "energy" not in outputs:
+            return {}
+        per_atom = outputs["energy"].sample_kind == "atom"
+        values: List[torch.Tensor] = []
+        samples: List[torch.Tensor] = []
+        for s, system in enumerate(systems):
+            nl = system.get_neighbor_list(self.nl)
+            i = nl.samples.column("first_atom").to(torch.int64)
+            j = nl.samples.column("second_atom").to(torch.int64)
+            vec = nl.values.reshape(-1, 3)
+            r = torch.linalg.norm(vec, dim=-1)
+            fc = (1.0 - (r / self.cutoff) ** 2) ** 2
+            t = (system.types.unsqueeze(1) == self.numbers.unsqueeze(0)).to(torch.int64).argmax(1)
+            pair = 40.0 * (torch.exp(-2 * 14.0 * (r - 0.27)) - 2 * torch.exp(-14.0 * (r - 0.27))) * fc
+            dens = self.amp.index_select(0, t.index_select(0, j)) * torch.exp(-20.0 * r) * fc
+            n = len(system)
+            half = 0.5 if self.full_list else 1.0
+            e = torch.zeros(n, dtype=r.dtype).index_add(0, i, half * pair)
+            rho = torch.zeros(n, dtype=r.dtype).index_add(0, i, dens)
+            if not self.full_list:
+                e = e.index_add(0, j, half * pair)
+                rho = rho.index_add(0, j, self.amp.index_select(0, t.index_select(0, i)) * torch.exp(-20.0 * r) * fc)
+            e = e - self.embed.index_select(0, t) * torch.sqrt(1.0 + rho)
+            atoms = torch.arange(n)
+            if selected_atoms is not None:
+                sel = selected_atoms.values
+                atoms = sel[sel[:, 0] == s][:, 1].to(torch.int64)
+            if per_atom:
+                values.append(e.index_select(0, atoms))
+                samples.append(torch.stack([torch.full_like(atoms, s), atoms], 1))
+            else:
+                values.append(e.index_select(0, atoms).sum().reshape(1))
+                samples.append(torch.tensor([[s]]))
+        names = ["system", "atom"] if per_atom else ["system"]
+        block = TensorBlock(values=torch.cat(values).reshape(-1, 1),
+                            samples=Labels(names, torch.cat(samples).to(torch.int32)),
+                            components=[], properties=Labels(["energy"], torch.tensor([[0]])))
+        return {"energy": TensorMap(Labels(["_"], torch.tensor([[0]])), [block])}
+
+
+def save_tiny_eam(path, full_list: bool = True, length_unit: str = "nm", energy_unit: str = "kJ/mol",
+                  per_atom: bool = True) -> str:
+    caps = ModelCapabilities(
+        outputs={"energy": ModelOutput(unit=energy_unit, sample_kind="atom" if per_atom else "system")},
+        atomic_types=[29, 79], interaction_range=0.5, length_unit=length_unit,
+        supported_devices=["cpu"], dtype="float64")
+    model = AtomisticModel(TinyEAM(full_list=full_list).eval(), ModelMetadata(name="tiny-eam"), caps)
+    model.save(str(path))
+    return str(path)

@@ -1,0 +1,99 @@
+"""`mlpot import metatomic`: a tiny metatomic model (nm, kJ/mol, built here) imported into the contract agrees
+with metatomic's own ASE calculator (fp64, 1e-10) and runs in OpenMM and LAMMPS on 1 and 2 ranks."""
+import numpy as np
+import pytest
+
+pytest.importorskip("metatomic.torch")
+pytest.importorskip("metatomic_ase")
+
+from lammps_util import cuau, lammps_cell, plugin  # noqa: F401,E402
+from metatomic_ase import MetatomicCalculator  # noqa: E402
+from metatomic_models import save_tiny_eam  # noqa: E402
+from mlpot_plugins import load, units  # noqa: E402
+from mlpot_plugins.ase import MLPotCalculator  # noqa: E402
+from mlpot_plugins.cli import main  # noqa: E402
+
+PROPS = ("energy", "forces", "stress", "energies")
+
+
+def small_triclinic():
+    atoms = cuau((2, 2, 2), seed=3, rattle=0.12)  # 32 atoms; cutoff 5 A > half the cell heights
+    atoms.set_cell(lammps_cell(7.3, 7.5, 7.2, 80.0, 100.0, 70.0), scale_atoms=True)
+    return atoms
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["full-list", "half-list"])
+def imported(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp("mta")
+    src = save_tiny_eam(d / "tiny-eam.pt", full_list=request.param)
+    out = d / "imported.pt"
+    assert main(["import", "metatomic", src, "-o", str(out)]) == 0
+    return src, str(out)
+
+
+def test_metadata_from_capabilities(imported):
+    meta = load(imported[1]).metadata
+    assert meta["species"] == ["Cu", "Au"] and meta["dtype"] == "float64"
+    assert meta["cutoff"] == pytest.approx(5.0, rel=1e-14)  # 0.5 nm
+    assert meta["interaction_range"] == pytest.approx(5.0, rel=1e-14)
+    assert (meta["length_unit"], meta["energy_unit"]) == ("angstrom", "eV")
+    (entry,) = meta["torch_libraries"]
+    assert entry["python_module"] == "metatomic.torch" and len(entry["shared_libraries"]) == 3
+
+
+def test_agrees_with_metatomic_ase_calculator(imported):
+    src, out = imported
+    atoms = small_triclinic()
+    ref = atoms.copy()
+    ref.calc = MetatomicCalculator(src)
+    atoms.calc = MLPotCalculator(out)
+    for key in PROPS:
+        want = ref.calc.get_property(key, ref)
+        got = atoms.calc.get_property(key, atoms)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max(), err_msg=key)
+    assert np.abs(ref.get_forces()).max() > 0.5 and abs(ref.get_stress()).max() > 1e-3  # non-trivial
+
+
+def test_openmm_python_backend_agrees(imported):
+    from openmm_systems import context_for, empty_system, energy_forces, topology_of
+
+    from mlpot_plugins.openmm import create_force
+
+    src, out = imported
+    atoms = small_triclinic()
+    system = empty_system(atoms)
+    with pytest.raises(ValueError, match="cannot freeze.*backend='python'"):
+        create_force(out, topology_of(atoms), backend="torch")  # openmm-torch freezes the module
+    system.addForce(create_force(out, topology_of(atoms), backend="python"))
+    e, f = energy_forces(context_for(system, atoms))
+    atoms.calc = MetatomicCalculator(src)
+    np.testing.assert_allclose(e, atoms.get_potential_energy() * units.OPENMM_ENERGY_FROM_MODEL, rtol=1e-10)
+    f_ref = atoms.get_forces() * units.OPENMM_FORCE_FROM_MODEL
+    np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-10 * np.abs(f_ref).max())
+
+
+def test_lammps_one_and_two_ranks(tmp_path, plugin, imported):
+    """The C++ engine loads the listed extension libraries in order (here LD_PRELOAD stands in for the
+    plugin's dlopen of `torch_libraries`) and then agrees with metatomic's ASE calculator."""
+    from lammps_util import read_dump, run_lmp, write_data
+    from test_lammps_mpi import SNAPSHOT, deck, results
+
+    src, out = imported
+    atoms = cuau((3, 3, 3), seed=4, rattle=0.1)
+    libs = load(out).metadata["torch_libraries"][0]["shared_libraries"]
+    got = {}
+    for n in (1, 2):
+        work = tmp_path / f"n{n}"
+        work.mkdir()
+        write_data(work / "system.data", atoms)
+        res = run_lmp(deck(plugin, out, SNAPSHOT), work, n, env={"LD_PRELOAD": ":".join(libs)})
+        got[n] = results(res.stdout), read_dump(work / "dump.atoms")
+    atoms.calc = MetatomicCalculator(src)
+    assert got[1][0]["pe"] == pytest.approx(atoms.get_potential_energy(), rel=1e-10)
+    assert got[2][0]["pe"] == pytest.approx(got[1][0]["pe"], rel=1e-10)
+    f_ref = atoms.get_forces()
+    for n in (1, 2):
+        d = got[n][1]
+        f = np.stack([d["fx"], d["fy"], d["fz"]], 1)
+        np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-10 * np.abs(f_ref).max(), err_msg=f"{n} ranks")
+        np.testing.assert_allclose(d["c_pe"], atoms.get_potential_energies(), rtol=0, atol=1e-10)
