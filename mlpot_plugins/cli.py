@@ -77,7 +77,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ModelFormatError, FileNotFoundError, KeyError, ValueError) as exc:
+    except (ModelFormatError, OSError, KeyError, ValueError) as exc:
         print(f"mlpot {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -21,6 +21,16 @@ def _module_dtype(module: torch.nn.Module) -> str:
     return "float64"
 
 
+def output_path(path: PathLike) -> Path:
+    """Where a model file will be written: parent folders created; a directory is refused."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"output {os.fspath(path)!r} is a directory; give a file name such as "
+                                f"{os.fspath(path / 'model.pt')!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def export(model: torch.nn.Module, path: PathLike, **metadata: Any) -> Path:
     """Script ``model`` and save it with its metadata to ``path``.
 
@@ -55,9 +65,8 @@ def export(model: torch.nn.Module, path: PathLike, **metadata: Any) -> Path:
         if hasattr(model, attr) and float(getattr(model, attr)) != float(meta[attr]):
             # the module uses its own attribute at run time, so it must agree with the metadata
             setattr(model, attr, type(getattr(model, attr))(meta[attr]))
+    path = output_path(path)
     scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(scripted, str(path), _extra_files={contract.METADATA_FILE: contract.dumps(meta)})
     return path
 

@@ -15,7 +15,7 @@ def export_model(model, out, name: str = "") -> Path:
     from ase.data import atomic_numbers
 
     from ..importers.metatomic import _metatomic
-    from ..model_file import load
+    from ..model_file import load, output_path
 
     mta = _metatomic()
     from ._metatomic_module import ContractAsMetatomic
@@ -42,7 +42,6 @@ def export_model(model, out, name: str = "") -> Path:
                                  length_unit="angstrom", supported_devices=["cpu"], dtype=meta["dtype"])
     info = mta.ModelMetadata(name=name or meta.get("name") or loaded.path.stem,
                              description=meta["description"], references={"model": list(meta["references"])})
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = output_path(out)
     mta.AtomisticModel(module, info, caps).save(str(out))
     return out
