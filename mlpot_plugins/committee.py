@@ -89,15 +89,9 @@ class CommitteeOfModels(AtomisticPotential):
 
 
 def _committee_outputs(k: int, has_virial: bool) -> List[str]:
-    outs = contract.outputs_for("atomistic", k)
-    if not has_virial:
-        outs = [o for o in outs if o not in ("virial", "atom_virial")]
-    # member_virial [K, 3, 3] is listed where this version of the contract knows it
-    known = set(contract.ATOMISTIC_OUTPUTS) | set(contract.UNCERTAINTY_OUTPUTS) | set(
-        getattr(contract, "OPTIONAL_OUTPUTS", ()))
-    if has_virial and "member_virial" in known and "member_virial" not in outs:
-        outs.append("member_virial")
-    return outs
+    """The contract's outputs for ensemble_size k, without the virial ones when a member has none."""
+    virial_outputs = ("virial", "atom_virial", "member_virial")
+    return [o for o in contract.outputs_for("atomistic", k) if has_virial or o not in virial_outputs]
 
 
 def _check_members(models: Sequence[LoadedModel]) -> None:
@@ -172,6 +166,7 @@ def make_committee(members: Sequence[PathLike], out: PathLike, calibrate: Option
 
     models = [load(p) for p in members]
     committee = build_committee(members)
+    libs = [e for m in models for e in m.metadata.get("torch_libraries", [])]  # members' extensions, once
     meta: Dict[str, Any] = dict(
         name=name, outputs=_committee_outputs(len(models), committee.has_virial),
         interaction_range=committee.range, dtype=models[0].metadata["dtype"],
@@ -179,6 +174,7 @@ def make_committee(members: Sequence[PathLike], out: PathLike, calibrate: Option
         description=description or "Committee of " + ", ".join(
             m.metadata.get("name") or m.path.name for m in models),
         references=sorted({r for m in models for r in m.metadata["references"]}),
+        torch_libraries=[e for i, e in enumerate(libs) if e not in libs[:i]],
         extra={"members": [m.metadata.get("name") or m.path.name for m in models],
                "member_cutoffs": committee.member_cutoffs})
     if calibrate is not None:

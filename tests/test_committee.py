@@ -54,10 +54,25 @@ def test_committee_equals_mean_of_members(tmp_path, members, triclinic_cell):
     assert res["energy_std"] == pytest.approx(np.std([p["energy"] for p in per]), rel=1e-12)
     raw = atoms.calc.evaluate(atoms)
     np.testing.assert_allclose(raw["member_energy"].numpy(), [p["energy"] for p in per], rtol=1e-12)
-    if "member_virial" in raw:  # [K, 3, 3]: stress = -W / V of each member
-        vol = atoms.get_volume()
-        np.testing.assert_allclose(-raw["member_virial"].numpy().reshape(3, 9)[:, [0, 4, 8, 5, 2, 1]] / vol,
-                                   [p["stress"] for p in per], rtol=1e-10, atol=1e-14)
+    vol = atoms.get_volume()  # member_virial [K, 3, 3]: stress = -W / V of each member
+    np.testing.assert_allclose(-raw["member_virial"].numpy().reshape(3, 9)[:, [0, 4, 8, 5, 2, 1]] / vol,
+                               [p["stress"] for p in per], rtol=1e-10, atol=1e-14)
+
+
+def test_openmm_torch_backend_runs_the_committee(tmp_path, members):
+    from openmm_systems import (ase_reference, context_for, empty_system, energy_forces, periodic_triclinic,
+                                topology_of)
+
+    from mlpot_plugins.openmm import create_force
+
+    path = str(make_committee(members, tmp_path / "committee.pt"))
+    atoms = periodic_triclinic()
+    system = empty_system(atoms)
+    system.addForce(create_force(path, topology_of(atoms), backend="torch"))
+    e, f = energy_forces(context_for(system, atoms))
+    e_ref, f_ref = ase_reference(atoms, path)
+    assert e == pytest.approx(e_ref, rel=1e-10)
+    np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-10 * np.abs(f_ref).max())
 
 
 def test_calibration_fits_finite_scale_that_lowers_nll(tmp_path, members):

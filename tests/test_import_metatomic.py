@@ -97,3 +97,17 @@ def test_lammps_one_and_two_ranks(tmp_path, plugin, imported):
         f = np.stack([d["fx"], d["fy"], d["fz"]], 1)
         np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-10 * np.abs(f_ref).max(), err_msg=f"{n} ranks")
         np.testing.assert_allclose(d["c_pe"], atoms.get_potential_energies(), rtol=0, atol=1e-10)
+
+
+def test_committee_with_an_imported_member_keeps_its_libraries(tmp_path, imported):
+    from mlpot_plugins.committee import make_committee
+
+    src, out = imported
+    path = make_committee([out, "morse-cuau"], tmp_path / "c.pt")
+    assert load(path).metadata["torch_libraries"] == load(out).metadata["torch_libraries"]
+    atoms = small_triclinic()
+    ref = atoms.copy()
+    ref.calc = MetatomicCalculator(src)
+    atoms.calc = MLPotCalculator(path)
+    member = atoms.calc.evaluate(atoms)["member_energy"].numpy()
+    assert member[0] == pytest.approx(ref.get_potential_energy(), rel=1e-12)
