@@ -11,8 +11,9 @@ from metatomic.torch import (AtomisticModel, ModelCapabilities, ModelMetadata, M
 class TinyEAM(torch.nn.Module):
     """E_i = 1/2 sum_j D (e^{-2a(r-r0)} - 2 e^{-a(r-r0)}) fc(r) - c_i sqrt(1 + sum_j A_j e^{-b r} fc(r))."""
 
-    def __init__(self, cutoff: float = 0.5, full_list: bool = True):
+    def __init__(self, cutoff: float = 0.5, full_list: bool = True, two_hop: bool = False):
         super().__init__()
+        self.two_hop = two_hop  # + 0.1 sum_j fc(r_ij) sqrt(1 + rho_j): a message over two cutoffs
         self.nl = NeighborListOptions(cutoff=cutoff, full_list=full_list, strict=True)
         self.cutoff = cutoff
         self.full_list = full_list
@@ -48,6 +49,11 @@ class TinyEAM(torch.nn.Module):
                 e = e.index_add(0, j, half * pair)
                 rho = rho.index_add(0, j, self.amp.index_select(0, t.index_select(0, i)) * torch.exp(-20.0 * r) * fc)
             e = e - self.embed.index_select(0, t) * torch.sqrt(1.0 + rho)
+            if self.two_hop:
+                msg = 0.1 * fc * torch.sqrt(1.0 + rho).index_select(0, j)
+                e = e.index_add(0, i, msg)
+                if not self.full_list:
+                    e = e.index_add(0, j, 0.1 * fc * torch.sqrt(1.0 + rho).index_select(0, i))
             atoms = torch.arange(n)
             if selected_atoms is not None:
                 sel = selected_atoms.values
@@ -66,11 +72,12 @@ class TinyEAM(torch.nn.Module):
 
 
 def save_tiny_eam(path, full_list: bool = True, length_unit: str = "nm", energy_unit: str = "kJ/mol",
-                  per_atom: bool = True) -> str:
+                  per_atom: bool = True, two_hop: bool = False) -> str:
     caps = ModelCapabilities(
         outputs={"energy": ModelOutput(unit=energy_unit, sample_kind="atom" if per_atom else "system")},
-        atomic_types=[29, 79], interaction_range=0.5, length_unit=length_unit,
+        atomic_types=[29, 79], interaction_range=1.0 if two_hop else 0.5, length_unit=length_unit,
         supported_devices=["cpu"], dtype="float64")
-    model = AtomisticModel(TinyEAM(full_list=full_list).eval(), ModelMetadata(name="tiny-eam"), caps)
+    model = AtomisticModel(TinyEAM(full_list=full_list, two_hop=two_hop).eval(), ModelMetadata(name="tiny-eam"),
+                           caps)
     model.save(str(path))
     return str(path)
