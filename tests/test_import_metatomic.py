@@ -22,17 +22,22 @@ def small_triclinic():
     return atoms
 
 
-@pytest.fixture(scope="module", params=[(True, False), (False, False), (True, True)],
-                ids=["full-list", "half-list", "two-hop"])
-def imported(request, tmp_path_factory):
-    """The tiny model with a full or a half neighbour list, and a message-passing (two-hop) variant whose
-    interaction range is twice its cutoff (LAMMPS then needs ghost centres)."""
-    d = tmp_path_factory.mktemp("mta")
-    full_list, two_hop = request.param
-    src = save_tiny_eam(d / "tiny-eam.pt", full_list=full_list, two_hop=two_hop)
-    out = d / ("imported-two-hop.pt" if two_hop else "imported.pt")
+VARIANTS = {"full-list": (True, False), "half-list": (False, False), "two-hop": (True, True)}
+
+
+def import_tiny(d, variant):
+    """The tiny model with a full or a half neighbour list, or a message-passing (two-hop) variant whose
+    interaction range is twice its cutoff (LAMMPS then needs ghost centres); imported with the CLI."""
+    full_list, two_hop = VARIANTS[variant]
+    src = save_tiny_eam(d / f"tiny-eam-{variant}.pt", full_list=full_list, two_hop=two_hop)
+    out = d / f"imported-{variant}.pt"
     assert main(["import", "metatomic", src, "-o", str(out)]) == 0
     return src, str(out)
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def imported(request, tmp_path_factory):
+    return import_tiny(tmp_path_factory.mktemp("mta"), request.param)
 
 
 def test_metadata_from_capabilities(imported):
@@ -77,15 +82,14 @@ def test_openmm_python_backend_agrees(imported):
     np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-10 * np.abs(f_ref).max())
 
 
-def test_lammps_one_and_two_ranks(tmp_path, plugin, imported, request):
+@pytest.mark.parametrize("variant", ["half-list", "two-hop"])  # two-hop: full list and ghost centres
+def test_lammps_one_and_two_ranks(tmp_path, plugin, variant):
     """The C++ engine loads the listed extension libraries in order (here LD_PRELOAD stands in for the
     plugin's dlopen of `torch_libraries`) and then agrees with metatomic's ASE calculator."""
-    if request.node.callspec.id == "full-list":
-        pytest.skip("the two-hop model covers full neighbour lists in LAMMPS (~7 s a run)")
     from lammps_util import read_dump, run_lmp, write_data
     from test_lammps_mpi import SNAPSHOT, deck, results
 
-    src, out = imported
+    src, out = import_tiny(tmp_path, variant)
     atoms = cuau((3, 3, 3), seed=4, rattle=0.1)
     libs = load(out).metadata["torch_libraries"][0]["shared_libraries"]
     got = {}
@@ -106,12 +110,10 @@ def test_lammps_one_and_two_ranks(tmp_path, plugin, imported, request):
         np.testing.assert_allclose(d["c_pe"], atoms.get_potential_energies(), rtol=0, atol=1e-10)
 
 
-def test_committee_with_an_imported_member_keeps_its_libraries(tmp_path, imported, request):
+def test_committee_with_an_imported_member_keeps_its_libraries(tmp_path):
     from mlpot_plugins.committee import make_committee
 
-    if request.node.callspec.id != "full-list":
-        pytest.skip("one variant is enough")
-    src, out = imported
+    src, out = import_tiny(tmp_path, "full-list")
     path = make_committee([out, "morse-cuau"], tmp_path / "c.pt")
     assert load(path).metadata["torch_libraries"] == load(out).metadata["torch_libraries"]
     atoms = small_triclinic()
