@@ -45,6 +45,7 @@ def files(tmp_path_factory):
     nan.calc.results["forces"] = np.full((len(cu), 3), np.nan)
     ase.io.write(d / "nan.extxyz", nan)
     f["nan"] = str(d / "nan.extxyz")
+    torch.save({"state_dict": {}}, d / "checkpoint.pt")  # what `mlpot train` writes: a zip, not TorchScript
     f["d"] = d
     return f
 
@@ -109,6 +110,7 @@ def _tiny(files, **kw):
     return save_tiny_eam(files["d"] / f"tiny-{name}.pt", **kw)
 
 
+@pytest.mark.filterwarnings("ignore:No length unit was provided")  # metatomic's own warning at save time
 @pytest.mark.parametrize("case", _metatomic_cases(), ids=[c[0] for c in _metatomic_cases()])
 def test_import_metatomic_bad_inputs(files, tmp_path, case):
     pytest.importorskip("metatomic.torch")
@@ -152,7 +154,9 @@ def test_torch_libraries_errors(files, tmp_path, entry, words):
     (["export", "--to", "metatomic", "morse-cuau"], ["no output file", "-o OUT"]),
     (["export", "--to", "metatomic", "nope.pt", "-o", "{d}/x.pt"], ["does not exist", "mlpot models"]),
     (["export", "--to", "metatomic", "morse-cuau", "-o", "{d}/adir"], ["is a directory", "model.pt"]),
-], ids=["lattice", "no-output", "missing-model", "output-is-directory"])
+    (["export", "--to", "metatomic", "{d}/checkpoint.pt", "-o", "{d}/x.pt"], ["not a loadable TorchScript",
+                                                                              "mlpot export CHECKPOINT"]),
+], ids=["lattice", "no-output", "missing-model", "output-is-directory", "training-checkpoint"])
 def test_export_metatomic_bad_inputs(files, capsys, argv, words):
     pytest.importorskip("metatomic.torch")
     assert main([a.format(d=files["d"]) for a in argv]) == 2

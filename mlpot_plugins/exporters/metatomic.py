@@ -15,12 +15,17 @@ def export_model(model, out, name: str = "") -> Path:
     from ase.data import atomic_numbers
 
     from ..importers.metatomic import _metatomic
+    from ..contract import ModelFormatError
     from ..model_file import load, output_path
 
     mta = _metatomic()
     from ._metatomic_module import ContractAsMetatomic
 
-    loaded = load(model)
+    try:
+        loaded = load(model)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{exc}. --to converts an exported model file: for a `mlpot train` checkpoint run "
+                               "`mlpot export CHECKPOINT model.pt` first") from None
     meta = loaded.metadata
     if meta["kind"] != "atomistic":
         raise ValueError(f"{loaded.path}: a {meta['kind']!r} model cannot be exported to metatomic, which "
