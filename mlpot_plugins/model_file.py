@@ -163,8 +163,8 @@ def load(model: PathLike, device: str = "cpu") -> LoadedModel:
 
 
 def load_torch_libraries(path: Path) -> None:
-    """Load the TorchScript extensions a model lists in ``torch_libraries`` (contract), before torch.jit.load:
-    import the Python module, else load the shared libraries listed."""
+    """Import the TorchScript extension providers a model lists in ``torch_libraries`` (contract), before
+    torch.jit.load."""
     import importlib
 
     with zipfile.ZipFile(path) as archive:
@@ -178,18 +178,11 @@ def load_torch_libraries(path: Path) -> None:
         module = entry["python_module"]
         try:
             importlib.import_module(module)
-            continue
         except ImportError as exc:
-            why = f"Python module {module!r} is not importable ({exc})"
-        try:
-            for lib in entry["shared_libraries"]:
-                torch.ops.load_library(lib)
-        except (OSError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelFormatError(
-                f"{path}: the model needs TorchScript extensions: {why}, and loading {lib} failed ({first}). "
-                f"Install the package providing {module!r} (e.g. `pip install metatomic-torch` for "
-                "metatomic models) in this environment") from None
+            package = module.split(".")[0] + ("-torch" if module.endswith(".torch") else "")
+            raise ModelFormatError(f"{path}: the model needs the TorchScript extensions of Python module "
+                                   f"{module!r}, which is not importable here ({exc}). Install it in this "
+                                   f"environment (`pip install {package}`)") from None
 
 
 def _check_module_agrees(module, meta: Dict[str, Any], path: Path) -> None:

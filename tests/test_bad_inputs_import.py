@@ -137,16 +137,33 @@ def _with_metadata(src, dst, edit):
 
 
 @pytest.mark.parametrize("entry,words", [
-    ([{"python_module": "no_such_module_xyz", "shared_libraries": ["/nonexistent/libx.so"]}],
-     ["needs TorchScript extensions", "no_such_module_xyz", "/nonexistent/libx.so", "pip install"]),
+    ([{"python_module": "os", "shared_libraries": []}], ["'os'", "not a known extension provider",
+                                                         "unknown native code", "Re-import"]),
+    ([{"python_module": "metatomic.torch", "shared_libraries": ["/tmp/libevil.so"]}],
+     ["['/tmp/libevil.so']", "not a known extension provider"]),
     (["metatomic.torch"], ["'torch_libraries' must be a list of", "Re-import"]),
-], ids=["extension-not-installed", "malformed-entry"])
+], ids=["unknown-module", "unknown-library", "malformed-entry"])
 def test_torch_libraries_errors(files, tmp_path, entry, words):
     path = _with_metadata(files["m5"], tmp_path / "edited.pt", lambda m: m.update(torch_libraries=entry))
     with pytest.raises(ModelFormatError) as info:
         load(path)
     for w in words:
         assert w in str(info.value), (w, str(info.value))
+
+
+def test_extension_not_installed(files, tmp_path):
+    """A model needing metatomic-torch, loaded where it is not importable (blocked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    entry = [{"python_module": "metatomic.torch", "shared_libraries": []}]
+    path = _with_metadata(files["m5"], tmp_path / "needs-metatomic.pt", lambda m: m.update(torch_libraries=entry))
+    code = ("import sys; sys.modules['metatomic'] = None\n"
+            "from mlpot_plugins.cli import main; sys.exit(main(['info', sys.argv[1]]))")
+    res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert "needs the TorchScript extensions of Python module 'metatomic.torch'" in res.stderr
+    assert "pip install metatomic-torch" in res.stderr
 
 
 @pytest.mark.parametrize("argv,words", [

@@ -6,8 +6,8 @@ neighbour-list cutoff), interaction range, units (converted to angstrom/eV with 
 a unit it cannot convert is refused) and dtype.
 
 At run time the file needs metatomic-torch's TorchScript classes. Its metadata lists them in
-``torch_libraries`` (see :mod:`mlpot_plugins.contract`): Python engines import ``metatomic.torch`` (or load
-the listed shared libraries), C++ engines ``dlopen`` the listed libraries before loading the model.
+``torch_libraries`` (see :mod:`mlpot_plugins.contract`): Python engines import ``metatomic.torch``, C++
+engines ``dlopen`` the listed libraries before loading the model.
 
 How the metatomic model is called: one ``System`` holding all atoms (ghosts included), with a zero cell
 and no periodicity; each requested neighbour list is built from the engine's edges (filtered by its cutoff,
