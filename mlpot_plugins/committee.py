@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -127,9 +127,9 @@ def committee_range(models: Sequence[LoadedModel]) -> float:
     return max(m.cutoff for m in models) + max(m.interaction_range - m.cutoff for m in models)
 
 
-def build_committee(members: Sequence[PathLike], uncertainty_scale: float = 1.0) -> CommitteeOfModels:
-    """An unscripted committee module from exported member files (or shipped model names)."""
-    models = [load(p) for p in members]
+def build_committee(members: Sequence[Union[PathLike, LoadedModel]], uncertainty_scale: float = 1.0) -> CommitteeOfModels:
+    """An unscripted committee module from exported member files (or shipped names, or loaded models)."""
+    models = [m if isinstance(m, LoadedModel) else load(m) for m in members]
     _check_members(models)
     species = models[0].species
     type_maps = torch.tensor([[m.species.index(s) for s in species] for m in models], dtype=torch.int64)
@@ -142,7 +142,7 @@ def calibration_data(model: LoadedModel, frames: Sequence, source: str = "valida
     """Uncalibrated per-atom force stds and force errors of a committee on labelled frames."""
     from .ase import MLPotCalculator
 
-    calc = MLPotCalculator(model)
+    types_of = MLPotCalculator(model).types_of  # the one species check, with its message
     sigma, errors = [], []
     scale = float(model.metadata["uncertainty_scale"])
     for n, atoms in enumerate(frames):
@@ -150,9 +150,10 @@ def calibration_data(model: LoadedModel, frames: Sequence, source: str = "valida
         if ref is None:
             raise ValueError(f"{source}: structure {n} has no reference forces; write them to the extxyz "
                              "(ase.io.write with a calculator attached)")
-        out = calc.evaluate(atoms, need_uncertainty=True)
-        sigma.append(out["forces_std"].detach().numpy() / scale)
-        errors.append(out["forces"].detach().numpy() - ref)
+        out = model.compute_on(atoms.positions, atoms.cell.array, atoms.pbc, types_of(atoms),
+                               need_virial=False, need_uncertainty=True)
+        sigma.append(out["forces_std"].detach().cpu().numpy() / scale)
+        errors.append(out["forces"].detach().cpu().numpy() - ref)
     return {"sigma": np.concatenate(sigma), "errors": np.concatenate(errors)}
 
 
@@ -165,7 +166,7 @@ def make_committee(members: Sequence[PathLike], out: PathLike, calibrate: Option
     from .training.dataset import read_frames
 
     models = [load(p) for p in members]
-    committee = build_committee(members)
+    committee = build_committee(models)
     libs = [e for m in models for e in m.metadata.get("torch_libraries", [])]  # members' extensions, once
     meta: Dict[str, Any] = dict(
         name=name, outputs=_committee_outputs(len(models), committee.has_virial),
@@ -189,7 +190,7 @@ def make_committee(members: Sequence[PathLike], out: PathLike, calibrate: Option
         if not np.isfinite(scale):
             raise ValueError(f"{calibrate}: calibration gave a non-finite scale ({scale}); check the reference "
                              "energies/forces in the file for NaN or inf")
-        committee = build_committee(members, uncertainty_scale=scale)
+        meta.update(uncertainty_scale=scale)  # export() sets the module's attribute from it
         meta["extra"]["calibrated_on"] = os.fspath(calibrate)
     return export(committee, out, **meta)
 
