@@ -11,15 +11,16 @@ from metatomic.torch import (AtomisticModel, ModelCapabilities, ModelMetadata, M
 class TinyEAM(torch.nn.Module):
     """E_i = 1/2 sum_j D (e^{-2a(r-r0)} - 2 e^{-a(r-r0)}) fc(r) - c_i sqrt(1 + sum_j A_j e^{-b r} fc(r))."""
 
-    def __init__(self, cutoff: float = 0.5, full_list: bool = True, two_hop: bool = False):
+    def __init__(self, cutoff: float = 0.5, full_list: bool = True, two_hop: bool = False,
+                 dtype: torch.dtype = torch.float64):
         super().__init__()
         self.two_hop = two_hop  # + 0.1 sum_j fc(r_ij) sqrt(1 + rho_j): a message over two cutoffs
         self.nl = NeighborListOptions(cutoff=cutoff, full_list=full_list, strict=True)
         self.cutoff = cutoff
         self.full_list = full_list
         self.register_buffer("numbers", torch.tensor([29, 79]))
-        self.register_buffer("amp", torch.tensor([1.0, 1.6], dtype=torch.float64))
-        self.register_buffer("embed", torch.tensor([30.0, 45.0], dtype=torch.float64))
+        self.register_buffer("amp", torch.tensor([1.0, 1.6], dtype=dtype))
+        self.register_buffer("embed", torch.tensor([30.0, 45.0], dtype=dtype))
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
         return [self.nl]
@@ -72,12 +73,12 @@ class TinyEAM(torch.nn.Module):
 
 
 def save_tiny_eam(path, full_list: bool = True, length_unit: str = "nm", energy_unit: str = "kJ/mol",
-                  per_atom: bool = True, two_hop: bool = False) -> str:
+                  per_atom: bool = True, two_hop: bool = False, dtype: str = "float64") -> str:
     caps = ModelCapabilities(
         outputs={"energy": ModelOutput(unit=energy_unit, sample_kind="atom" if per_atom else "system")},
         atomic_types=[29, 79], interaction_range=1.0 if two_hop else 0.5, length_unit=length_unit,
-        supported_devices=["cpu"], dtype="float64")
-    model = AtomisticModel(TinyEAM(full_list=full_list, two_hop=two_hop).eval(), ModelMetadata(name="tiny-eam"),
-                           caps)
+        supported_devices=["cpu"], dtype=dtype)
+    module = TinyEAM(full_list=full_list, two_hop=two_hop, dtype=getattr(torch, dtype)).eval()
+    model = AtomisticModel(module, ModelMetadata(name="tiny-eam"), caps)
     model.save(str(path))
     return str(path)

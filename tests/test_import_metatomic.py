@@ -122,3 +122,17 @@ def test_committee_with_an_imported_member_keeps_its_libraries(tmp_path):
     atoms.calc = MLPotCalculator(path)
     member = atoms.calc.evaluate(atoms)["member_energy"].numpy()
     assert member[0] == pytest.approx(ref.get_potential_energy(), rel=1e-12)
+
+
+def test_float32_model(tmp_path):
+    """dtype comes from the capabilities: a float32 model stays float32 and agrees in float32 precision."""
+    src = save_tiny_eam(tmp_path / "f32.pt", dtype="float32")
+    out = tmp_path / "imported-f32.pt"
+    assert main(["import", "metatomic", src, "-o", str(out)]) == 0
+    assert load(out).metadata["dtype"] == "float32"
+    atoms = small_triclinic()
+    ref = atoms.copy()
+    ref.calc = MetatomicCalculator(src)
+    atoms.calc = MLPotCalculator(out)
+    assert atoms.get_potential_energy() == pytest.approx(ref.get_potential_energy(), rel=1e-5)
+    np.testing.assert_allclose(atoms.get_forces(), ref.get_forces(), rtol=0, atol=1e-4 * np.abs(ref.get_forces()).max())
