@@ -14,6 +14,7 @@ from mlpot_plugins.ase import MLPotCalculator  # noqa: E402
 from mlpot_plugins.cli import main  # noqa: E402
 
 PROPS = ("energy", "forces", "stress", "energies")
+BAR_PER_EV_PER_A3 = 1.6021765e6  # LAMMPS metal units nktv2p (its own constant)
 
 
 def small_triclinic():
@@ -101,7 +102,14 @@ def test_lammps_one_and_two_ranks(tmp_path, plugin, variant):
         got[n] = results(res.stdout), read_dump(work / "dump.atoms")
     atoms.calc = MetatomicCalculator(src)
     assert got[1][0]["pe"] == pytest.approx(atoms.get_potential_energy(), rel=1e-10)
+    stress = atoms.get_stress(voigt=False)  # eV/A^3; LAMMPS pressure (bar) = -stress
+    for key, (a, b) in {"pxx": (0, 0), "pxy": (0, 1), "pyz": (1, 2)}.items():
+        assert got[1][0][key] == pytest.approx(-stress[a, b] * BAR_PER_EV_PER_A3, rel=1e-9, abs=1e-6), key
     assert got[2][0]["pe"] == pytest.approx(got[1][0]["pe"], rel=1e-10)
+    assert got[2][0]["pxy"] == pytest.approx(got[1][0]["pxy"], rel=1e-9)
+    for col in got[1][1]:  # forces, per-atom energies and per-atom virials
+        ref = got[1][1][col]
+        np.testing.assert_allclose(got[2][1][col], ref, rtol=0, atol=1e-10 * np.abs(ref).max(), err_msg=col)
     f_ref = atoms.get_forces()
     for n in (1, 2):
         d = got[n][1]
