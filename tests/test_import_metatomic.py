@@ -144,3 +144,50 @@ def test_float32_model(tmp_path):
     atoms.calc = MLPotCalculator(out)
     assert atoms.get_potential_energy() == pytest.approx(ref.get_potential_energy(), rel=1e-5)
     np.testing.assert_allclose(atoms.get_forces(), ref.get_forces(), rtol=0, atol=1e-4 * np.abs(ref.get_forces()).max())
+
+
+def test_energy_ensemble_becomes_a_committee(tmp_path):
+    """A model with a per-atom energy_ensemble output imports as a committee: energy/forces are the model's
+    energy output, member k equals a standalone model with member k's parameters (metatomic's calculator)."""
+    scales = (0.9, 1.0, 1.15)
+    src = save_tiny_eam(tmp_path / "ens.pt", ensemble_scales=scales, embed_scale=1.02)
+    out = tmp_path / "ens-imported.pt"
+    assert main(["import", "metatomic", src, "-o", str(out)]) == 0
+    meta = load(out).metadata
+    assert meta["ensemble_size"] == 3 and "forces_std" in meta["outputs"]
+    atoms = small_triclinic()
+    calc = MLPotCalculator(out)
+    res = calc.evaluate(atoms)
+    ref = atoms.copy()
+    ref.calc = MetatomicCalculator(src)
+    assert float(res["energy"]) == pytest.approx(ref.get_potential_energy(), rel=1e-12)
+    members = []
+    for k, s in enumerate(scales):
+        m = atoms.copy()
+        m.calc = MetatomicCalculator(save_tiny_eam(tmp_path / f"member{k}.pt", embed_scale=s))
+        members.append((m.get_potential_energy(), m.get_forces(), m.get_stress(voigt=False) * m.get_volume()))
+        assert float(res["member_energy"][k]) == pytest.approx(members[k][0], rel=1e-12)
+        np.testing.assert_allclose(res["member_forces"][k].numpy(), members[k][1], rtol=0,
+                                   atol=1e-10 * np.abs(members[k][1]).max())
+        np.testing.assert_allclose(-res["member_virial"][k].numpy(), members[k][2], rtol=1e-10, atol=1e-10)
+    f = np.array([m[1] for m in members])
+    np.testing.assert_allclose(res["forces_std"].numpy(), np.sqrt(((f - f.mean(0)) ** 2).sum(-1).mean(0)), rtol=1e-10)
+    assert res["forces_std"].numpy().min() > 5e-5  # members differ (1e-4 to 1e-3 eV/A here)
+
+
+def test_energy_ensemble_uncertainty_live_in_lammps(tmp_path, plugin):
+    """compute mlpot/atom on 2 ranks gives the imported ensemble's per-atom force std (= ASE's)."""
+    from lammps_util import read_dump, run_lmp, write_data
+    from test_lammps_mpi import UNCERTAINTY, deck
+
+    src = save_tiny_eam(tmp_path / "ens.pt", ensemble_scales=(0.9, 1.0, 1.15))
+    out = tmp_path / "ens-imported.pt"
+    assert main(["import", "metatomic", src, "-o", str(out)]) == 0
+    libs = load(out).metadata["torch_libraries"][0]["shared_libraries"]
+    atoms = cuau((3, 3, 3), seed=2)
+    write_data(tmp_path / "system.data", atoms)
+    run_lmp(deck(plugin, out, UNCERTAINTY), tmp_path, 2, env={"LD_PRELOAD": ":".join(libs)})
+    atoms.calc = MLPotCalculator(out)
+    ref = atoms.calc.get_property("forces_std", atoms)
+    assert ref.min() > 5e-5
+    np.testing.assert_allclose(read_dump(tmp_path / "dump.atoms")["c_u"], ref, rtol=1e-10)

@@ -26,6 +26,7 @@ from typing import Any, Dict, List
 
 import torch
 
+from .. import contract
 from ..contract import ModelFormatError
 
 PYTHON_MODULE = "metatomic.torch"
@@ -128,16 +129,27 @@ def import_metatomic(model_path, out, name: str = "", description: str = "") -> 
     from ._metatomic_model import MetatomicModel
 
     wrapper = MetatomicModel(torch.jit.load(str(path)), species, atomic_numbers, cutoff, options, nl_cutoffs, dtype)
+    ensemble = caps.outputs.get("energy_ensemble")
+    k = 1
+    if ensemble is not None and ensemble.sample_kind == "atom":
+        _unit_factor(mta, ensemble.unit, "eV", "energy_ensemble", path)
+        d = 0.5 * min(nl_cutoffs)  # two atoms of the first species within every cutoff: the output's width
+        k = wrapper.ensemble_width(torch.tensor([[0.0, 0.0, 0.0], [d, 0.0, 0.0]], dtype=dtype),
+                                   torch.zeros(2, dtype=torch.int64), torch.tensor([[0, 1], [1, 0]]),
+                                   torch.zeros((2, 3), dtype=dtype))
+        wrapper.ensemble_size = k
     meta = model.metadata()
     return export(
         wrapper, out, name=name or meta.name or path.stem, dtype=caps.dtype,
         species=species, cutoff=cutoff, interaction_range=max(cutoff, interaction_range),
-        outputs=["energy", "energies", "forces", "virial", "atom_virial"],
+        outputs=contract.outputs_for("atomistic", k), ensemble_size=k,
         description=description or f"metatomic model {meta.name or path.name} imported by `mlpot import metatomic` "
                                    f"(length {caps.length_unit}, energy {energy_out.unit} converted to A/eV)",
         references=[str(r) for refs in meta.references.values() for r in refs],
         torch_libraries=torch_libraries(),
         extra={"imported_from": "metatomic", "source_file": path.name,
+               "uncertainty": "energy_ensemble members (energy and forces: the model's own energy output)"
+               if k > 1 else "none",
                "metatomic_torch_version": mta.__version__})
 
 
