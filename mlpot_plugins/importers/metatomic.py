@@ -43,17 +43,14 @@ def _metatomic():
 
 def torch_libraries() -> List[Dict[str, Any]]:
     """The ``torch_libraries`` metadata entry of an imported metatomic model: the Python module to import and
-    the shared libraries (in load order) a C++ engine must dlopen before loading the file."""
-    mta = _metatomic()
-    import metatensor
-    import metatensor.torch  # noqa: F401
+    the shared libraries (in load order) a C++ engine must dlopen before loading the file — the same files
+    metatensor, metatensor-torch and metatomic-torch load themselves (their private ``_lib_path``)."""
+    _metatomic()
+    import metatensor._c_lib as core
+    import metatensor.torch._c_lib as mtt
+    import metatomic.torch._c_lib as mta
 
-    libs = [os.path.join(os.path.dirname(metatensor.__file__), "lib", "libmetatensor.so")]
-    import metatensor.torch._c_lib as mtt_c  # the paths metatensor-torch and metatomic-torch load themselves
-    import metatomic.torch._c_lib as mta_c
-
-    libs += [mtt_c._lib_path(), mta_c._lib_path()]
-    del mta
+    libs = [core._lib_path(), mtt._lib_path(), mta._lib_path()]
     return [{"python_module": PYTHON_MODULE, "shared_libraries": [os.path.realpath(p) for p in libs]}]
 
 
