@@ -9,7 +9,7 @@ from typing import List, Optional
 
 # Modules with a ``register_cli(subparsers)`` function; each adds its own sub-commands.
 FEATURE_MODULES: List[str] = ["mlpot_plugins.lammps", "mlpot_plugins.training.cli", "mlpot_plugins.holstein.cli",
-                              "mlpot_plugins.importers"]
+                              "mlpot_plugins.importers", "mlpot_plugins.committee"]
 
 
 def _cmd_models(args) -> int:
@@ -81,7 +81,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except RunInterrupted as exc:  # SIGINT/SIGTERM: the state was saved; exit status 128 + signal
         print(f"mlpot {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
-    except (ModelFormatError, FileNotFoundError, KeyError, ValueError, RunError) as exc:
+    except (ModelFormatError, OSError, KeyError, ValueError, RunError) as exc:
         print(f"mlpot {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

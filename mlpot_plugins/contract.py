@@ -46,6 +46,14 @@ With ``need_uncertainty`` and ``ensemble_size > 1`` also:
 ``force_uncertainty(member_forces [K, n, 3]) -> [n]``: sqrt(mean_k |F_k - mean F|^2) times
 ``uncertainty_scale``. Engines with ghosts sum member forces over images first, then call this.
 
+Extension libraries (optional ``torch_libraries`` field)
+-------------------------------------------------------
+A model that uses custom TorchScript classes/ops (e.g. an imported metatomic model) lists what must be loaded
+before ``torch.jit.load``: ``[{"python_module": "metatomic.torch", "shared_libraries": [path, ...]}]``.
+Python engines import ``python_module``; C++ engines ``dlopen(path, RTLD_NOW | RTLD_GLOBAL)`` each path in
+the listed order. Empty for plain models. Loading a library runs its native code, so only the providers in
+``TORCH_EXTENSIONS`` (module -> allowed library file names) are accepted.
+
 Lattice ``compute_lattice(Q, need_uncertainty)``
 ------------------------------------------------
 ``Q`` [..., L, L] lattice displacement field; returns ``forces`` [..., L, L] (on-site forces), and with
@@ -72,6 +80,11 @@ ATOMISTIC_OUTPUTS = ("energy", "energies", "forces", "virial", "atom_virial")
 UNCERTAINTY_OUTPUTS = ("member_energy", "member_forces", "forces_std", "energies_std", "energy_std")
 LATTICE_OUTPUTS = ("forces", "energy", "forces_std")
 
+# extension providers a model may ask engines to load: Python module -> shared-library file names it ships
+TORCH_EXTENSIONS: Dict[str, tuple] = {
+    "metatomic.torch": ("libmetatensor.so", "libmetatensor_torch.so", "libmetatomic_torch.so"),
+}
+
 REQUIRED_FIELDS: Dict[str, type] = {
     "format_version": int,
     "kind": str,
@@ -87,7 +100,7 @@ REQUIRED_FIELDS: Dict[str, type] = {
     "description": str,
     "references": list,
 }
-OPTIONAL_FIELDS: Dict[str, Any] = {"name": "", "extra": {}}
+OPTIONAL_FIELDS: Dict[str, Any] = {"name": "", "extra": {}, "torch_libraries": []}
 
 
 class ModelFormatError(ValueError):
@@ -160,6 +173,21 @@ def validate_metadata(meta: Dict[str, Any], *, source: str = "metadata") -> Dict
               "Use 1.0 for an uncalibrated committee")
     if not isinstance(out["extra"], dict):
         _fail(f"{source}: 'extra' must be a JSON object", "Pass extra={...}")
+    libs = out["torch_libraries"]
+    if not isinstance(libs, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("python_module"), str)
+            and isinstance(e.get("shared_libraries"), list)
+            and all(isinstance(p, str) for p in e["shared_libraries"]) for e in libs):
+        _fail(f"{source}: 'torch_libraries' must be a list of {{'python_module': str, 'shared_libraries': "
+              f"[str, ...]}}, got {libs!r}", "Re-import the model with `mlpot import`")
+    for entry in libs:
+        allowed_libs = TORCH_EXTENSIONS.get(entry["python_module"])
+        odd = [p for p in entry["shared_libraries"] if allowed_libs is None or p.replace("\\", "/").rsplit("/", 1)[-1]
+               not in allowed_libs]
+        if allowed_libs is None or odd:
+            _fail(f"{source}: torch_libraries asks to load {entry['python_module']!r} {odd or ''}, which is not a "
+                  f"known extension provider ({ {k: list(v) for k, v in TORCH_EXTENSIONS.items()} }); loading it "
+                  "would run unknown native code", "Re-import the model with `mlpot import`")
     return out
 
 

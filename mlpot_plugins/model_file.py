@@ -23,6 +23,15 @@ def _module_dtype(module: torch.nn.Module) -> str:
     return "float64"
 
 
+def output_path(path: PathLike) -> Path:
+    """Where a model file will be written: checked (runsafe.check_output), parent folders created."""
+    from .runsafe import check_output
+
+    path = check_output(path, "model file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def export(model: torch.nn.Module, path: PathLike, **metadata: Any) -> Path:
     """Script ``model`` and save it with its metadata to ``path``.
 
@@ -57,10 +66,9 @@ def export(model: torch.nn.Module, path: PathLike, **metadata: Any) -> Path:
         if hasattr(model, attr) and float(getattr(model, attr)) != float(meta[attr]):
             # the module uses its own attribute at run time, so it must agree with the metadata
             setattr(model, attr, type(getattr(model, attr))(meta[attr]))
+    path = output_path(path)
     scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
     check_module_against_metadata(scripted, meta, f"export({os.fspath(path)})")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(scripted, str(path), _extra_files={contract.METADATA_FILE: contract.dumps(meta)})
     return path
 
@@ -197,6 +205,7 @@ def load(model: PathLike, device: str = "cpu") -> LoadedModel:
     if not zipfile.is_zipfile(path):
         raise ModelFormatError(f"{path}: not a TorchScript archive (not a zip file). "
                                "Export the model with mlpot_plugins.export() or `mlpot export`")
+    load_torch_libraries(path)
     extra = {contract.METADATA_FILE: ""}
     try:
         module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
@@ -213,6 +222,29 @@ def load(model: PathLike, device: str = "cpu") -> LoadedModel:
     meta = contract.loads(text, source=str(path))
     check_module_against_metadata(module, meta, str(path))
     return LoadedModel(module, meta, path, str(dev))
+
+
+def load_torch_libraries(path: Path) -> None:
+    """Import the TorchScript extension providers a model lists in ``torch_libraries`` (contract), before
+    torch.jit.load."""
+    import importlib
+
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith("/extra/" + contract.METADATA_FILE)]
+        if not names:
+            return  # reported by load() after torch.jit.load
+        text = archive.read(names[0]).decode()
+    if "torch_libraries" not in text:
+        return
+    for entry in contract.loads(text, source=str(path))["torch_libraries"]:
+        module = entry["python_module"]
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            package = module.split(".")[0] + ("-torch" if module.endswith(".torch") else "")
+            raise ModelFormatError(f"{path}: the model needs the TorchScript extensions of Python module "
+                                   f"{module!r}, which is not importable here ({exc}). Install it in this "
+                                   f"environment (`pip install {package}`)") from None
 
 
 _TS_ERROR = re.compile(r"^(?:builtins\.)?([A-Za-z_][\w.]*(?:Error|Exception)): ", re.M)

@@ -46,7 +46,8 @@ def check_output(path, what: str = "output") -> Path:
     """Fail now, not after hours of work, if the file ``path`` cannot be written. Creates nothing."""
     path = Path(path)
     if path.is_dir():
-        raise OutputPathError(f"{what} {path} is a folder; give a file name inside it, e.g. {path / 'out.pt'}")
+        example = path / ("model.pt" if "model" in what else "out.pt")
+        raise OutputPathError(f"{what} {path} is a directory; give a file name inside it, e.g. {example}")
     _check_writable_folder(path.parent, path, what)
     return path
 

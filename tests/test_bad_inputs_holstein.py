@@ -80,7 +80,7 @@ CASES = [
     (RUN, ["--out", "{afile}"], ["is a file", "folder path"]),
     (RUN, ["--model", "{data}"], ["data.pt"]),
     (GEN, ["--out", "{afile}/g.pt"], ["afile is a file, not a folder"]),
-    (GEN, ["--out", "{dir}"], ["is a folder", "file name"]),
+    (GEN, ["--out", "{dir}"], ["is a directory", "file name"]),
     (TRAIN, ["--data", "{trunc}"], ["truncated.pt", "regenerate it"]),
     (TRAIN, ["--data", "{dir}/none.pt"], ["does not exist", "holstein generate"]),
     (TRAIN, ["--init", "{trunc}"], ["truncated.pt", "MODEL.sd"]),

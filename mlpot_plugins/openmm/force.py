@@ -38,6 +38,10 @@ def create_force(model, topology_or_elements, atoms: Optional[Iterable[int]] = N
     # device follows OpenMM's platform, so a force built on a CPU machine may run on a GPU one)
     resolve_device(device, available=backend == "python")
     loaded = load_for_openmm(model, device if backend == "python" else "cpu", dtype)
+    if backend == "torch" and loaded.metadata.get("torch_libraries"):
+        raise ValueError(f"{loaded.path}: the model holds TorchScript extension objects "
+                         f"({', '.join(e['python_module'] for e in loaded.metadata['torch_libraries'])}) that "
+                         "openmm-torch's TorchForce cannot freeze; use create_force(..., backend='python')")
     region = resolve_region(loaded.species, topology_or_elements, atoms, periodic)
     if backend == "python":
         return _python_force(loaded, region)

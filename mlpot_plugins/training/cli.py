@@ -13,8 +13,16 @@ def _cmd_export(args) -> int:
     from ..runsafe import check_output
     from .report import export_checkpoint
 
-    check_output(args.out, "model")
-    path = export_checkpoint(args.checkpoint, args.out, dtype=args.dtype, name=args.name)
+    out = args.out or args.output
+    if not out:
+        raise ValueError("no output file given; pass OUT or -o OUT")
+    check_output(out, "model")
+    if args.to:
+        from ..exporters import export_to
+
+        print(f"wrote {export_to(args.to, args.checkpoint, out, name=args.name)}")
+        return 0
+    path = export_checkpoint(args.checkpoint, out, dtype=args.dtype, name=args.name)
     print(f"wrote {path}")
     return 0
 
@@ -41,8 +49,10 @@ def register_cli(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="log one JSON line per epoch instead of a bar")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("export", help="export a `mlpot train` checkpoint as a TorchScript model file")
-    p.add_argument("checkpoint", help="best.pt or last.pt written by `mlpot train`")
-    p.add_argument("out", help="output .pt file")
+    p.add_argument("checkpoint", help="best.pt or last.pt written by `mlpot train` (with --to: an mlpot model file)")
+    p.add_argument("out", nargs="?", help="output .pt file")
+    p.add_argument("-o", "--output", help="output file (same as OUT)")
+    p.add_argument("--to", choices=["metatomic"], help="convert an mlpot model file to this format instead")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--name", default="", help="model name stored in the metadata")
     p.set_defaults(func=_cmd_export)
