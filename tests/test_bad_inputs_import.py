@@ -61,7 +61,7 @@ COMMITTEE = [
     ("calibrate-unlabelled", lambda f: (["morse-cuau", f["m5"]], {"calibrate": f["nolabel"]}), ValueError,
      ["no reference forces", "calculator attached"]),
     ("calibrate-element", lambda f: (["morse-cuau", f["m5"]], {"calibrate": f["ag"]}), ValueError,
-     ["['Ag'] not in the model's species", "trained for them"]),
+     ["['Ag']", "not in the model's species", "trained for them"]),
     ("calibrate-identical-members", lambda f: (["morse-cuau", "morse-cuau"], {"calibrate": f["cu"]}), ValueError,
      ["agree exactly", "drop --calibrate"]),
     ("calibrate-nan-labels", lambda f: (["morse-cuau", f["m5"]], {"calibrate": f["nan"]}), ValueError,
