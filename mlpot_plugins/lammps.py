@@ -301,7 +301,7 @@ def _compile(out_dir: Path, quiet: bool) -> None:
         built = Path(tmp) / PLUGIN_NAME
         record = {"file": PLUGIN_NAME, "size": built.stat().st_size, "sha256": _sha256(built),
                   "lammps_version": cfg["lammps_version"], "torch_version": cfg["torch_version"],
-                  "compiler": shlex.join(cxx)}
+                  "compiler": shlex.join(cxx), "sources": str(src)}
         (Path(tmp) / MANIFEST_NAME).write_text(json.dumps(record, indent=1) + "\n")
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # never a manifest vouching for another file
