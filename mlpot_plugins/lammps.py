@@ -259,6 +259,11 @@ def _failure(what: str, cmd: List[str], code: int, log: str, log_file: Path) -> 
         "errors are in mlpot_plugins' own sources, reinstall mlpot_plugins")
 
 
+def _start(cmd: List[str]) -> subprocess.Popen:
+    """A compiler in its own process group, so that stopping it also stops cc1plus and the assembler."""
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0)
+
+
 def _compile(out_dir: Path, quiet: bool) -> None:
     from tqdm import tqdm
 
@@ -281,7 +286,7 @@ def _compile(out_dir: Path, quiet: bool) -> None:
             for name in SOURCES:
                 obj = Path(tmp) / (Path(name).stem + ".o")
                 cmd = [*cxx, *_compile_flags(cfg, name in TORCH_SOURCES), "-c", str(src / name), "-o", str(obj)]
-                procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+                procs.append(_start(cmd))
                 jobs.append((name, cmd, procs[-1]))
                 objects.append(str(obj))
             with tqdm(total=len(jobs) + 1, desc="mlpot lammps plugin", unit="step", disable=quiet,
@@ -294,15 +299,15 @@ def _compile(out_dir: Path, quiet: bool) -> None:
                 lib = str(cfg["torch_lib"])
                 link = [*cxx, "-shared", "-o", str(Path(tmp) / PLUGIN_NAME), *objects, f"-L{lib}",
                         f"-Wl,-rpath,{lib}", "-Wl,--no-as-needed", "-ltorch", "-ltorch_cpu", "-lc10"]
-                procs.append(subprocess.Popen(link, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+                procs.append(_start(link))
                 log, _ = procs[-1].communicate()
                 if procs[-1].returncode:
                     raise _failure("linking", link, procs[-1].returncode, log, log_file)
                 bar.update(1)
         finally:
-            for proc in procs:  # on an error or SIGTERM: stop the other compilers before the folder goes
-                if proc.poll() is None:
-                    proc.kill()
+            for proc in procs:  # on an error or a signal: stop the other compilers (and their cc1plus/as
+                if proc.poll() is None:  # children: the whole process group) before the folder goes
+                    os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
         built = Path(tmp) / PLUGIN_NAME
         record = {"file": PLUGIN_NAME, "size": built.stat().st_size, "sha256": _sha256(built),

@@ -23,11 +23,12 @@ def _run(out_dir: Path, quick: bool) -> None:
     from ase.build import bulk
 
     from .. import units
+    from ..crystals import equilibrium_lattice
     from .force import create_force
     from .reporter import UncertaintyReporter
 
     model = "morse-cuau-committee"
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3))
+    atoms = bulk("Cu", "fcc", a=equilibrium_lattice(model), cubic=True).repeat((3, 3, 3))  # zero pressure
     atoms.symbols[[5, 17, 40]] = "Au"
     del atoms[0]
     top = app.Topology()
