@@ -31,19 +31,10 @@ from ase.calculators.emt import EMT
 from ase.io import write
 
 from mlpot_plugins.ase import MLPotCalculator
-from mlpot_plugins.crystals import equilibrium_lattice
+from mlpot_plugins.crystals import equilibrium_lattice, openmm_crystal
 from mlpot_plugins.openmm import UncertaintyExceeded, UncertaintyReporter, create_force
 
 MODEL = "cu-emt"
-
-
-def build_topology(atoms) -> app.Topology:
-    top = app.Topology()
-    chain = top.addChain()
-    for symbol in atoms.get_chemical_symbols():
-        top.addAtom(symbol, app.Element.getBySymbol(symbol), top.addResidue(symbol, chain))
-    top.setPeriodicBoxVectors([openmm.Vec3(*v) for v in atoms.cell.array / 10.0] * unit.nanometer)
-    return top
 
 
 def force_error_vs_emt(atoms, positions_nm) -> float:
@@ -73,11 +64,7 @@ def main():
     a0 = equilibrium_lattice(MODEL)
     atoms = bulk("Cu", "fcc", a=a0, cubic=True).repeat((2, 2, 2))
     del atoms[0]  # a vacancy
-    topology = build_topology(atoms)
-    system = openmm.System()
-    for atom in topology.atoms():
-        system.addParticle(atom.element.mass)
-    system.setDefaultPeriodicBoxVectors(*topology.getPeriodicBoxVectors())
+    topology, system = openmm_crystal(atoms)  # one residue per atom, masses, periodic box
     system.addForce(create_force(MODEL, topology))
     integrator = openmm.LangevinMiddleIntegrator(600 * unit.kelvin, 10 / unit.picosecond, 2 * unit.femtosecond)
     integrator.setRandomNumberSeed(7)

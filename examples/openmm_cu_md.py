@@ -21,7 +21,7 @@ import openmm.app as app
 import openmm.unit as unit
 from ase.build import bulk
 
-from mlpot_plugins.crystals import equilibrium_lattice
+from mlpot_plugins.crystals import equilibrium_lattice, openmm_crystal
 from mlpot_plugins.openmm import UncertaintyExceeded, UncertaintyReporter, create_force
 
 
@@ -30,16 +30,6 @@ from mlpot_plugins.openmm import UncertaintyExceeded, UncertaintyReporter, creat
 # in this run", not noise
 THRESHOLD = 1.0
 THRESHOLD_WHY = "about twice the largest per-atom std of a 4 ps run at 300 K"
-
-
-def build_topology(atoms) -> app.Topology:
-    """An OpenMM Topology (one residue per atom) with the crystal's periodic box, in nm."""
-    top = app.Topology()
-    chain = top.addChain()
-    for symbol in atoms.get_chemical_symbols():
-        top.addAtom(symbol, app.Element.getBySymbol(symbol), top.addResidue(symbol, chain))
-    top.setPeriodicBoxVectors([openmm.Vec3(*v) for v in atoms.cell.array / 10.0] * unit.nanometer)
-    return top
 
 
 def main():
@@ -66,12 +56,7 @@ def main():
     atoms = bulk("Cu", "fcc", a=a0, cubic=True).repeat((3, 3, 3))
     atoms.symbols[[5, 17, 40]] = "Au"
     del atoms[0]  # a vacancy
-    topology = build_topology(atoms)
-
-    system = openmm.System()
-    for atom in topology.atoms():
-        system.addParticle(atom.element.mass)
-    system.setDefaultPeriodicBoxVectors(*topology.getPeriodicBoxVectors())
+    topology, system = openmm_crystal(atoms)  # one residue per atom, masses, periodic box
     system.addForce(create_force(args.model, topology))  # the model as a TorchForce
 
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)

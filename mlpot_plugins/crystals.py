@@ -33,3 +33,24 @@ def equilibrium_lattice(model: str, symbol: str = "Cu", structure: str = "fcc", 
         raise ValueError(f"{model}: no energy minimum of {structure} {symbol} between {lo:.3f} and {hi:.3f} A "
                          f"(the search ended at {res.x:.3f} A); pass a better guess")
     return float(res.x)
+
+
+def openmm_crystal(atoms):
+    """An ASE crystal as an OpenMM ``(Topology, System)``: one residue per atom, element masses, the
+    periodic box (nm); the System has no forces yet (add ``create_force(model, topology)``)."""
+    import openmm
+    import openmm.app as app
+
+    from .units import NM_PER_ANGSTROM
+
+    top = app.Topology()
+    chain = top.addChain()
+    for symbol in atoms.get_chemical_symbols():
+        top.addAtom(symbol, app.Element.getBySymbol(symbol), top.addResidue(symbol, chain))
+    box = [openmm.Vec3(*v) for v in atoms.cell.array * NM_PER_ANGSTROM]
+    top.setPeriodicBoxVectors(box)
+    system = openmm.System()
+    for atom in top.atoms():
+        system.addParticle(atom.element.mass)
+    system.setDefaultPeriodicBoxVectors(*box)
+    return top, system

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -307,7 +307,8 @@ def _compile(out_dir: Path, quiet: bool) -> None:
         finally:
             for proc in procs:  # on an error or a signal: stop the other compilers (and their cc1plus/as
                 if proc.poll() is None:  # children: the whole process group) before the folder goes
-                    os.killpg(proc.pid, signal.SIGKILL)
+                    with suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
         built = Path(tmp) / PLUGIN_NAME
         record = {"file": PLUGIN_NAME, "size": built.stat().st_size, "sha256": _sha256(built),
@@ -316,8 +317,11 @@ def _compile(out_dir: Path, quiet: bool) -> None:
         (Path(tmp) / MANIFEST_NAME).write_text(json.dumps(record, indent=1) + "\n")
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # never a manifest vouching for another file
+        if (out_dir / PLUGIN_NAME).is_dir():  # a damaged entry that is not a file
+            shutil.rmtree(out_dir / PLUGIN_NAME)
         os.replace(built, out_dir / PLUGIN_NAME)  # atomic: never a half-written plugin
         os.replace(Path(tmp) / MANIFEST_NAME, out_dir / MANIFEST_NAME)  # last: the plugin is now trusted
+    log_file.unlink(missing_ok=True)  # the log of an earlier failed build
 
 
 def plugin_dir() -> str:

