@@ -63,6 +63,8 @@ def test_sdist_and_wheel_carry_the_plugin_sources_and_license(installed):
     for f in SOURCES:
         assert f"{top}/lammps/{f}" in names
     assert f"{top}/LICENSE" in names and f"{top}/setup.py" in names
+    for f in ("tests/conftest.py", "tests/lammps_util.py", "examples/openmm_cu_md.py", "docs/install.md"):
+        assert f"{top}/{f}" in names  # MANIFEST.in: an sdist can run its tests and examples
     names = zipfile.ZipFile(wheel).namelist()
     for f in SOURCES:
         assert f"mlpot_plugins/_lammps_src/{f}" in names
