@@ -6,7 +6,7 @@ STAMP := $(VENV)/.mlpot-installed
 
 .PHONY: install demo test clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -21,4 +21,4 @@ test: install
 	$(PY) -m pytest -q tests
 
 clean:
-	rm -rf demo-output build *.egg-info
+	rm -rf demo-output build dist *.egg-info

@@ -62,3 +62,42 @@ print "RESULT pe $(pe:%.17g)"
     res = run_lmp(deck, tmp_path, env=entry_point_env(tmp_path))
     assert f"plugins from {plugin.parent}" in res.stdout
     assert "RESULT pe" in res.stdout
+
+
+def test_interrupted_build_leaves_nothing_and_a_truncated_plugin_is_rebuilt(tmp_path, plugin):
+    """A truncated cached plugin (LAMMPS alone exits 249 without a word on it): SIGTERM during its rebuild
+    leaves the cache as it was (no half-written plugin, no build folder, no compiler left running); the
+    next `lmp` start says what was wrong, rebuilds and runs the deck."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    cache = tmp_path / "cache"
+    shutil.copytree(plugin.parent, cache / plugin.parent.name)
+    target = cache / plugin.parent.name / mlammps.PLUGIN_NAME
+    target.write_bytes(target.read_bytes()[:4096])
+    env = dict(os.environ, MLPOT_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-c", "from mlpot_plugins.lammps import build_plugin; "
+                             "build_plugin(force=True, quiet=True)"], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(cache.glob(".build-*")) and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)  # the compilers are running
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err
+    assert "interrupted by signal 15; nothing was written" in err and "Traceback" not in err
+    assert not list(cache.glob(".build-*")) and target.stat().st_size == 4096
+    time.sleep(0.5)
+    running = [p for p in Path("/proc").glob("[0-9]*") if str(cache) in
+               (p / "cmdline").read_bytes().decode(errors="replace") if (p / "cmdline").exists()]
+    assert not running, "a compiler outlived the interrupted build"
+
+    write_data(tmp_path / "system.data", cuau((2, 2, 2)))
+    deck = "units metal\natom_style atomic\nread_data system.data\npair_style mlpot morse-cuau\n" \
+           "pair_coeff * * Cu Au\nrun 0\nprint \"RESULT pe $(pe:%.17g)\"\n"
+    res = run_lmp(deck, tmp_path, env=dict(entry_point_env(tmp_path), MLPOT_CACHE_DIR=str(cache)), timeout=600)
+    assert f"the cached LAMMPS plugin {target} is unusable: it is 4096 bytes" in res.stderr
+    assert "rebuilding it" in res.stderr and "RESULT pe" in res.stdout
+    assert mlammps.cached_plugin_problem(target) is None

@@ -23,23 +23,15 @@ def _run(out_dir: Path, quick: bool) -> None:
     from ase.build import bulk
 
     from .. import units
+    from ..crystals import equilibrium_lattice, openmm_crystal
     from .force import create_force
     from .reporter import UncertaintyReporter
 
     model = "morse-cuau-committee"
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3))
+    atoms = bulk("Cu", "fcc", a=equilibrium_lattice(model), cubic=True).repeat((3, 3, 3))  # zero pressure
     atoms.symbols[[5, 17, 40]] = "Au"
     del atoms[0]
-    top = app.Topology()
-    chain = top.addChain()
-    for s in atoms.get_chemical_symbols():
-        top.addAtom(s, app.Element.getBySymbol(s), top.addResidue(s, chain))
-    box = [openmm.Vec3(*v) for v in atoms.cell.array * units.NM_PER_ANGSTROM]
-    top.setPeriodicBoxVectors(box)
-    system = openmm.System()
-    for a in top.atoms():
-        system.addParticle(a.element.mass)
-    system.setDefaultPeriodicBoxVectors(*box)
+    top, system = openmm_crystal(atoms)
     system.addForce(create_force(model, top))
     integrator = openmm.VerletIntegrator(0.001)  # 1 fs NVE
     sim = app.Simulation(top, system, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
