@@ -97,11 +97,13 @@ class LoadedModel:
 
     def compute(self, positions, types, edge_index, shifts, n_local: Optional[int] = None,
                 need_virial: bool = True, need_uncertainty: bool = False) -> Dict[str, torch.Tensor]:
-        """Call the contract method (atomistic kind)."""
+        """Call the contract method (atomistic kind). Outputs are detached: TorchScript's profiling executor
+        can hand back graph-attached tensors after it specialises a module that calls submodules."""
         n_local = positions.shape[0] if n_local is None else int(n_local)
         try:
-            return self.module.compute(positions, types, edge_index, shifts, n_local, need_virial,
-                                       need_uncertainty)
+            out = self.module.compute(positions, types, edge_index, shifts, n_local, need_virial,
+                                      need_uncertainty)
+            return {key: value.detach() for key, value in out.items()}
         except Exception as exc:  # torch.jit.Error is no RuntimeError: surface the model's own message
             err = torchscript_error(exc)
             if err is exc:
