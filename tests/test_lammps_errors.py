@@ -94,7 +94,7 @@ def test_unknown_option(tmp_path, plugin):
 
 
 def test_uncertainty_needs_a_committee(tmp_path, plugin):
-    err = run_bad(tmp_path, plugin, f"mlpot {MODEL}", after="compute u all mlpot/atom\ndump d all custom 1 d.txt id c_u\nrun 0")
+    err = run_bad(tmp_path, plugin, f"mlpot {MODEL}", after="compute u all mlpot/atom\ndump d all custom 1 d.txt id c_u[1]\nrun 0")
     assert "committee" in err
     err = run_bad(tmp_path, plugin, f"mlpot {MODEL} model_devi devi.out every 10")
     assert "committee" in err and "ensemble_size 1" in err
@@ -102,5 +102,5 @@ def test_uncertainty_needs_a_committee(tmp_path, plugin):
 
 def test_compute_without_pair_style_mlpot(tmp_path, plugin):
     err = run_bad(tmp_path, plugin, "zero 6.0", "pair_coeff * *",
-                  after="compute u all mlpot/atom\ndump d all custom 1 d.txt id c_u\nrun 0")
+                  after="compute u all mlpot/atom\ndump d all custom 1 d.txt id c_u[1]\nrun 0")
     assert "requires pair_style mlpot" in err
