@@ -178,9 +178,12 @@ print "RESULT step $(step) umax $(c_u[1]:%.17g)"
     calm = run(10.0 * u0)
     assert "Fix halt condition" not in calm.stdout
     assert results(calm.stdout)["step"] == 100
+    # the second run appended to the first one's file (step 0 before the halt), one header line
+    text = (tmp_path / "model_devi.out").read_text()
+    assert text.count("#") == 1 and text.startswith("#")
     devi = np.loadtxt(tmp_path / "model_devi.out")
-    assert devi.shape == (11, 7)
-    np.testing.assert_array_equal(devi[:, 0], np.arange(0, 101, 10))
+    assert devi.shape == (12, 7)
+    np.testing.assert_array_equal(devi[:, 0], [0] + list(range(0, 101, 10)))
     assert devi[0, 4] == pytest.approx(u0, rel=1e-6)  # max_devi_f at step 0: the ASE value
     assert np.all(devi[:, 4] >= devi[:, 6]) and np.all(devi[:, 6] >= devi[:, 5])
 
