@@ -265,6 +265,10 @@ void PairMLPot::load_model(const std::string &path_in)
     std::string shipped = dir + "/" + path + ".pt";
     if (!dir.empty() && path.find('/') == std::string::npos && platform::file_is_readable(shipped))
       path = shipped;
+    else if (std::any_of(path_in.begin(), path_in.end(), [](char c) { return (unsigned char) c >= 0x80; }))
+      error->all(FLERR, "pair_style mlpot: model file '{}' does not exist or is not readable; its path has "
+                        "non-ASCII characters, which LAMMPS rewrites in input lines: copy or link the model "
+                        "to a path with ASCII characters only", path_in);
     else
       error->all(FLERR, "pair_style mlpot: model file '{}' does not exist or is not readable; give the "
                         "path of a model exported with mlpot_plugins.export() or a shipped model name "
