@@ -3,9 +3,11 @@ member outputs of the same committee computed in Python (LoadedModel.compute_on,
 2 ranks; plus regressions of the plugin's review defects (re-issued pair_style with a larger committee,
 ghost cutoff given back, non-ASCII model path)."""
 import shutil
+from typing import Dict
 
 import numpy as np
 import pytest
+import torch
 
 from lammps_util import cuau, plugin, read_dump, run_lmp, write_data  # noqa: F401
 from mlpot_plugins import export, load
@@ -218,3 +220,38 @@ print "RESULT pe $(pe:%.17g)"
     err = [line for line in res.stdout.splitlines() if line.startswith("ERROR")]
     assert res.returncode > 0 and err and "non-ASCII" in err[0] and "ASCII characters only" in err[0]
     assert "pe" in results(run_lmp(deck.format(plugin=plugin, model=tmp_path / "ascii.pt"), tmp_path).stdout)
+
+
+class NoMemberVirial(MorsePotential):
+    """A committee as exported before the contract had member_virial."""
+
+    @torch.jit.export
+    def compute(self, positions: torch.Tensor, types: torch.Tensor, edge_index: torch.Tensor,
+                shifts: torch.Tensor, n_local: int, need_virial: bool,
+                need_uncertainty: bool) -> Dict[str, torch.Tensor]:
+        out = self.evaluate(positions, types, edge_index, shifts, n_local, need_virial, need_uncertainty, False)
+        if "member_virial" in out:
+            out.pop("member_virial")
+        return out
+
+
+def test_model_devi_without_member_virial(tmp_path, plugin):
+    """Older committee files: virial columns 0, one warning naming the fix, force columns still right."""
+    path = export(NoMemberVirial(["Cu", "Au"], cutoff=5.0, ensemble_size=3, spread=0.05, seed=2),
+                  tmp_path / "old.pt")
+    write_data(tmp_path / "system.data", cuau((2, 2, 2), seed=3))
+    deck = f"""units metal
+atom_style atomic
+plugin load {plugin}
+read_data system.data
+pair_style mlpot {path} model_devi devi.out every 2
+pair_coeff * * Cu Au
+velocity all create 300 5
+fix nve all nve
+run 4
+"""
+    res = run_lmp(deck, tmp_path)
+    warnings = [l for l in res.stdout.splitlines() if l.startswith("WARNING") and "member_virial" in l]
+    assert len(warnings) == 1 and "re-export" in warnings[0]
+    devi = np.loadtxt(tmp_path / "devi.out")
+    assert devi.shape == (3, 7) and np.all(devi[:, 1:4] == 0) and np.all(devi[:, 4] > 1e-4)
