@@ -360,7 +360,7 @@ void PairMLPot::load_model(const std::string &path_in)
                       "> 0, interaction_range >= cutoff, ensemble_size >= 1, uncertainty_scale > 0); {}",
                path, join(species), cutoff_model, range_model, nmembers, unc_scale, fix);
 
-  // the metadata against the module itself (the same rule as mlpot_plugins.model_file.load)
+  // the metadata against the module itself: the rule of mlpot_plugins.model_file.check_module_against_metadata
   torch::jit::Module &mod = m->module;
   auto agree = [&](const char *attr, double expected) {
     if (!mod.hasattr(attr)) return;
