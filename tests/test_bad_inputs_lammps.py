@@ -7,6 +7,7 @@ rewritten inside the zip (or the archive damaged)."""
 import json
 import zipfile
 from pathlib import Path
+from typing import Dict
 
 import pytest
 import torch
@@ -16,13 +17,39 @@ from mlpot_plugins import export
 from mlpot_plugins.models.reference import MorsePotential
 
 
+class RaisingModel(MorsePotential):
+    """A model whose compute() raises (as a model meeting an input it cannot handle would)."""
+
+    @torch.jit.export
+    def compute(self, positions: torch.Tensor, types: torch.Tensor, edge_index: torch.Tensor,
+                shifts: torch.Tensor, n_local: int, need_virial: bool,
+                need_uncertainty: bool) -> Dict[str, torch.Tensor]:
+        if n_local > 0:
+            raise RuntimeError("deliberate model failure for the test")
+        return self.evaluate(positions, types, edge_index, shifts, n_local, need_virial, need_uncertainty, False)
+
+
+class ShortForces(MorsePotential):
+    """A model breaking the contract: forces of one row only (would be read out of bounds)."""
+
+    @torch.jit.export
+    def compute(self, positions: torch.Tensor, types: torch.Tensor, edge_index: torch.Tensor,
+                shifts: torch.Tensor, n_local: int, need_virial: bool,
+                need_uncertainty: bool) -> Dict[str, torch.Tensor]:
+        out = self.evaluate(positions, types, edge_index, shifts, n_local, need_virial, need_uncertainty, False)
+        out["forces"] = out["forces"][:1]
+        return out
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """A single model and a K=2 committee, exported once for the whole suite."""
+    """Models exported once for the whole suite: a single model, a K=2 committee, two broken ones."""
     d = tmp_path_factory.mktemp("models")
     return {"single": export(MorsePotential(["Cu", "Au"], cutoff=5.0), d / "single.pt"),
             "committee": export(MorsePotential(["Cu", "Au"], cutoff=5.0, ensemble_size=2, seed=1),
-                                d / "committee.pt")}
+                                d / "committee.pt"),
+            "raises": export(RaisingModel(["Cu", "Au"], cutoff=5.0), d / "raises.pt"),
+            "short": export(ShortForces(["Cu", "Au"], cutoff=5.0), d / "short.pt")}
 
 
 def rewrite_metadata(src: Path, dst: Path, edit) -> Path:
@@ -127,6 +154,11 @@ CASES = {
                             ["n_species = 3", "module has n_species = 2"]),
     "dtype vs module": (bad_model(edit=meta(dtype="float32")), "", None, {},
                         ["dtype float32", "is float64", "re-export"]),
+    # failures while running: one LAMMPS error naming the step and the model's own message
+    "model raises": (bad_model("raises"), "", None, {},
+                     ["failed in its compute() method", "deliberate model failure for the test"]),
+    "output of wrong shape": (bad_model("short"), "", None, {},
+                              ["returned 'forces' of shape [1, 3]", "the contract needs ["]),
     # pair_style options
     "unknown option": (bad_model(), "frobnicate 3", None, {}, ["Unknown pair_style mlpot option 'frobnicate'"]),
     "uncertainty often": (bad_model("committee"), "uncertainty often", None, {},
