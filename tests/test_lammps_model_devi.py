@@ -255,3 +255,37 @@ run 4
     assert len(warnings) == 1 and "re-export" in warnings[0]
     devi = np.loadtxt(tmp_path / "devi.out")
     assert devi.shape == (3, 7) and np.all(devi[:, 1:4] == 0) and np.all(devi[:, 4] > 1e-4)
+
+
+def test_compressed_lattice_energy_std(tmp_path, plugin):
+    """Issue 11's symmetric out-of-distribution state: a perfect fcc lattice compressed by 10 % (here under
+    the shipped Morse committee; the cu-emt deck's comments give the trained model's numbers): every
+    member's forces vanish by symmetry (force std 0), the energy std does not; compute mlpot/atom reports
+    both, equal to Python's energies_std / energy_std."""
+    from ase.build import bulk
+
+    from mlpot_plugins import pretrained_path
+
+    atoms = bulk("Cu", "fcc", a=0.9 * 3.75, cubic=True).repeat(2)
+    write_data(tmp_path / "system.data", atoms, elements=("Cu",))
+    deck = f"""units metal
+atom_style atomic
+atom_modify map array
+plugin load {plugin}
+read_data system.data
+pair_style mlpot morse-cuau-committee
+pair_coeff * * Cu
+compute u all mlpot/atom
+dump d all custom 1 dump.atoms id c_u[1] c_u[2]
+dump_modify d format float %.17g
+run 0
+print "RESULT fmax $(c_u[1]:%.17g) emax $(c_u[3]:%.17g) etot $(c_u[4]:%.17g)"
+"""
+    r = results(run_lmp(deck, tmp_path).stdout)
+    model = load(pretrained_path("morse-cuau-committee"))
+    out = model.compute_on(atoms.positions, atoms.cell.array, atoms.pbc, [0] * len(atoms), False, True)
+    assert r["fmax"] < 1e-10
+    assert r["etot"] == pytest.approx(float(out["energy_std"]), rel=1e-9) and r["etot"] > 0.5
+    d = read_dump(tmp_path / "dump.atoms")
+    np.testing.assert_allclose(d["c_u[2]"], out["energies_std"].numpy(), rtol=1e-9)
+    assert r["emax"] == pytest.approx(d["c_u[2]"].max(), rel=1e-12)
