@@ -8,6 +8,7 @@
 #include "comm.h"
 #include "compute.h"
 #include "error.h"
+#include "exceptions.h"
 #include "force.h"
 #include "json.h"
 #include "memory.h"
@@ -30,6 +31,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <stdexcept>
 
 using namespace LAMMPS_NS;
 
@@ -41,26 +43,75 @@ struct PairMLPot::Model {
   torch::jit::Module module;
   torch::Device device{torch::kCPU};
   torch::Dtype dtype{torch::kFloat64};
+  // buffers reused from step to step (capacity kept): no per-step allocation on the CPU side
   std::vector<int> row_of_atom;     // LAMMPS local+ghost index -> model row (-1: not seen)
   std::vector<int> atom_of_row;     // model row -> LAMMPS index
-  std::vector<int64_t> src, dst;    // edges of this step
+  std::vector<int64_t> edges;       // src of each edge, then (after build_inputs) dst: the [2, E] input
+  std::vector<int64_t> dst;         // dst of each edge while the list is built
   std::vector<int> accepted;        // neighbours of one centre within the cutoff
+  std::vector<double> accepted_rsq;
+  std::vector<double> pos;          // [nrows, 3] model-unit positions
+  std::vector<int64_t> types;       // [nrows]
+  std::vector<double> local_f;      // [K, n_local_rows, 3] member forces after reverse communication
   torch::Tensor zero_shifts;        // [capacity, 3] zeros, reused: ghosts carry the image positions
-  int n_local_rows = 0;
+  c10::IValue out;                  // the model's output dict of this evaluation
+  int n_local_rows = 0, nrows = 0;
+  int64_t nedges = 0;
 };
 
-static std::string join(const std::vector<std::string> &words)
+namespace {
+// a problem found in the inputs or outputs of one evaluation, reported as is
+struct MLPotError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string join(const std::vector<std::string> &words)
 {
   std::string out;
   for (auto &w : words) out += (out.empty() ? "" : " ") + w;
   return out;
 }
 
-static std::string first_line(const std::string &text)
+std::string first_line(const std::string &text)
 {
   auto pos = text.find('\n');
   return text.substr(0, pos == std::string::npos ? text.size() : pos);
 }
+
+// the useful line of a torch error: without the C++ backtrace, and for TorchScript interpreter errors
+// (whose first line is generic) the last line, which holds the Python-level exception
+std::string torch_message(const std::exception &e)
+{
+  const auto *c10e = dynamic_cast<const c10::Error *>(&e);
+  std::string text = c10e ? c10e->what_without_backtrace() : e.what();
+  std::vector<std::string> lines;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    auto end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    if (line.find_first_not_of(" \t\r") != std::string::npos) lines.push_back(line);
+    start = end + 1;
+  }
+  if (lines.empty()) return "unknown error";
+  if (lines.front().find("failed in the TorchScript interpreter") != std::string::npos) {
+    auto last = lines.back();
+    return last.substr(last.find_first_not_of(" \t"));
+  }
+  return lines.front();
+}
+
+std::string dtype_name(torch::ScalarType t)
+{
+  switch (t) {
+    case torch::kFloat64: return "float64";
+    case torch::kFloat32: return "float32";
+    case torch::kFloat16: return "float16";
+    case torch::kBFloat16: return "bfloat16";
+    default: return c10::toString(t);
+  }
+}
+}    // namespace
 
 PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
 {
@@ -72,25 +123,30 @@ PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
   centroidstressflag = CENTROID_NOTAVAIL;
   ghostneigh = 0;
   cutoff_model = range_model = cut_lmp = range_lmp = 0.0;
-  len_factor = eng_factor = 1.0;
+  len_factor = eng_factor = unc_scale = 1.0;
   nmembers = 1;
-  unc_every = devi_every = 0;
+  unc_every = devi_every = devi_calibrated = devi_atomic = 0;
   devi_fp = nullptr;
+  cutghost_user = cutghost_set = -1.0;
   unc_step = -1;
   committee_evaluations = committee_on_demand = 0.0;
   time_evaluate = time_model = 0.0;
-  nmax_unc = 0;
-  unc = member_f = nullptr;
+  nmax_unc = k_alloc = 0;
+  unc = unc_e = member_f = nullptr;
+  have_member_virial = warned_member_virial = false;
 }
 
 PairMLPot::~PairMLPot()
 {
-  if (getenv("MLPOT_TIMING") && comm->me == 0 && time_evaluate > 0.0)
+  if (getenv("MLPOT_TIMING") && comm && comm->me == 0 && time_evaluate > 0.0)
     utils::logmesg(lmp, "mlpot timing (rank 0): {:.4f} s in pair_style mlpot, {:.4f} s of it in the model's "
                         "compute(); adapter overhead {:.2f}%\n", time_evaluate, time_model,
                    100.0 * (time_evaluate - time_model) / time_model);
+  // another pair style replaces ours: give back the ghost cutoff the user had before our raise
+  if (comm && cutghost_set >= 0.0 && comm->cutghostuser == cutghost_set) comm->cutghostuser = cutghost_user;
   if (devi_fp) fclose(devi_fp);
   memory->destroy(unc);
+  memory->destroy(unc_e);
   memory->destroy(member_f);
   if (allocated) {
     memory->destroy(setflag);
@@ -110,11 +166,12 @@ void PairMLPot::allocate()
     for (int j = 0; j < n; j++) setflag[i][j] = 0;
 }
 
-/* pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N] [model_devi FILE every N] */
+/* pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N]
+                          [model_devi FILE every N [calibrated] [atomic]] */
 void PairMLPot::settings(int narg, char **arg)
 {
   const char *usage = "expected: pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N] "
-                      "[model_devi FILE every N]";
+                      "[model_devi FILE every N [calibrated] [atomic]]";
   if (narg < 1) error->all(FLERR, "Illegal pair_style mlpot command: no model file; {}", usage);
   mlpot_units::Factors fac;
   if (!mlpot_units::lammps_factors(update->unit_style, fac))
@@ -124,12 +181,13 @@ void PairMLPot::settings(int narg, char **arg)
   eng_factor = fac.energy;
 
   device_name = "cpu";
-  unc_every = devi_every = 0;
+  unc_every = devi_every = devi_calibrated = devi_atomic = 0;
   devi_file.clear();
   int iarg = 1;
   auto every = [&](int at, const char *what) {
     if (at + 1 >= narg || strcmp(arg[at], "every") != 0)
-      error->all(FLERR, "Illegal pair_style mlpot {} option; {}", what, usage);
+      error->all(FLERR, "pair_style mlpot {}: expected 'every N' after it, got '{}'; {}", what,
+                 at < narg ? arg[at] : "end of line", usage);
     int n = utils::inumeric(FLERR, arg[at + 1], false, lmp);
     if (n < 1) error->all(FLERR, "pair_style mlpot {} every N needs N >= 1, got {}", what, n);
     return n;
@@ -137,7 +195,7 @@ void PairMLPot::settings(int narg, char **arg)
   while (iarg < narg) {
     std::string word = arg[iarg];
     if (word == "device") {
-      if (iarg + 1 >= narg) error->all(FLERR, "Illegal pair_style mlpot device option; {}", usage);
+      if (iarg + 1 >= narg) error->all(FLERR, "pair_style mlpot device: expected cpu or cuda after it; {}", usage);
       device_name = arg[iarg + 1];
       if (device_name != "cpu" && device_name != "cuda")
         error->all(FLERR, "pair_style mlpot device must be cpu or cuda, got '{}'", device_name);
@@ -146,10 +204,18 @@ void PairMLPot::settings(int narg, char **arg)
       unc_every = every(iarg + 1, "uncertainty");
       iarg += 3;
     } else if (word == "model_devi") {
-      if (iarg + 1 >= narg) error->all(FLERR, "Illegal pair_style mlpot model_devi option; {}", usage);
+      if (iarg + 1 >= narg) error->all(FLERR, "pair_style mlpot model_devi: expected a file name after it; {}", usage);
       devi_file = arg[iarg + 1];
       devi_every = every(iarg + 2, "model_devi");
       iarg += 4;
+      for (; iarg < narg; iarg++) {
+        if (strcmp(arg[iarg], "calibrated") == 0)
+          devi_calibrated = 1;
+        else if (strcmp(arg[iarg], "atomic") == 0)
+          devi_atomic = 1;
+        else
+          break;
+      }
     } else {
       error->all(FLERR, "Unknown pair_style mlpot option '{}'; {}", word, usage);
     }
@@ -166,8 +232,12 @@ void PairMLPot::settings(int narg, char **arg)
     fclose(devi_fp);
     devi_fp = nullptr;
   }
+  unc_step = -1;
+  warned_member_virial = false;
   style_args.assign(arg, arg + narg);
-  style_args[0] = std::filesystem::absolute(model_path).string();    // restart files may be read elsewhere
+  std::error_code ec;
+  auto absolute = std::filesystem::absolute(model_path, ec);    // restart files may be read elsewhere
+  style_args[0] = ec ? model_path : absolute.string();
 
   // a re-issued pair_style keeps the pair_coeff mapping when the new model has the same elements
   if (allocated && !elements.empty()) {
@@ -185,12 +255,20 @@ void PairMLPot::settings(int narg, char **arg)
 void PairMLPot::load_model(const std::string &path_in)
 {
   std::string path = path_in;
+  std::error_code ec;
+  if (std::filesystem::is_directory(std::filesystem::path(path), ec))
+    error->all(FLERR, "pair_style mlpot: model path '{}' is a directory, not a model file; give the path of "
+                      "the exported .pt file (e.g. {}/model.pt)", path_in, path_in);
   if (!platform::file_is_readable(path)) {
     // a bare name may be a model shipped in the mlpot_plugins package
     std::string dir = getenv("MLPOT_PRETRAINED_DIR") ? getenv("MLPOT_PRETRAINED_DIR") : MLPOT_PRETRAINED_DIR;
     std::string shipped = dir + "/" + path + ".pt";
     if (!dir.empty() && path.find('/') == std::string::npos && platform::file_is_readable(shipped))
       path = shipped;
+    else if (std::any_of(path_in.begin(), path_in.end(), [](char c) { return (unsigned char) c >= 0x80; }))
+      error->all(FLERR, "pair_style mlpot: model file '{}' does not exist or is not readable; its path has "
+                        "non-ASCII characters, which LAMMPS rewrites in input lines: copy or link the model "
+                        "to a path with ASCII characters only", path_in);
     else
       error->all(FLERR, "pair_style mlpot: model file '{}' does not exist or is not readable; give the "
                         "path of a model exported with mlpot_plugins.export() or a shipped model name "
@@ -206,8 +284,14 @@ void PairMLPot::load_model(const std::string &path_in)
   }
   auto m = std::make_unique<Model>();
   if (device_name == "cuda") {
+    // one GPU per rank of a node: the rank among the ranks sharing this node picks the device
+    MPI_Comm node;
+    MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->me, MPI_INFO_NULL, &node);
+    int node_rank = 0;
+    MPI_Comm_rank(node, &node_rank);
+    MPI_Comm_free(&node);
     int ngpu = (int) torch::cuda::device_count();
-    m->device = torch::Device(torch::kCUDA, comm->me % std::max(ngpu, 1));
+    m->device = torch::Device(torch::kCUDA, node_rank % std::max(ngpu, 1));
   }
   // the edge count changes every step: specialise on dynamic shapes instead of recompiling for each new
   // one (same setting as mlpot_plugins.model_file.use_dynamic_shapes on the Python side)
@@ -218,44 +302,100 @@ void PairMLPot::load_model(const std::string &path_in)
     m->module = torch::jit::load(path, m->device, extra);
   } catch (const std::exception &e) {
     error->all(FLERR, "pair_style mlpot: model file '{}' is corrupt: torch cannot load it ({}); re-export it "
-                      "with mlpot_plugins.export()", path, first_line(e.what()));
+                      "with mlpot_plugins.export()", path, torch_message(e));
   }
   const std::string &text = extra["metadata.json"];
   if (text.empty())
     error->all(FLERR, "pair_style mlpot: model file '{}' has no metadata.json; it was not written by "
                       "mlpot_plugins.export(), re-export it", path);
-  json meta;
-  try {
-    meta = json::parse(text);
-    if (meta.at("format_version").get<int>() != 1)
-      error->all(FLERR, "pair_style mlpot: model '{}' has format_version {}, this plugin reads 1; rebuild "
-                        "the plugin (mlpot lammps-plugin) with the matching mlpot_plugins", path,
-                 meta.at("format_version").dump());
-    if (meta.at("kind").get<std::string>() != "atomistic")
-      error->all(FLERR, "pair_style mlpot: model '{}' is of kind '{}'; pair_style mlpot needs an atomistic "
-                        "model", path, meta.at("kind").get<std::string>());
-    if (meta.at("length_unit").get<std::string>() != "angstrom" || meta.at("energy_unit").get<std::string>() != "eV")
-      error->all(FLERR, "pair_style mlpot: model '{}' must use angstrom and eV", path);
-    species = meta.at("species").get<std::vector<std::string>>();
-    cutoff_model = meta.at("cutoff").get<double>();
-    range_model = meta.at("interaction_range").get<double>();
-    nmembers = meta.at("ensemble_size").get<int>();
-    std::string dtype = meta.at("dtype").get<std::string>();
-    if (dtype != "float64" && dtype != "float32")
-      error->all(FLERR, "pair_style mlpot: model '{}' has dtype {}; use float32 or float64", path, dtype);
-    m->dtype = dtype == "float64" ? torch::kFloat64 : torch::kFloat32;
-  } catch (const json::exception &e) {
-    error->all(FLERR, "pair_style mlpot: metadata.json of model '{}' is invalid ({}); re-export the model "
-                      "with mlpot_plugins.export()", path, e.what());
-  }
-  if (species.empty() || !(cutoff_model > 0.0) || range_model < cutoff_model || nmembers < 1)
-    error->all(FLERR, "pair_style mlpot: metadata.json of model '{}' has invalid species/cutoff/"
-                      "interaction_range/ensemble_size; re-export the model", path);
-  if (!m->module.find_method("compute"))
-    error->all(FLERR, "pair_style mlpot: model '{}' has no exported compute() method; re-export it with "
-                      "mlpot_plugins.export()", path);
-  if (nmembers > 1 && !m->module.find_method("force_uncertainty"))
-    error->all(FLERR, "pair_style mlpot: committee model '{}' has no force_uncertainty() method", path);
+
+  // metadata.json: each field checked for presence and type, errors name the field (never JSON-library text)
+  const std::string fix = "re-export the model with mlpot_plugins.export()";
+  json meta = json::parse(text, nullptr, false);
+  if (meta.is_discarded() || !meta.is_object())
+    error->all(FLERR, "pair_style mlpot: metadata.json of model '{}' is not a valid JSON object; {}", path, fix);
+  auto field = [&](const char *key, const char *expected) -> const json & {
+    bool ok = meta.contains(key);
+    if (ok) {
+      const json &v = meta[key];
+      const std::string want = expected;
+      if (want == "an integer") ok = v.is_number_integer();
+      else if (want == "a number") ok = v.is_number();
+      else if (want == "a string") ok = v.is_string();
+      else ok = v.is_array() && std::all_of(v.begin(), v.end(), [](const json &s) { return s.is_string(); });
+      if (!ok)
+        error->all(FLERR, "pair_style mlpot: metadata.json of model '{}': field '{}' must be {}, got {} {}; {}",
+                   path, key, expected, v.type_name(), v.dump(), fix);
+    } else {
+      error->all(FLERR, "pair_style mlpot: metadata.json of model '{}' has no field '{}' ({}); {}", path, key,
+                 expected, fix);
+    }
+    return meta[key];
+  };
+  const int version = field("format_version", "an integer").get<int>();
+  if (version != 1)
+    error->all(FLERR, "pair_style mlpot: model '{}' has format_version {}, this plugin reads 1; rebuild "
+                      "the plugin (mlpot lammps-plugin) with the matching mlpot_plugins", path, version);
+  const std::string kind = field("kind", "a string").get<std::string>();
+  if (kind != "atomistic")
+    error->all(FLERR, "pair_style mlpot: model '{}' is of kind '{}'; pair_style mlpot needs an atomistic "
+                      "model", path, kind);
+  if (field("length_unit", "a string").get<std::string>() != "angstrom" ||
+      field("energy_unit", "a string").get<std::string>() != "eV")
+    error->all(FLERR, "pair_style mlpot: model '{}' must use angstrom and eV (metadata.json length_unit/"
+                      "energy_unit); {}", path, fix);
+  species = field("species", "a list of element names").get<std::vector<std::string>>();
+  cutoff_model = field("cutoff", "a number").get<double>();
+  range_model = field("interaction_range", "a number").get<double>();
+  nmembers = field("ensemble_size", "an integer").get<int>();
+  unc_scale = field("uncertainty_scale", "a number").get<double>();
+  const std::string dtype = field("dtype", "a string").get<std::string>();
+  if (dtype != "float64" && dtype != "float32")
+    error->all(FLERR, "pair_style mlpot: model '{}' has dtype {}; use float32 or float64", path, dtype);
+  m->dtype = dtype == "float64" ? torch::kFloat64 : torch::kFloat32;
+  if (species.empty() || !(cutoff_model > 0.0) || !std::isfinite(cutoff_model) || range_model < cutoff_model ||
+      nmembers < 1 || !(unc_scale > 0.0))
+    error->all(FLERR, "pair_style mlpot: metadata.json of model '{}' has invalid values: species [{}], cutoff "
+                      "{}, interaction_range {}, ensemble_size {}, uncertainty_scale {} (need species, cutoff "
+                      "> 0, interaction_range >= cutoff, ensemble_size >= 1, uncertainty_scale > 0); {}",
+               path, join(species), cutoff_model, range_model, nmembers, unc_scale, fix);
+
+  // the metadata against the module itself: the rule of mlpot_plugins.model_file.check_module_against_metadata
+  torch::jit::Module &mod = m->module;
+  auto agree = [&](const char *attr, double expected) {
+    if (!mod.hasattr(attr)) return;
+    c10::IValue v = mod.attr(attr);
+    double got;
+    if (v.isDouble())
+      got = v.toDouble();
+    else if (v.isInt())
+      got = (double) v.toInt();
+    else if (v.isBool())
+      got = v.toBool() ? 1.0 : 0.0;
+    else
+      return;
+    if (got != expected)
+      error->all(FLERR, "pair_style mlpot: model '{}': metadata.json says {} = {} but the module has {} = {}; "
+                        "the file's metadata does not describe its module, {}", path, attr, expected, attr,
+                 got, fix);
+  };
+  agree("cutoff", cutoff_model);
+  agree("ensemble_size", nmembers);
+  agree("uncertainty_scale", unc_scale);
+  agree("n_species", (double) species.size());
+  auto same_dtype = [&](const std::string &name, const torch::Tensor &t) {
+    if (t.is_floating_point() && t.scalar_type() != m->dtype)
+      error->all(FLERR, "pair_style mlpot: model '{}': metadata.json says dtype {} but the module's tensor "
+                        "'{}' is {}; {}", path, dtype, name, dtype_name(t.scalar_type()), fix);
+  };
+  for (const auto &p : mod.named_parameters(true)) same_dtype(p.name, p.value);
+  for (const auto &b : mod.named_buffers(true)) same_dtype(b.name, b.value);
+  if (!mod.find_method("compute"))
+    error->all(FLERR, "pair_style mlpot: model '{}' has no exported compute() method (needed by kind "
+                      "atomistic); {}", path, fix);
+  if (nmembers > 1 && !mod.find_method("force_uncertainty"))
+    error->all(FLERR, "pair_style mlpot: committee model '{}' (ensemble_size {}) has no exported "
+                      "force_uncertainty() method; {}", path, nmembers, fix);
   model = std::move(m);
   model_path = path;
   cut_lmp = cutoff_model * len_factor;
@@ -309,8 +449,13 @@ void PairMLPot::init_style()
     error->all(FLERR, "pair_style mlpot requires newton_pair on (ghost forces are summed by reverse "
                       "communication); remove 'newton off' from the input");
   neighbor->add_request(this, NeighConst::REQ_FULL | (ghostneigh ? NeighConst::REQ_GHOST : 0));
-  // message passing: ghost atoms up to interaction_range (+ skin, as atoms move between re-neighbouring)
-  if (ghostneigh) comm->cutghostuser = std::max(comm->cutghostuser, range_lmp + neighbor->skin);
+  // message passing: ghost atoms up to interaction_range (+ skin, as atoms move between re-neighbouring).
+  // The user's own comm_modify cutoff is remembered, so a re-issued pair_style with a smaller range (or
+  // another pair style, see the destructor) gets it back instead of keeping our larger ghost shell.
+  const bool ours = cutghost_set >= 0.0 && comm->cutghostuser == cutghost_set;
+  if (!ours) cutghost_user = comm->cutghostuser;
+  comm->cutghostuser = ghostneigh ? std::max(cutghost_user, range_lmp + neighbor->skin) : cutghost_user;
+  cutghost_set = comm->cutghostuser;
   // several ranks and no OMP_NUM_THREADS: one torch thread per rank, as LAMMPS does for OpenMP
   // (otherwise libtorch follows OMP_NUM_THREADS itself; a Python host process is left alone)
   if (comm->nprocs > 1 && !getenv("OMP_NUM_THREADS")) at::set_num_threads(std::max(1, comm->nthreads));
@@ -339,35 +484,74 @@ bool PairMLPot::uncertainty_wanted(bigint step)
 void PairMLPot::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
-  bigint step = update->ntimestep;
-  bool unc_now = uncertainty_wanted(step);
-  evaluate(true, unc_now);
-  if (unc_now && devi_every && step % devi_every == 0) write_model_devi();
+  const bigint step = update->ntimestep;
+  const bool unc_now = uncertainty_wanted(step);
+  const bool devi_now = unc_now && devi_every && step % devi_every == 0;
+  evaluate(true, unc_now, devi_now);
+  if (devi_now) write_model_devi();
 }
 
-const double *PairMLPot::uncertainty_peratom()
+void PairMLPot::uncertainty_now()
 {
   if (nmembers < 2) error->all(FLERR, "pair_style mlpot: model {} is not a committee", model_path);
   if (unc_step != update->ntimestep) {
     if (!list || !model) error->all(FLERR, "compute mlpot/atom was invoked before any run; use 'run 0' first");
     committee_on_demand += 1.0;
-    evaluate(false, true);
+    evaluate(false, true, false);
   }
-  return unc;
 }
 
-void PairMLPot::evaluate(bool write_forces, bool need_uncertainty)
+double PairMLPot::total_energy_std()
+{
+  const int K = nmembers;
+  std::vector<double> all(K, 0.0);
+  MPI_Allreduce(member_energy.data(), all.data(), K, MPI_DOUBLE, MPI_SUM, world);
+  double mean = 0.0, var = 0.0;
+  for (double e : all) mean += e / K;
+  for (double e : all) var += (e - mean) * (e - mean) / K;
+  return std::sqrt(var) * unc_scale * eng_factor;
+}
+
+/* The single place where exceptions become LAMMPS errors: every step of an evaluation (tensor
+   allocation, the model call, output access, CUDA out-of-memory, ...) throws, never terminates. */
+void PairMLPot::evaluate(bool write_forces, bool need_uncertainty, bool need_member_virial)
 {
   const double t_start = platform::walltime();
+  const bool need_unc = need_uncertainty && nmembers > 1;
+  const char *stage = "building the model inputs";
+  unc_step = -1;
+  try {
+    build_inputs();
+    stage = "its compute() method";
+    call_model((write_forces && (vflag_global || vflag_atom)) || (need_unc && need_member_virial), need_unc);
+    stage = "reading its outputs";
+    if (write_forces) scatter_outputs();
+    stage = "the committee statistics";
+    if (need_unc) committee_statistics();
+  } catch (LAMMPSException &) {
+    throw;
+  } catch (const MLPotError &e) {
+    error->one(FLERR, "pair_style mlpot: {}", e.what());
+  } catch (const std::exception &e) {
+    const std::string msg = torch_message(e);
+    const bool oom = msg.find("out of memory") != std::string::npos;
+    error->one(FLERR, "pair_style mlpot: model {} failed in {}: {}{}", model_path, stage, msg,
+               oom ? "; use fewer atoms per rank (more MPI ranks or GPUs) or device cpu" : "");
+  }
+  time_evaluate += platform::walltime() - t_start;
+}
+
+/* rows: the mapped local atoms, then only the ghosts that are an end of some edge (the ghost shell of
+   cutoff + skin holds many more atoms than the model needs); edges within the model cutoff (the list
+   has cutoff + skin), with ghost centres for message passing. */
+void PairMLPot::build_inputs()
+{
   Model &m = *model;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
   double **x = atom->x;
   const int *type = atom->type;
-  unc_step = -1;
 
-  // rows: the mapped local atoms, then only the ghosts that are an end of some edge (the ghost shell
-  // of cutoff + skin holds many more atoms than the model needs)
   m.row_of_atom.assign(nall, -1);
   m.atom_of_row.clear();
   for (int i = 0; i < nlocal; i++) {
@@ -385,153 +569,204 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty)
     return r;
   };
 
-  // edges within the model cutoff (the list has cutoff + skin); ghost centres for message passing
   const double cutsq_model = cut_lmp * cut_lmp;
+  const double coincident = 1e-4 * len_factor;    // 1e-4 Angstrom: the same position, not a close contact
   const int ncentres = list->inum + (ghostneigh ? list->gnum : 0);
-  m.src.clear();
+  m.edges.clear();
   m.dst.clear();
   bool all_mapped = true;
   for (int t = 1; t <= atom->ntypes; t++) all_mapped = all_mapped && type_map[t] >= 0;
+  double min_rsq = std::numeric_limits<double>::max();
   for (int ii = 0; ii < ncentres; ii++) {
     const int i = list->ilist[ii];
     if (type_map[type[i]] < 0) continue;
     const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
     const int *jlist = list->firstneigh[i];
     const int jnum = list->numneigh[i];
-    if ((int) m.accepted.size() < jnum) m.accepted.resize(jnum);
+    if ((int) m.accepted.size() < jnum) {
+      m.accepted.resize(jnum);
+      m.accepted_rsq.resize(jnum);
+    }
     int *acc = m.accepted.data();
+    double *acc_rsq = m.accepted_rsq.data();
     int k = 0;    // branch-free: about half of the cutoff + skin candidates are within the cutoff
     for (int jj = 0; jj < jnum; jj++) {
       const int j = jlist[jj] & NEIGHMASK;
       const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
+      const double rsq = dx * dx + dy * dy + dz * dz;
       acc[k] = j;
-      k += (dx * dx + dy * dy + dz * dz < cutsq_model) & (all_mapped | (type_map[type[j]] >= 0));
+      acc_rsq[k] = rsq;
+      k += (rsq < cutsq_model) & (all_mapped | (type_map[type[j]] >= 0));
     }
     if (k == 0) continue;    // a ghost centre becomes a row only if it has an edge
     const int64_t ri = row(i);
     for (int a = 0; a < k; a++) {
       const int j = acc[a];
-      m.src.push_back(ri);
+      min_rsq = std::min(min_rsq, acc_rsq[a]);
+      m.edges.push_back(ri);
       m.dst.push_back(j < nlocal ? m.row_of_atom[j] : row(j));
     }
+    if (min_rsq < coincident * coincident) {
+      for (int a = 0; a < k; a++)
+        if (acc_rsq[a] < coincident * coincident)
+          throw MLPotError(fmt::format(
+              "atoms {} and {} are at the same position (distance {:.3g}): the model's forces would be NaN; "
+              "remove the duplicate atom (e.g. overlapping create_atoms or read_data with repeated "
+              "coordinates)", atom->tag[i], atom->tag[acc[a]], std::sqrt(acc_rsq[a])));
+    }
   }
-  const int nrows = (int) m.atom_of_row.size();
-  const int64_t nedges = (int64_t) m.src.size();
+  m.nrows = (int) m.atom_of_row.size();
+  m.nedges = (int64_t) m.dst.size();
+  m.edges.insert(m.edges.end(), m.dst.begin(), m.dst.end());    // [2, E]: sources then destinations
 
-  auto pos = torch::empty({nrows, 3}, torch::kFloat64);
-  auto typ = torch::empty({nrows}, torch::kInt64);
-  double *p = pos.data_ptr<double>();
-  int64_t *tp = typ.data_ptr<int64_t>();
+  m.pos.resize(3 * (std::size_t) m.nrows);
+  m.types.resize(m.nrows);
+  for (int r = 0; r < m.nrows; r++) {
+    const int a = m.atom_of_row[r];
+    for (int d = 0; d < 3; d++) m.pos[3 * r + d] = x[a][d] / len_factor;
+    m.types[r] = type_map[type[a]];
+  }
+}
+
+void PairMLPot::call_model(bool need_virial, bool need_uncertainty)
+{
+  Model &m = *model;
+  auto topts = torch::TensorOptions().dtype(m.dtype).device(m.device);
+  if (!m.zero_shifts.defined() || m.zero_shifts.size(0) < m.nedges)
+    m.zero_shifts = torch::zeros({m.nedges + m.nedges / 4 + 16, 3}, topts);
+  // the CPU buffers are wrapped, not copied (a copy happens only for float32 models or a GPU)
+  auto pos = torch::from_blob(m.pos.data(), {m.nrows, 3}, torch::kFloat64);
+  auto typ = torch::from_blob(m.types.data(), {m.nrows}, torch::kInt64);
+  auto edges = torch::from_blob(m.edges.data(), {2, m.nedges}, torch::kInt64);
+  std::vector<c10::IValue> inputs{pos.to(topts), typ.to(m.device), edges.to(m.device),
+                                  m.zero_shifts.narrow(0, 0, m.nedges), (int64_t) m.n_local_rows,
+                                  need_virial, need_uncertainty};
+  const double t0 = platform::walltime();
+  c10::IValue result = m.module.get_method("compute")(inputs);
+  time_model += platform::walltime() - t0;
+  if (!result.isGenericDict())
+    throw MLPotError(fmt::format("compute() of model {} did not return a dict; re-export it with "
+                                 "mlpot_plugins.export()", model_path));
+  m.out = std::move(result);
+}
+
+namespace {
+// an output of the model as a contiguous CPU float64 tensor with the contract's shape
+torch::Tensor model_output(const c10::IValue &result, const char *key, const std::string &path,
+                     std::vector<int64_t> shape)
+{
+  const auto out = result.toGenericDict();
+  if (!out.contains(key))
+    throw MLPotError(fmt::format("model {} did not return '{}' (see mlpot_plugins/contract.py); re-export it "
+                                 "with mlpot_plugins.export()", path, key));
+  auto t = out.at(key).toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  if (!t.sizes().equals(shape))
+    throw MLPotError(fmt::format("model {} returned '{}' of shape {}, the contract needs {}", path, key,
+                                 c10::str(t.sizes()), c10::str(c10::IntArrayRef(shape))));
+  return t;
+}
+}    // namespace
+
+void PairMLPot::scatter_outputs()
+{
+  Model &m = *model;
+  const int nrows = m.nrows, nl = m.n_local_rows;
+  const double ffac = eng_factor / len_factor;
+  auto forces = model_output(m.out, "forces", model_path, {nrows, 3});
+  const double *fp = forces.data_ptr<double>();
+  double **f = atom->f;
   for (int r = 0; r < nrows; r++) {
     const int a = m.atom_of_row[r];
-    for (int d = 0; d < 3; d++) p[3 * r + d] = x[a][d] / len_factor;
-    tp[r] = type_map[type[a]];
+    for (int d = 0; d < 3; d++) f[a][d] += fp[3 * r + d] * ffac;
   }
-  auto edges = torch::empty({2, nedges}, torch::kInt64);
-  std::copy(m.src.begin(), m.src.end(), edges.data_ptr<int64_t>());
-  std::copy(m.dst.begin(), m.dst.end(), edges.data_ptr<int64_t>() + nedges);
-  auto topts = torch::TensorOptions().dtype(m.dtype).device(m.device);
-  if (!m.zero_shifts.defined() || m.zero_shifts.size(0) < nedges)
-    m.zero_shifts = torch::zeros({nedges + nedges / 4 + 16, 3}, topts);
-  const bool need_virial = write_forces && (vflag_global || vflag_atom);
-  const bool need_unc = need_uncertainty && nmembers > 1;
-
-  c10::IValue result;
-  try {
-    std::vector<c10::IValue> inputs{pos.to(topts), typ.to(m.device), edges.to(m.device),
-                                    m.zero_shifts.narrow(0, 0, nedges), (int64_t) m.n_local_rows,
-                                    need_virial, need_unc};
-    const double t0 = platform::walltime();
-    result = m.module.get_method("compute")(inputs);
-    time_model += platform::walltime() - t0;
-  } catch (const std::exception &e) {
-    error->one(FLERR, "pair_style mlpot: model {} failed in compute(): {}", model_path, first_line(e.what()));
+  if (eflag_global) eng_vdwl += model_output(m.out, "energy", model_path, {}).item<double>() * eng_factor;
+  if (eflag_atom) {
+    auto e = model_output(m.out, "energies", model_path, {nl});
+    const double *ep = e.data_ptr<double>();
+    for (int r = 0; r < nl; r++) eatom[m.atom_of_row[r]] += ep[r] * eng_factor;
   }
-  if (!result.isGenericDict())
-    error->one(FLERR, "pair_style mlpot: compute() of model {} did not return a dict", model_path);
-  auto out = result.toGenericDict();
-  auto get = [&](const char *key) {
-    if (!out.contains(key))
-      error->one(FLERR, "pair_style mlpot: model {} did not return '{}'", model_path, key);
-    return out.at(key).toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
-  };
-  const double ffac = eng_factor / len_factor;
-
-  if (write_forces) {
-    auto forces = get("forces");
-    const double *fp = forces.data_ptr<double>();
-    double **f = atom->f;
+  // contract: W[a][b] = sum x_a F_b; LAMMPS order xx yy zz xy xz yz
+  static const int ia[6] = {0, 1, 2, 0, 0, 1}, ib[6] = {0, 1, 2, 1, 2, 2};
+  if (vflag_global) {
+    auto w = model_output(m.out, "virial", model_path, {3, 3});
+    const double *wp = w.data_ptr<double>();
+    for (int k = 0; k < 6; k++) virial[k] += wp[3 * ia[k] + ib[k]] * eng_factor;
+  }
+  if (vflag_atom) {
+    auto w = model_output(m.out, "atom_virial", model_path, {nrows, 3, 3});
+    const double *wp = w.data_ptr<double>();
     for (int r = 0; r < nrows; r++) {
       const int a = m.atom_of_row[r];
-      for (int d = 0; d < 3; d++) f[a][d] += fp[3 * r + d] * ffac;
-    }
-    if (eflag_global) eng_vdwl += get("energy").item<double>() * eng_factor;
-    if (eflag_atom) {
-      auto e = get("energies");
-      const double *ep = e.data_ptr<double>();
-      for (int r = 0; r < m.n_local_rows; r++) eatom[m.atom_of_row[r]] += ep[r] * eng_factor;
-    }
-    // contract: W[a][b] = sum x_a F_b; LAMMPS order xx yy zz xy xz yz
-    static const int ia[6] = {0, 1, 2, 0, 0, 1}, ib[6] = {0, 1, 2, 1, 2, 2};
-    if (vflag_global) {
-      auto w = get("virial");
-      const double *wp = w.data_ptr<double>();
-      for (int k = 0; k < 6; k++) virial[k] += wp[3 * ia[k] + ib[k]] * eng_factor;
-    }
-    if (vflag_atom) {
-      auto w = get("atom_virial");
-      const double *wp = w.data_ptr<double>();
-      for (int r = 0; r < nrows; r++) {
-        const int a = m.atom_of_row[r];
-        for (int k = 0; k < 6; k++) vatom[a][k] += wp[9 * r + 3 * ia[k] + ib[k]] * eng_factor;
-      }
+      for (int k = 0; k < 6; k++) vatom[a][k] += wp[9 * r + 3 * ia[k] + ib[k]] * eng_factor;
     }
   }
+}
 
-  if (need_unc) {
-    // member forces of ghost images are summed into their owners before taking the std
-    if (atom->nmax > nmax_unc) {
-      nmax_unc = atom->nmax;
-      memory->destroy(unc);
-      memory->destroy(member_f);
-      memory->create(unc, nmax_unc, "pair:mlpot_unc");
-      memory->create(member_f, (bigint) nmax_unc * 3 * nmembers, "pair:mlpot_member_f");
-    }
-    const int K = nmembers, stride = 3 * K;
-    std::fill(member_f, member_f + (bigint) nall * stride, 0.0);
-    auto mf = get("member_forces");    // [K, nrows, 3]
-    const double *mp = mf.data_ptr<double>();
-    for (int k = 0; k < K; k++)
-      for (int r = 0; r < nrows; r++) {
-        double *dstp = member_f + (bigint) m.atom_of_row[r] * stride + 3 * k;
-        const double *srcp = mp + ((bigint) k * nrows + r) * 3;
-        dstp[0] = srcp[0];
-        dstp[1] = srcp[1];
-        dstp[2] = srcp[2];
-      }
-    comm->reverse_comm(this);
-    const int nl = m.n_local_rows;
-    auto local = torch::empty({K, nl, 3}, torch::kFloat64);
-    double *lp = local.data_ptr<double>();
-    for (int k = 0; k < K; k++)
-      for (int r = 0; r < nl; r++)
-        for (int d = 0; d < 3; d++)
-          lp[((bigint) k * nl + r) * 3 + d] = member_f[(bigint) m.atom_of_row[r] * stride + 3 * k + d];
-    torch::Tensor std_t;
-    try {
-      std::vector<c10::IValue> in{local.to(topts)};
-      std_t = m.module.get_method("force_uncertainty")(in).toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
-    } catch (const std::exception &e) {
-      error->one(FLERR, "pair_style mlpot: model {} failed in force_uncertainty(): {}", model_path,
-                 first_line(e.what()));
-    }
-    const double *sp = std_t.data_ptr<double>();
-    std::fill(unc, unc + nlocal, 0.0);
-    for (int r = 0; r < nl; r++) unc[m.atom_of_row[r]] = sp[r] * ffac;
-    unc_step = update->ntimestep;
-    committee_evaluations += 1.0;
+/* per-atom buffers sized by the current committee size K (a re-issued pair_style may change it) */
+void PairMLPot::grow_uncertainty_buffers()
+{
+  if (atom->nmax <= nmax_unc && nmembers == k_alloc) return;
+  nmax_unc = std::max(nmax_unc, atom->nmax);
+  k_alloc = nmembers;
+  memory->destroy(unc);
+  memory->destroy(unc_e);
+  memory->destroy(member_f);
+  memory->create(unc, nmax_unc, "pair:mlpot_unc");
+  memory->create(unc_e, nmax_unc, "pair:mlpot_unc_e");
+  memory->create(member_f, (bigint) nmax_unc * 3 * k_alloc, "pair:mlpot_member_f");
+}
+
+/* member forces of ghost images are summed into their owners before taking the std */
+void PairMLPot::committee_statistics()
+{
+  Model &m = *model;
+  const int K = nmembers, stride = 3 * K, nrows = m.nrows, nl = m.n_local_rows;
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  const double ffac = eng_factor / len_factor;
+  grow_uncertainty_buffers();
+  auto mf = model_output(m.out, "member_forces", model_path, {K, nrows, 3});
+  auto es = model_output(m.out, "energies_std", model_path, {nl});
+  auto me = model_output(m.out, "member_energy", model_path, {K});
+  have_member_virial = m.out.toGenericDict().contains("member_virial");
+  if (have_member_virial) {
+    auto mv = model_output(m.out, "member_virial", model_path, {K, 3, 3});
+    member_virial.assign(mv.data_ptr<double>(), mv.data_ptr<double>() + 9 * K);
   }
-  time_evaluate += platform::walltime() - t_start;
+  member_energy.assign(me.data_ptr<double>(), me.data_ptr<double>() + K);
+
+  std::fill(member_f, member_f + (bigint) nall * stride, 0.0);
+  const double *mp = mf.data_ptr<double>();
+  for (int k = 0; k < K; k++)
+    for (int r = 0; r < nrows; r++) {
+      double *dstp = member_f + (bigint) m.atom_of_row[r] * stride + 3 * k;
+      const double *srcp = mp + ((bigint) k * nrows + r) * 3;
+      dstp[0] = srcp[0];
+      dstp[1] = srcp[1];
+      dstp[2] = srcp[2];
+    }
+  comm->reverse_comm(this);
+  m.local_f.resize((std::size_t) K * nl * 3);
+  double *lp = m.local_f.data();
+  for (int k = 0; k < K; k++)
+    for (int r = 0; r < nl; r++)
+      for (int d = 0; d < 3; d++)
+        lp[((bigint) k * nl + r) * 3 + d] = member_f[(bigint) m.atom_of_row[r] * stride + 3 * k + d];
+  auto local = torch::from_blob(lp, {K, nl, 3}, torch::kFloat64);
+  std::vector<c10::IValue> in{local.to(torch::TensorOptions().dtype(m.dtype).device(m.device))};
+  auto std_t = m.module.get_method("force_uncertainty")(in).toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  if (std_t.numel() != nl)
+    throw MLPotError(fmt::format("force_uncertainty() of model {} returned {} values for {} atoms", model_path,
+                                 std_t.numel(), nl));
+  const double *sp = std_t.data_ptr<double>();
+  const double *ep = es.data_ptr<double>();
+  std::fill(unc, unc + nlocal, 0.0);
+  std::fill(unc_e, unc_e + nlocal, 0.0);
+  for (int r = 0; r < nl; r++) {
+    unc[m.atom_of_row[r]] = sp[r] * ffac;
+    unc_e[m.atom_of_row[r]] = ep[r] * eng_factor;
+  }
+  unc_step = update->ntimestep;
+  committee_evaluations += 1.0;
 }
 
 /* counters for tests/diagnostics (Python: lmp.extract_pair("committee_evaluations")) */
@@ -566,31 +801,75 @@ void PairMLPot::unpack_reverse_comm(int n, int *list_, double *buf)
   }
 }
 
-/* DeePMD-style model_devi line: step, virial deviation (not provided by the contract: 0), then
-   max/min/avg calibrated per-atom force std over all atoms the model sees. */
+/* DeePMD/DP-GEN model_devi line (LAMMPS units): step, max/min/avg over the 9 components of the member
+   virial std divided by the number of atoms the model sees, max/min/avg per-atom force std; with
+   `atomic` the per-atom force std of every atom in id order. Uncalibrated (plain committee std, as
+   DeePMD writes it) unless `calibrated` (times the model's uncertainty_scale). A file that already
+   holds lines (a continued run) is appended to; the header is written only into an empty file. */
 void PairMLPot::write_model_devi()
 {
+  const int K = nmembers;
+  const double scale = devi_calibrated ? 1.0 : 1.0 / unc_scale;    // unc holds calibrated values
   double mx = 0.0, mn = std::numeric_limits<double>::max(), sum = 0.0, cnt = 0.0;
   for (int i = 0; i < atom->nlocal; i++) {
     if (type_map[atom->type[i]] < 0) continue;
-    mx = std::max(mx, unc[i]);
-    mn = std::min(mn, unc[i]);
-    sum += unc[i];
+    const double u = unc[i] * scale;
+    mx = std::max(mx, u);
+    mn = std::min(mn, u);
+    sum += u;
     cnt += 1.0;
   }
   double gmx, gmn, gs[2], ls[2] = {sum, cnt};
   MPI_Allreduce(&mx, &gmx, 1, MPI_DOUBLE, MPI_MAX, world);
   MPI_Allreduce(&mn, &gmn, 1, MPI_DOUBLE, MPI_MIN, world);
   MPI_Allreduce(ls, gs, 2, MPI_DOUBLE, MPI_SUM, world);
+  const double natoms_seen = gs[1];
+
+  double vmax = 0.0, vmin = 0.0, vavg = 0.0;
+  if (have_member_virial) {
+    std::vector<double> all(9 * K, 0.0);
+    MPI_Allreduce(member_virial.data(), all.data(), 9 * K, MPI_DOUBLE, MPI_SUM, world);
+    vmin = std::numeric_limits<double>::max();
+    const double vscale = eng_factor * (devi_calibrated ? unc_scale : 1.0) / std::max(natoms_seen, 1.0);
+    for (int c = 0; c < 9; c++) {
+      double mean = 0.0, var = 0.0;
+      for (int k = 0; k < K; k++) mean += all[9 * k + c] / K;
+      for (int k = 0; k < K; k++) var += (all[9 * k + c] - mean) * (all[9 * k + c] - mean) / K;
+      const double dev = std::sqrt(var) * vscale;
+      vmax = std::max(vmax, dev);
+      vmin = std::min(vmin, dev);
+      vavg += dev / 9.0;
+    }
+  } else if (!warned_member_virial && comm->me == 0) {
+    error->warning(FLERR, "pair_style mlpot: model {} returns no member_virial (exported before mlpot_plugins "
+                          "added it), so the model_devi virial columns are 0; re-export the model to get them",
+                   model_path);
+  }
+  warned_member_virial = warned_member_virial || !have_member_virial;
+
+  std::vector<double> per_atom;
+  if (devi_atomic) {
+    std::vector<double> mine(atom->natoms, 0.0);
+    for (int i = 0; i < atom->nlocal; i++)
+      if (type_map[atom->type[i]] >= 0) mine[atom->tag[i] - 1] = unc[i] * scale;
+    if (comm->me == 0) per_atom.assign(atom->natoms, 0.0);
+    MPI_Reduce(mine.data(), per_atom.data(), (int) atom->natoms, MPI_DOUBLE, MPI_SUM, 0, world);
+  }
   if (comm->me != 0) return;
   if (!devi_fp) {
-    devi_fp = fopen(devi_file.c_str(), "w");
-    if (!devi_fp) error->one(FLERR, "pair_style mlpot: cannot open model_devi file {}: {}", devi_file, utils::getsyserror());
-    fprintf(devi_fp, "#%13s %18s %18s %18s %18s %18s %18s\n", "step", "max_devi_v", "min_devi_v", "avg_devi_v",
-            "max_devi_f", "min_devi_f", "avg_devi_f");
+    devi_fp = fopen(devi_file.c_str(), "a");
+    if (!devi_fp)
+      error->one(FLERR, "pair_style mlpot: cannot open model_devi file {}: {}", devi_file, utils::getsyserror());
+    fseek(devi_fp, 0, SEEK_END);
+    if (ftell(devi_fp) == 0)
+      fprintf(devi_fp, "#%13s %18s %18s %18s %18s %18s %18s%s\n", "step", "max_devi_v", "min_devi_v",
+              "avg_devi_v", "max_devi_f", "min_devi_f", "avg_devi_f",
+              devi_atomic ? "   devi_f of each atom in id order" : "");
   }
-  fprintf(devi_fp, "%14ld %18.6e %18.6e %18.6e %18.6e %18.6e %18.6e\n", (long) update->ntimestep, 0.0, 0.0,
-          0.0, gmx, gs[1] > 0 ? gmn : 0.0, gs[1] > 0 ? gs[0] / gs[1] : 0.0);
+  fprintf(devi_fp, "%14ld %18.6e %18.6e %18.6e %18.6e %18.6e %18.6e", (long) update->ntimestep, vmax, vmin,
+          vavg, gmx, natoms_seen > 0 ? gmn : 0.0, natoms_seen > 0 ? gs[0] / natoms_seen : 0.0);
+  for (double u : per_atom) fprintf(devi_fp, " %18.6e", u);
+  fprintf(devi_fp, "\n");
   fflush(devi_fp);
 }
 
@@ -638,6 +917,12 @@ void PairMLPot::read_restart(FILE *fp)
 double PairMLPot::memory_usage()
 {
   double bytes = Pair::memory_usage();
-  bytes += (double) nmax_unc * (1 + 3 * nmembers) * sizeof(double);
+  bytes += (double) nmax_unc * (2 + 3 * k_alloc) * sizeof(double);
+  if (model) {
+    const Model &m = *model;
+    bytes += (double) (m.row_of_atom.capacity() + m.atom_of_row.capacity() + m.accepted.capacity()) * sizeof(int);
+    bytes += (double) (m.edges.capacity() + m.dst.capacity() + m.types.capacity()) * sizeof(int64_t);
+    bytes += (double) (m.pos.capacity() + m.local_f.capacity() + m.accepted_rsq.capacity()) * sizeof(double);
+  }
   return bytes;
 }

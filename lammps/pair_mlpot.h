@@ -30,9 +30,13 @@ class PairMLPot : public Pair {
   double memory_usage() override;
   void *extract(const char *, int &) override;
 
-  // per-atom calibrated force std of the local atoms at the current step (LAMMPS force units);
-  // evaluates the committee now unless this step's force call already did. Used by compute mlpot/atom.
-  const double *uncertainty_peratom();
+  // Committee statistics of the local atoms at the current step (LAMMPS units), for compute mlpot/atom;
+  // the committee is evaluated now unless this step's force call already did.
+  void uncertainty_now();
+  const double *force_std() const { return unc; }       // [nlocal] calibrated per-atom force std
+  const double *energy_std() const { return unc_e; }    // [nlocal] calibrated per-atom energy std
+  double total_energy_std();                            // calibrated std of the total energy (collective)
+  bool sees_type(int t) const { return type_map[t] >= 0; }
   bool has_uncertainty() const;
   int ensemble_size() const;
 
@@ -47,25 +51,38 @@ class PairMLPot : public Pair {
   double cutoff_model, range_model;     // Angstrom
   double cut_lmp, range_lmp;            // LAMMPS length units
   double len_factor, eng_factor;        // LAMMPS units per model unit
+  double unc_scale;                     // the model's uncertainty_scale (calibration factor)
   int nmembers;                         // committee size K (1: no uncertainty)
   int unc_every, devi_every;
+  int devi_calibrated, devi_atomic;     // model_devi options
   std::string devi_file;
   FILE *devi_fp;
+  double cutghost_user, cutghost_set;   // comm->cutghostuser before our raise / as we set it (-1: unset)
 
   double committee_evaluations, committee_on_demand;    // diagnostics, see extract()
   double time_evaluate, time_model;                      // seconds in evaluate() / in the model call
-  bigint unc_step;                // step whose uncertainty is in unc (-1: none)
-  int nmax_unc;
-  double *unc;                    // [nmax] per-atom force std (local atoms valid)
+  bigint unc_step;                // step whose statistics are in unc/unc_e (-1: none)
+  int nmax_unc, k_alloc;          // rows and committee size the per-atom buffers were sized for
+  double *unc;                    // [nmax] per-atom calibrated force std (local atoms valid)
+  double *unc_e;                  // [nmax] per-atom calibrated energy std (local atoms valid)
   double *member_f;               // [nmax * 3K] member forces, ghost rows reverse-communicated
+  std::vector<double> member_energy;    // [K] this rank's member energies (model units)
+  std::vector<double> member_virial;    // [K * 9] this rank's member virials (model units)
+  bool have_member_virial, warned_member_virial;
   std::vector<std::string> style_args;    // pair_style / pair_coeff words, kept for write_restart
   std::vector<std::string> coeff_args;
 
   void allocate();
   void load_model(const std::string &path);
   bool uncertainty_wanted(bigint step);
-  void evaluate(bool write_forces, bool need_uncertainty);
-  void finish_uncertainty();
+  // one evaluation = build_inputs -> call_model -> scatter_outputs -> committee_statistics, inside the
+  // single try/catch of evaluate() that turns any exception into a LAMMPS error naming the step
+  void evaluate(bool write_forces, bool need_uncertainty, bool need_member_virial);
+  void build_inputs();
+  void call_model(bool need_virial, bool need_uncertainty);
+  void scatter_outputs();
+  void committee_statistics();
+  void grow_uncertainty_buffers();
   void write_model_devi();
 };
 

@@ -42,6 +42,9 @@ With ``need_uncertainty`` and ``ensemble_size > 1`` also:
                                (valid as is when there are no ghosts).
 ``energies_std``  [n_local]    calibrated per-atom energy std.
 ``energy_std``    []           calibrated std of the total energy.
+``member_virial`` [K, 3, 3]    (also need_virial) virial of each member, as ``virial`` (summed over
+                               ranks like it). Optional: models exported before it existed lack it;
+                               engines then report no virial deviation (LAMMPS model_devi: 0, warned).
 
 ``force_uncertainty(member_forces [K, n, 3]) -> [n]``: sqrt(mean_k |F_k - mean F|^2) times
 ``uncertainty_scale``. Engines with ghosts sum member forces over images first, then call this.
@@ -77,7 +80,8 @@ LENGTH_UNITS = ("angstrom", "lattice")
 ENERGY_UNITS = ("eV", "t")  # "t": the lattice model's hopping energy
 
 ATOMISTIC_OUTPUTS = ("energy", "energies", "forces", "virial", "atom_virial")
-UNCERTAINTY_OUTPUTS = ("member_energy", "member_forces", "forces_std", "energies_std", "energy_std")
+UNCERTAINTY_OUTPUTS = ("member_energy", "member_forces", "forces_std", "energies_std", "energy_std",
+                       "member_virial")
 LATTICE_OUTPUTS = ("forces", "energy", "forces_std")
 
 # extension providers a model may ask engines to load: Python module -> shared-library file names it ships

@@ -393,18 +393,19 @@ def lammps_stage(out_dir: Path, quick: bool) -> None:
     steps = 50 if quick else 200
     lmp = lammps_instance(["-log", str(Path(out_dir) / "lammps.log"), "-screen", "none"])
     try:
-        for cmd in ["units metal", "atom_style atomic", "lattice fcc 3.61", "region box block 0 3 0 3 0 3",
+        # the committee's own 300 K lattice constant (NPT, 0 bar); compute u: per-atom [force std, energy
+        # std], global vector [max force std, mean force std, max energy std, total energy std]
+        for cmd in ["units metal", "atom_style atomic", "lattice fcc 3.83", "region box block 0 3 0 3 0 3",
                     "create_box 1 box", "create_atoms 1 box", "group gone id 1", "delete_atoms group gone",
                     "mass 1 63.546", "pair_style mlpot morse-cuau-committee", "pair_coeff * * Cu",
-                    "compute u all mlpot/atom", "compute umax all reduce max c_u",
-                    "thermo_style custom step temp pe etotal c_umax", f"thermo {steps}",
-                    f"dump unc all custom {steps} {Path(out_dir) / 'lammps-uncertainty.dump'} id x y z c_u",
+                    "compute u all mlpot/atom", "thermo_style custom step temp pe etotal c_u[1]", f"thermo {steps}",
+                    f"dump unc all custom {steps} {Path(out_dir) / 'lammps-uncertainty.dump'} id x y z c_u[1] c_u[2]",
                     "velocity all create 300 4928459 mom yes rot yes dist gaussian", "fix nve all nve",
                     "timestep 0.002", "run 0"]:
             lmp.command(cmd)
         e0 = lmp.get_thermo("etotal")
         lmp.command(f"run {steps}")
-        e1, umax, n = lmp.get_thermo("etotal"), lmp.extract_compute("umax", 0, 0), lmp.get_natoms()
+        e1, umax, n = lmp.get_thermo("etotal"), lmp.extract_compute("u", 0, 1)[0], lmp.get_natoms()
     finally:
         lmp.close()
     note = f"; plugin built in {built:.0f} s" if built > 5 else ""

@@ -59,7 +59,8 @@ def run_lmp(deck: str, cwd: Path, nprocs: int = 1, timeout: float = 120, check: 
         cmd = [str(VENV_BIN / "mpiexec"), "-n", str(nprocs)] + cmd
     full_env = dict(os.environ, OMP_NUM_THREADS="1")
     full_env.update(env or {})
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, errors="replace", timeout=timeout,
+                         env=full_env)  # LAMMPS may echo non-UTF-8 bytes of a rewritten input line
     if check and res.returncode != 0:
         raise AssertionError(f"lmp failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     return res

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lammps_util import entry_point_env, plugin, run_lmp  # noqa: F401
 
@@ -23,13 +24,32 @@ def test_nvt_cu(tmp_path, plugin):
 def test_uncertainty_dump(tmp_path, plugin):
     run_example(tmp_path, "in.uncertainty_dump", steps=50)
     devi = np.loadtxt(tmp_path / "model_devi.out")
-    assert devi.shape == (6, 7) and np.all(devi[:, 4] > 0)
+    assert devi.shape == (6, 7) and np.all(devi[:, 4] > 0) and np.all(devi[:, 1] > 0)  # force and virial
     lines = (tmp_path / "uncertainty.dump").read_text().splitlines()
-    assert "c_u" in lines[8] and len(lines) == 2 * (9 + 255)
+    assert "c_u[1] c_u[2]" in lines[8] and len(lines) == 2 * (9 + 255)
 
 
 def test_halt(tmp_path, plugin):
     res = run_example(tmp_path, "in.halt", threshold=0.05)
     assert "Fix halt condition" in res.stdout
     stop = [l for l in res.stdout.splitlines() if l.startswith("stopped at step")][0]
-    assert int(stop.split()[3]) < 2000 and float(stop.split()[-2]) > 0.05
+    assert int(stop.split()[3]) < 500 and float(stop.split()[-2]) > 0.05
+
+
+def test_cu_emt_active(tmp_path, plugin):
+    """The trained equivariant committee: candidate frames dumped above the lower trust level, halt above
+    the upper one, model_devi with real virial columns, uncalibrated = calibrated / uncertainty_scale."""
+    from mlpot_plugins import load, pretrained_path
+
+    res = run_example(tmp_path, "in.cu_emt_active", steps=4, every=2, lower=0.004, upper=0.005)
+    assert "Fix halt condition" in res.stdout
+    stop = [l for l in res.stdout.splitlines() if l.startswith("stopped at step")][0]
+    assert stop.startswith("stopped at step 2:")
+    umax = float(stop.split()[7])
+    frames = (tmp_path / "candidates.dump").read_text().split("ITEM: TIMESTEP")[1:]
+    assert [int(f.split()[0]) for f in frames] == [2]  # step 0 (a perfect lattice) agrees: skipped
+    devi = np.loadtxt(tmp_path / "model_devi.out")
+    np.testing.assert_array_equal(devi[:, 0], [0, 2])
+    assert np.all(devi[:, 1] > 0)  # member virials of the re-exported model
+    scale = load(pretrained_path("cu-emt")).metadata["uncertainty_scale"]
+    assert devi[1, 4] == pytest.approx(umax / scale, rel=1e-5)

@@ -127,7 +127,7 @@ print "RESULT pe $(pe:%.17g) etotal $(etotal:%.17g)"
 
 
 UNCERTAINTY = """compute u all mlpot/atom
-dump d all custom 1 dump.atoms id c_u
+dump d all custom 1 dump.atoms id c_u[1]
 dump_modify d format float %.17g
 run 0
 """
@@ -137,7 +137,7 @@ def assert_two_rank_std_equals_ase(tmp_path, plugin, model, atoms, min_std):
     """compute mlpot/atom on 2 ranks equals the ASE calculator's forces_std (which must be non-trivial)."""
     write_data(tmp_path / "system.data", atoms)
     run_lmp(deck(plugin, model, UNCERTAINTY), tmp_path, 2)
-    got = read_dump(tmp_path / "dump.atoms")["c_u"]
+    got = read_dump(tmp_path / "dump.atoms")["c_u[1]"]
     calc = MLPotCalculator(model)
     atoms.calc = calc
     ref = calc.get_property("forces_std", atoms)
@@ -158,16 +158,15 @@ def test_fix_halt_on_uncertainty_and_model_devi(tmp_path, plugin):
 
     def run(threshold):
         body = f"""compute u all mlpot/atom
-compute umax all reduce max c_u
-variable umax equal c_umax
+variable umax equal c_u[1]
 velocity all create 300 777
 fix nve all nve
 timestep 0.002
-thermo_style custom step pe c_umax
+thermo_style custom step pe c_u[1]
 thermo 5
 fix stop all halt 5 v_umax > {threshold} error continue
 run 100
-print "RESULT step $(step) umax $(c_umax:%.17g)"
+print "RESULT step $(step) umax $(c_u[1]:%.17g)"
 """
         return run_lmp(deck(plugin, COMMITTEE, body, pair_extra="model_devi model_devi.out every 10"),
                        tmp_path, 2)
@@ -179,9 +178,12 @@ print "RESULT step $(step) umax $(c_umax:%.17g)"
     calm = run(10.0 * u0)
     assert "Fix halt condition" not in calm.stdout
     assert results(calm.stdout)["step"] == 100
+    # the second run appended to the first one's file (step 0 before the halt), one header line
+    text = (tmp_path / "model_devi.out").read_text()
+    assert text.count("#") == 1 and text.startswith("#")
     devi = np.loadtxt(tmp_path / "model_devi.out")
-    assert devi.shape == (11, 7)
-    np.testing.assert_array_equal(devi[:, 0], np.arange(0, 101, 10))
+    assert devi.shape == (12, 7)
+    np.testing.assert_array_equal(devi[:, 0], [0] + list(range(0, 101, 10)))
     assert devi[0, 4] == pytest.approx(u0, rel=1e-6)  # max_devi_f at step 0: the ASE value
     assert np.all(devi[:, 4] >= devi[:, 6]) and np.all(devi[:, 6] >= devi[:, 5])
 

@@ -122,7 +122,7 @@ def test_committee_uncertainty_only_on_output_steps(lmp_factory, tmp_path, with_
         cmds = ["units metal", "atom_style atomic", f"read_data {tmp_path / 'system.data'}",
                 "pair_style mlpot morse-cuau-committee", "pair_coeff * * Cu Au", "thermo 0"]
         if with_compute:
-            cmds += ["compute u all mlpot/atom", f"dump d all custom 5 {tmp_path / 'u.dump'} id c_u"]
+            cmds += ["compute u all mlpot/atom", f"dump d all custom 5 {tmp_path / 'u.dump'} id c_u[1]"]
         cmds += ["velocity all create 300 1", "fix nve all nve", "run 20"]
         for cmd in cmds:
             lmp.command(cmd)
@@ -152,7 +152,7 @@ def test_uncertainty_every_n_and_on_demand(lmp_factory, tmp_path):
         assert lmp.extract_pair("committee_evaluations") == 3  # steps 0, 5, 10
         lmp.command("compute u all mlpot/atom")
         n = lmp.get_natoms()
-        std = np.array(lmp.numpy.extract_compute("u", 1, 1))[:n]
+        std = np.array(lmp.numpy.extract_compute("u", 1, 2))[:n, 0]
         assert lmp.extract_pair("committee_on_demand") == 1
         ids = np.array(lmp.numpy.extract_atom("id"))[:n]
         x = np.array(lmp.numpy.extract_atom("x"))[:n]

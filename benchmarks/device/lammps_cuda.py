@@ -43,11 +43,11 @@ def single_point(model, device, n=3):
     try:
         setup(lmp, model, device, n, MODELS[model][1])
         lmp.command("compute u all mlpot/atom")
-        lmp.command("compute umax all reduce max c_u")
+        lmp.command("compute umax all reduce max c_u[1]")
         lmp.command("run 0")
         natoms = lmp.get_natoms()
         f = np.ctypeslib.as_array(lmp.gather_atoms("f", 1, 3)).reshape(natoms, 3).copy()
-        u = np.ctypeslib.as_array(lmp.gather("c_u", 1, 1)).copy() if hasattr(lmp, "gather") else None
+        u = np.ctypeslib.as_array(lmp.gather("c_u", 1, 2)).reshape(natoms, 2)[:, 0].copy() if hasattr(lmp, "gather") else None
         return {"pe": lmp.get_thermo("pe"), "press": lmp.get_thermo("press"), "f": f, "u": u,
                 "umax": lmp.extract_compute("umax", 0, 0)}
     finally:

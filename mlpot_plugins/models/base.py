@@ -99,4 +99,8 @@ class AtomisticPotential(nn.Module):
             out["forces_std"] = self.force_uncertainty(member_forces)
             out["energies_std"] = local_e.std(0, unbiased=False) * self.uncertainty_scale
             out["energy_std"] = member_energy.std(unbiased=False) * self.uncertainty_scale
+            if need_virial:
+                # W_k = -sum_e r_e (x) dE_k/dr_e, per member (g holds every member's gradient here)
+                member_virial = -torch.matmul(r.t(), g)
+                out["member_virial"] = member_virial if create_graph else member_virial.detach()
         return out

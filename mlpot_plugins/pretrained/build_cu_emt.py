@@ -6,6 +6,10 @@
    ``max_minutes`` makes the epoch count machine-dependent, so numbers may differ slightly between rebuilds);
 3. calibrates the force std on the validation split, exports in float64 to ``pretrained/cu-emt.pt`` and
    leaves parity.png, calibration.png and metrics.json in WORKDIR/run.
+
+``python -m mlpot_plugins.pretrained.build_cu_emt --reexport`` instead re-scripts the shipped file with
+the current model code (e.g. after a contract output was added), without retraining: the weights and
+metadata are copied into a fresh module, and the outputs are checked to be bit-for-bit the old ones.
 """
 import shutil
 import sys
@@ -50,5 +54,38 @@ def main(workdir: str = "cu-emt-build") -> Path:
     return target
 
 
+def reexport(path: Path = HERE / "cu-emt.pt") -> Path:
+    """Re-script ``path`` with the current code: same weights, metadata and outputs (checked exactly)."""
+    import tempfile
+
+    import numpy as np
+    import torch
+    from ase.build import bulk
+
+    from ..model_file import export, load
+    from ..models.equivariant import EquivariantPotential
+
+    old = load(path)
+    meta = old.metadata
+    model = EquivariantPotential(**meta["extra"]["hparams"], species=meta["species"]).to(torch.float64)
+    model.load_state_dict(old.module.state_dict(), strict=True)
+    model.uncertainty_scale = meta["uncertainty_scale"]
+    with tempfile.TemporaryDirectory() as tmp:
+        new = load(export(model, Path(tmp) / path.name, name=meta["name"], description=meta["description"],
+                          references=meta["references"], extra=meta["extra"]))
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+        atoms.rattle(0.1, rng=np.random.default_rng(3))
+        args = (atoms.positions, atoms.cell.array, atoms.pbc, [0] * len(atoms), True, True)
+        before, after = old.compute_on(*args), new.compute_on(*args)
+        changed = [k for k in before if not torch.equal(before[k], after[k])]
+        if changed:
+            raise RuntimeError(f"re-exported {path.name} differs in {changed}; not replaced")
+        path.write_bytes(new.path.read_bytes())
+    return path
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    if sys.argv[1:2] == ["--reexport"]:
+        print("re-exported", reexport())
+    else:
+        main(*sys.argv[1:2])
