@@ -175,3 +175,36 @@ def find_python(given: Optional[str], env: SideEnv) -> Path:
                                "mlpot create a side environment")
         return path
     return env.python()
+
+
+def import_paths(model, out, what: str):
+    """Check the foreign model file exists and pick the output path (MODEL's stem + .pt beside it)."""
+    src = Path(model)
+    if not src.is_file():
+        raise FileNotFoundError(f"{what} model file {os.fspath(model)!r} does not exist. Give the path of the "
+                                f"{what} model to import")
+    dst = Path(out) if out else src.with_name(src.name.split(".")[0] + ".pt")
+    if dst.resolve() == src.resolve():
+        raise ValueError(f"output {dst} would overwrite the {what} model. Choose another path with -o")
+    return src.resolve(), dst.resolve()
+
+
+def check_dtype(dtype: Optional[str]) -> None:
+    from ..contract import DTYPES
+
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {list(DTYPES)}. Use --dtype float64 (exact, for "
+                         "checking against the original) or float32 (faster)")
+
+
+def add_common_arguments(p) -> None:
+    p.add_argument("-o", "--output", help="output model file (default: MODEL's name with .pt, beside it)")
+    p.add_argument("--dtype", choices=("float64", "float32"),
+                   help="precision of the imported model (default: the foreign model's own)")
+    p.add_argument("--python", help="interpreter of an existing venv that has the foreign package installed "
+                                    "(default: a side environment mlpot creates once in its cache)")
+
+
+def report(path: Path, meta: dict) -> None:
+    print(f"wrote {path}: species {' '.join(meta['species'])}, cutoff {meta['cutoff']} A, interaction range "
+          f"{meta['interaction_range']} A, {meta['dtype']}, units {meta['length_unit']}/{meta['energy_unit']}")
