@@ -178,12 +178,12 @@ def find_python(given: Optional[str], env: SideEnv) -> Path:
 
 
 def import_paths(model, out, what: str):
-    """Check the foreign model file exists and pick the output path (MODEL's stem + .pt beside it)."""
+    """Check the foreign model file exists and pick the output path (MODEL's stem + -mlpot.pt beside it)."""
     src = Path(model)
     if not src.is_file():
         raise FileNotFoundError(f"{what} model file {os.fspath(model)!r} does not exist. Give the path of the "
                                 f"{what} model to import")
-    dst = Path(out) if out else src.with_name(src.name.split(".")[0] + ".pt")
+    dst = Path(out) if out else src.with_name(src.name.split(".")[0] + "-mlpot.pt")
     if dst.resolve() == src.resolve():
         raise ValueError(f"output {dst} would overwrite the {what} model. Choose another path with -o")
     return src.resolve(), dst.resolve()
@@ -198,7 +198,7 @@ def check_dtype(dtype: Optional[str]) -> None:
 
 
 def add_common_arguments(p) -> None:
-    p.add_argument("-o", "--output", help="output model file (default: MODEL's name with .pt, beside it)")
+    p.add_argument("-o", "--output", help="output model file (default: MODEL's name with -mlpot.pt, beside it)")
     p.add_argument("--dtype", choices=("float64", "float32"),
                    help="precision of the imported model (default: the foreign model's own)")
     p.add_argument("--python", help="interpreter of an existing venv that has the foreign package installed "
