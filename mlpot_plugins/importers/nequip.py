@@ -19,9 +19,17 @@ import torch
 from torch import Tensor
 
 from ..models.base import AtomisticPotential
-from .side_env import add_common_arguments, check_dtype, import_paths, report
+from .side_env import SideEnv, add_common_arguments, check_dtype, import_paths, report
 
+NEQUIP_VERSION = "0.19.1"
 NEQUIP_METADATA = ("r_max", "type_names", "num_types", "model_dtype", "per_edge_type_cutoff")
+
+
+def side_env(progress=None) -> SideEnv:
+    """nequip itself (for nequip-compile and its own calculator; the tests use it); it shares our e3nn."""
+    kwargs = {"progress": progress} if progress else {}
+    return SideEnv(f"nequip-{NEQUIP_VERSION}", [f"nequip=={NEQUIP_VERSION}"],
+                   "import nequip, torch; from nequip.integrations.ase import NequIPCalculator", **kwargs)
 
 
 class NequIPPotential(AtomisticPotential):
