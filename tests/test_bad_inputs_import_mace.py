@@ -110,3 +110,78 @@ def test_rejected_in_side_env(tmp_path, side_python, case, make, kwargs, words):
     for w in words:
         assert w in str(info.value), (w, str(info.value))
     assert "Traceback" not in str(info.value) and not (tmp_path / "out.pt").exists()
+
+
+# ---- NequIP -------------------------------------------------------------------------------------------------
+def aoti_like_file(tmp_path):
+    """The layout of an AOTInductor .nequip.pt2 archive."""
+    import zipfile
+
+    p = tmp_path / "model.nequip.pt2"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("model/data/aotinductor/model/model.wrapper.so", b"\x7fELF")
+        z.writestr("model/archive_format", "pt2")
+    return p
+
+
+def package_file(tmp_path):
+    """A torch.package archive, as nequip-package writes (.nequip.zip)."""
+    from torch.package import PackageExporter
+
+    p = tmp_path / "model.nequip.zip"
+    with PackageExporter(str(p)) as exp:
+        exp.save_pickle("model", "model.pkl", {"weights": [1.0, 2.0]})
+    return p
+
+
+NEQUIP_CASES = [
+    ("missing file", lambda t: t / "nope.nequip.pth", {}, FileNotFoundError, ["does not exist", "NequIP model"]),
+    ("text file", text_file, {}, ValueError, ["not a NequIP compiled model", "nequip-compile"]),
+    ("AOTInductor file", aoti_like_file, {}, ValueError, ["AOTInductor", "--mode torchscript"]),
+    ("package file", package_file, {}, ValueError, ["NequIP package", "nequip-compile", "--mode torchscript"]),
+    ("mlpot file", torchscript_file, {}, ValueError, ["without NequIP's r_max/type_names", "used directly"]),
+    ("unknown dtype", text_file, {"dtype": "bfloat16"}, ValueError, ["'bfloat16'", "--dtype"]),
+]
+
+
+@pytest.mark.parametrize("case,make,kwargs,exc,words", NEQUIP_CASES, ids=[c[0] for c in NEQUIP_CASES])
+def test_nequip_rejected(tmp_path, case, make, kwargs, exc, words):
+    from mlpot_plugins.importers.nequip import import_nequip
+
+    with pytest.raises(exc) as info:
+        import_nequip(make(tmp_path), tmp_path / "out.pt", **kwargs)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+    assert not (tmp_path / "out.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def nequip_python():
+    from mlpot_plugins.importers import nequip
+
+    env = nequip.side_env()
+    try:
+        return env.python()
+    except SideEnvError:
+        pytest.skip("NequIP side environment unavailable (package registry unreachable?)")
+
+
+@pytest.mark.parametrize("case,type_names,kwargs,words", [
+    ("dtype differs from the compiled one", "Cu,Au", {"dtype": "float32"},
+     ["--dtype float32 differs from the compiled model's float64", "Leave --dtype out"]),
+    ("type names are not elements", "CuA,AuB", {}, ["type names ['CuA', 'AuB'] are not element symbols"]),
+])
+def test_nequip_model_rejected(tmp_path, nequip_python, case, type_names, kwargs, words):
+    from pathlib import Path
+
+    from mlpot_plugins.importers.nequip import import_nequip
+
+    path = tmp_path / "m.nequip.pth"
+    script = str(Path(__file__).with_name("nequip_side.py"))
+    subprocess.run([str(nequip_python), script, "build", str(path), "0", type_names], check=True,
+                   capture_output=True)
+    with pytest.raises(ValueError) as info:
+        import_nequip(path, tmp_path / "out.pt", **kwargs)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+    assert not (tmp_path / "out.pt").exists()
