@@ -18,18 +18,18 @@ from typing import Dict, List
 import torch
 from torch import Tensor
 
-from mlpot_plugins.models.base import AtomisticPotential
+from mlpot_plugins.importers.receptive import ImportedMessagePassing
 
 
-class MACEPotential(AtomisticPotential):
+class MACEPotential(ImportedMessagePassing):
     """A MACE model behind the mlpot contract (one member)."""
 
-    def __init__(self, mace: torch.nn.Module, species: List[str], cutoff: float, head: int):
-        super().__init__(species, cutoff)
+    def __init__(self, mace: torch.nn.Module, species: List[str], cutoff: float, head: int, n_layers: int):
+        super().__init__(species, cutoff, n_layers)
         self.mace = mace
         self.head = head
 
-    def member_atom_energies(self, edge_vectors: Tensor, edge_index: Tensor, types: Tensor) -> Tensor:
+    def network_energies(self, edge_vectors: Tensor, edge_index: Tensor, types: Tensor) -> Tensor:
         n = types.shape[0]
         dtype = edge_vectors.dtype
         dev = edge_vectors.device
@@ -39,7 +39,7 @@ class MACEPotential(AtomisticPotential):
             "positions": torch.zeros((n, 3), dtype=dtype, device=dev),
             "node_attrs": torch.nn.functional.one_hot(types, self.n_species).to(dtype),
             "edge_index": edge_index.flip(0),
-            "shifts": -edge_vectors[0],
+            "shifts": -edge_vectors,
             "unit_shifts": torch.zeros((edge_index.shape[1], 3), dtype=dtype, device=dev),
             "cell": torch.zeros((1, 3, 3), dtype=dtype, device=dev),
             "batch": torch.zeros((n,), dtype=torch.int64, device=dev),
@@ -50,7 +50,7 @@ class MACEPotential(AtomisticPotential):
                         compute_stress=False)
         e = out["node_energy"]
         assert e is not None
-        return e.to(dtype).unsqueeze(0)
+        return e
 
 
 def _fail(problem: str, fix: str) -> None:
@@ -100,7 +100,7 @@ def convert(model_path: str, out_path: str, dtype_name: str, head_name: str) -> 
     model = model.to(getattr(torch, dtype_name)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    wrapper = MACEPotential(model, species, cutoff, head)
+    wrapper = MACEPotential(model, species, cutoff, head, n_layers)
     scripted = jit.compile(wrapper)  # e3nn's compile scripts its code-generated tensor products first
     description = (f"MACE model {type(model).__name__} imported from {model_path} (head {heads[head]!r}, "
                    f"{n_layers} interactions, r_max {cutoff} A, trained in {src_dtype})")

@@ -4,7 +4,7 @@
 The compiled file is TorchScript already, so the import runs in the main environment with torch alone: the
 wrapper keeps NequIP's energy network (the ``func`` inside its ForceStressOutput) and feeds it the contract's
 edge vectors as ``edge_vectors``; forces, virial and per-atom virial then come from
-:class:`AtomisticPotential`. NequIP's ``atomic_energy`` includes its per-type energy shifts, as its own ASE
+:class:`AtomisticPotential` (with ghosts, on the local atoms' receptive field only). NequIP's ``atomic_energy`` includes its per-type energy shifts, as its own ASE
 calculator's ``energies``. NequIP's edge convention is the contract's (centre ``edge_index[0]``,
 vector ``x[edge_index[1]] - x[edge_index[0]] + shift``).
 """
@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
-from ..models.base import AtomisticPotential
+from .receptive import ImportedMessagePassing
 from .side_env import SideEnv, add_common_arguments, check_dtype, import_paths, report
 
 NEQUIP_VERSION = "0.19.1"
@@ -32,23 +32,22 @@ def side_env(progress=None) -> SideEnv:
                    "import nequip, torch; from nequip.integrations.ase import NequIPCalculator", **kwargs)
 
 
-class NequIPPotential(AtomisticPotential):
+class NequIPPotential(ImportedMessagePassing):
     """A compiled NequIP energy network behind the mlpot contract (one member)."""
 
-    def __init__(self, energy_model: torch.nn.Module, species: List[str], cutoff: float):
-        super().__init__(species, cutoff)
+    def __init__(self, energy_model: torch.nn.Module, species: List[str], cutoff: float, n_layers: int):
+        super().__init__(species, cutoff, n_layers)
         self.energy_model = energy_model
 
-    def member_atom_energies(self, edge_vectors: Tensor, edge_index: Tensor, types: Tensor) -> Tensor:
+    def network_energies(self, edge_vectors: Tensor, edge_index: Tensor, types: Tensor) -> Tensor:
         n = types.shape[0]
         data: Dict[str, Tensor] = {
             "pos": torch.zeros((n, 3), dtype=edge_vectors.dtype, device=edge_vectors.device),
             "atom_types": types,
             "edge_index": edge_index,
-            "edge_vectors": edge_vectors[0],
+            "edge_vectors": edge_vectors,
         }
-        out = self.energy_model(data)
-        return out["atomic_energy"].reshape(1, n)
+        return self.energy_model(data)["atomic_energy"].reshape(n)
 
 
 def _kind_problem(src: Path) -> Optional[str]:
@@ -113,7 +112,7 @@ def import_nequip(model, output=None, dtype: Optional[str] = None) -> Path:
     if dtype and dtype != model_dtype:
         raise ValueError(f"{src}: --dtype {dtype} differs from the compiled model's {model_dtype}; nequip-compile "
                          f"fixes the dtype. Leave --dtype out, or train/compile with model_dtype: {dtype}")
-    wrapper = NequIPPotential(energy_model, species, cutoff)
+    wrapper = NequIPPotential(energy_model, species, cutoff, len(layers))
     export(wrapper, dst, species=species, cutoff=cutoff, interaction_range=len(layers) * cutoff,
            length_unit="angstrom", energy_unit="eV", dtype=model_dtype, name="nequip-import",
            description=(f"NequIP GNN imported from {src} ({len(layers)} layers, r_max {cutoff} A, {model_dtype}; "
