@@ -69,3 +69,29 @@ def test_float32_import_is_close_to_mace_float32(mace_python, mace_model, tmp_pa
     atoms = periodic()
     ref = foreign_reference(mace_python, "mace_side.py", mace_model, [atoms], tmp_path, "--float32")[0]
     assert_ase_equals(out, [atoms], [ref], tol=1e-4)
+
+
+def test_side_env_shadows_our_e3nn_and_reuses_our_torch(mace_python):
+    import torch
+
+    code = "import e3nn, torch; print(e3nn.__version__); print(torch.__file__)"
+    out = subprocess.run([str(mace_python), "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "0.4.4"  # the side env's own site-packages come before the main env's (e3nn 0.6)
+    assert out[1] == torch.__file__  # torch is the main env's, not downloaded again
+
+
+def test_side_env_is_created_once_by_concurrent_runs(tmp_path):
+    """Two processes ask for the same new side env at once: one creates it, the other waits and reuses it."""
+    import sys
+
+    code = ("from mlpot_plugins.importers.side_env import SideEnv; "
+            "print(SideEnv('probe', ['ase'], 'import ase').python())")
+    env = dict(__import__("os").environ, MLPOT_CACHE_DIR=str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    assert outs[0][0] == outs[1][0] and outs[0][0].strip().endswith("side-envs/probe/bin/python")
+    logs = outs[0][1] + outs[1][1]
+    assert logs.count("creating the side environment") == 1 and "waiting for another process" in logs
+    assert "installing 0 package(s)" in logs  # ase comes from the main env through the .pth file

@@ -63,7 +63,9 @@ class SideEnv:
 
     @property
     def spec(self) -> Dict[str, object]:
-        return {"requirements": self.requirements, "main_site": _main_site_dirs(),
+        from importlib import metadata
+
+        return {"requirements": self.requirements, "main_site": _main_site_dirs(), "torch": metadata.version("torch"),
                 "python": sys.version.split()[0], "base": sys.base_prefix}
 
     def _bin(self, root: Path) -> Path:
@@ -87,7 +89,7 @@ class SideEnv:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.parent / f".{self.name}.lock", "w") as lock:
             if not _try_lock(lock):
-                self.progress(f"waiting for another process creating the side environment {self.path}")
+                self.progress(f"waiting for another process that is making the side environment {self.path}")
                 fcntl.flock(lock, fcntl.LOCK_EX)
             if not self.is_ready():
                 self._create()
