@@ -134,5 +134,5 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("nequip", help="convert a NequIP model compiled with `nequip-compile --mode "
                                              "torchscript` (.nequip.pth) into an mlpot model file")
     p.add_argument("model", help="the .nequip.pth file written by nequip-compile --mode torchscript")
-    add_common_arguments(p)
+    add_common_arguments(p, side_env=False)  # a .nequip.pth needs torch only
     p.set_defaults(func=_cmd)

@@ -199,12 +199,13 @@ def check_dtype(dtype: Optional[str]) -> None:
                          "checking against the original) or float32 (faster)")
 
 
-def add_common_arguments(p) -> None:
+def add_common_arguments(p, side_env: bool = True) -> None:
     p.add_argument("-o", "--output", help="output model file (default: MODEL's name with -mlpot.pt, beside it)")
     p.add_argument("--dtype", choices=("float64", "float32"),
                    help="precision of the imported model (default: the foreign model's own)")
-    p.add_argument("--python", help="interpreter of an existing venv that has the foreign package installed "
-                                    "(default: a side environment mlpot creates once in its cache)")
+    if side_env:
+        p.add_argument("--python", help="interpreter of an existing venv that has the foreign package installed "
+                                        "(default: a side environment mlpot creates once in its cache)")
 
 
 def report(path: Path, meta: dict) -> None:
