@@ -11,7 +11,8 @@ Loading checks the metadata (``validate_metadata``) and then the module against 
 (``model_file.check_module_against_metadata``, mirrored by the LAMMPS plugin): cutoff, ensemble_size,
 uncertainty_scale and n_species (= len(species)) equal the module's attributes where it has them; every
 floating parameter and buffer has the metadata ``dtype``; the kind's method exists; atomistic
-committees export ``force_uncertainty``.
+committees export ``force_uncertainty``; a lattice module exporting ``compute_lattice_block`` has an
+integer ``halo`` equal to ``interaction_range``.
 
 Atomistic ``compute(positions, types, edge_index, shifts, n_local, need_virial, need_uncertainty)``
 -------------------------------------------------------------------------------------------------

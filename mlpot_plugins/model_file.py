@@ -117,6 +117,9 @@ class LoadedModel:
                 "exported before domain-decomposed lattice evaluation existed), so an engine cannot split its "
                 "lattice into blocks. Re-export it, keeping its weights, with `python -m "
                 f"mlpot_plugins.pretrained.reexport_holstein {self.path}`")
+        if isinstance(halo, bool) or int(halo) != halo:
+            raise ValueError(f"halo {halo!r} must be a whole number of sites; the model needs at least "
+                             f"{self.interaction_range:g} (metadata interaction_range)")
         return self._call(self.module.compute_lattice_block, Q_block, int(halo), bool(need_uncertainty))
 
     @staticmethod

@@ -187,3 +187,29 @@ def test_shipped_files_expose_the_block_method(name, halo):
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-5), (got - want).abs().max()
     if "energy" in ref:
         assert torch.allclose(energy, ref["energy"], rtol=1e-5)
+
+
+def test_fractional_halo_is_refused(models):
+    _, loaded = models["direct"]
+    with pytest.raises(ValueError, match=r"halo 3.5 must be a whole number of sites; the model needs at least 3"):
+        loaded.compute_lattice_block(torch.zeros(12, 12, dtype=torch.float64), 3.5, False)
+
+
+def test_reexport_of_a_trained_file_keeps_its_results(tmp_path):
+    """`python -m mlpot_plugins.pretrained.reexport_holstein MODEL.pt` on a file written by training: rewritten
+    in place, compute_lattice bit-identical and metadata unchanged (the script asserts both), block method on."""
+    from mlpot_plugins.holstein.train import export_committee
+    from mlpot_plugins.pretrained.reexport_holstein import main
+
+    torch.manual_seed(2)
+    m = D4LatticeForceField(P, channels=4, hidden=8, ensemble_size=2, energy_based=True)
+    m.uncertainty_scale = 1.7
+    config = dict(arch="conv", radius2=13, channels=4, hidden=8, ensemble_size=2, energy_based=True, name="mine",
+                  data_L=16, holstein=P)
+    path = export_committee(m, tmp_path / "mine.pt", config, {"rmse": 0.1})
+    before = mlpot_plugins.load(path).metadata
+    main([str(path)])
+    after = mlpot_plugins.load(path)
+    assert after.metadata == before and after.interaction_range == 6 and not list(tmp_path.glob(".*"))
+    with pytest.raises(ValueError, match="not a Holstein lattice model written by `mlpot holstein train`"):
+        main(["morse-cuau"])
