@@ -52,7 +52,8 @@ def interaction_halo(R: int, energy_based: bool) -> int:
 
 class LatticeForceFieldBase(nn.Module):
     """What every Holstein lattice model shares: exact elastic part, row-blocked evaluation of
-    ``outputs_padded`` (defined by the architecture) and the exported ``compute_lattice``."""
+    ``outputs_padded`` (defined by the architecture) and the exported ``compute_lattice`` and
+    ``compute_lattice_block`` (domain-decomposed blocks, contract Lattice section)."""
 
     def member_outputs(self, Qk: Tensor) -> Tensor:
         """[B, Kin, L, L] -> [K, B, L, L]: electronic forces (direct) or site energies (energy model)."""
@@ -104,7 +105,6 @@ class LatticeForceFieldBase(nn.Module):
             out["forces_std"] = (f_el.std(0, unbiased=False) * self.uncertainty_scale).reshape(Q.shape)
         return out
 
-
     @torch.jit.export
     def compute_lattice_block(self, Q_block: Tensor, halo: int, need_uncertainty: bool) -> Dict[str, Tensor]:
         """Forces on the interior [..., nx, ny] of a rectangular block [..., nx + 2 halo, ny + 2 halo] of Q with
@@ -147,8 +147,8 @@ class LatticeForceFieldBase(nn.Module):
         return out
 
     def member_forces_block(self, Qb: Tensor, nx: int, ny: int) -> Tuple[Tensor, Tensor]:
-        """Qb [B, nx + 2 halo, ny + 2 halo] (halo = self.halo: R direct, 2R energy model) -> (electronic forces [K, B, nx, ny] of the
-        interior, site energies [K, B, nx, ny] of the interior or empty). Direct: the outputs of the interior
+        """Qb [B, nx + 2 halo, ny + 2 halo] (halo = self.halo: R direct, 2R energy model) -> (electronic forces
+        [K, B, nx, ny] of the interior, site energies [K, B, nx, ny] of the interior or empty). Direct: the outputs of the interior
         need the R-site patch. Energy model: F_i = -d/dQ_i sum_j eps_j over every j whose patch holds i (j up
         to R sites from the interior), and those eps_j need their own patches (2R in all)."""
         R = self.R
