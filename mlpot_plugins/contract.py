@@ -11,7 +11,8 @@ Loading checks the metadata (``validate_metadata``) and then the module against 
 (``model_file.check_module_against_metadata``, mirrored by the LAMMPS plugin): cutoff, ensemble_size,
 uncertainty_scale and n_species (= len(species)) equal the module's attributes where it has them; every
 floating parameter and buffer has the metadata ``dtype``; the kind's method exists; atomistic
-committees export ``force_uncertainty``.
+committees export ``force_uncertainty``; a lattice module exporting ``compute_lattice_block`` has an
+integer ``halo`` equal to ``interaction_range``.
 
 Atomistic ``compute(positions, types, edge_index, shifts, n_local, need_virial, need_uncertainty)``
 -------------------------------------------------------------------------------------------------
@@ -61,7 +62,30 @@ Lattice ``compute_lattice(Q, need_uncertainty)``
 ------------------------------------------------
 ``Q`` [..., L, L] lattice displacement field; returns ``forces`` [..., L, L] (on-site forces), and with
 ``need_uncertainty`` ``forces_std`` [..., L, L]; energy-based models also return ``energy`` [...].
-Lattice and Hamiltonian parameters live in ``metadata["extra"]``.
+Lattice and Hamiltonian parameters live in ``metadata["extra"]``. ``cutoff`` is the patch radius.
+
+Lattice ``compute_lattice_block(Q_block, halo, need_uncertainty)`` (domain decomposition, optional)
+------------------------------------------------------------------------------------------------
+For engines that split the lattice into rectangular domains (LAMMPS ranks). ``Q_block``
+[..., nx + 2 halo, ny + 2 halo] holds a domain's nx x ny sites plus ``halo`` sites of its neighbours on every
+side (periodic images where the domain touches the lattice edge); the block's own edges are open (never
+wrapped). Returns, for the nx x ny interior only:
+
+``forces``        [..., nx, ny]     equal to ``compute_lattice`` of the whole periodic lattice on those sites
+                                    (fp64: 1e-12) for any split, whenever ``halo >= interaction_range``.
+``energy``        [...]             (energy-based models) the interior sites' share of the total energy:
+                                    the shares of a partition of the lattice add up to ``compute_lattice``'s.
+``member_forces`` [K, ..., nx, ny]  (``need_uncertainty``, ``ensemble_size > 1``) each member's forces.
+``forces_std``    [..., nx, ny]     (same) calibrated std over the members, as ``compute_lattice``.
+
+For a lattice model ``interaction_range`` is that minimal halo in sites (an integer; x and y alike): the
+largest lattice-axis offset a force depends on (the patch's floor(sqrt(radius2)) for direct models, twice
+that for energy-based ones, whose F_i = -dE/dQ_i collects site energies up to a patch away). A smaller halo
+raises ValueError naming the needed one. The module carries it as the integer attribute ``halo``, checked
+against the metadata on load. Files exported before this method existed (their ``interaction_range`` is
+the patch radius) still load and run ``compute_lattice``; asking them for the block method
+(``LoadedModel.compute_lattice_block``) raises ModelFormatError naming the fix: re-export with
+``python -m mlpot_plugins.pretrained.reexport_holstein MODEL.pt`` (weights unchanged).
 """
 from __future__ import annotations
 
@@ -74,6 +98,7 @@ SUPPORTED_FORMAT_VERSIONS = (1,)
 METADATA_FILE = "metadata.json"
 KINDS = ("atomistic", "lattice")
 METHOD_FOR_KIND = {"atomistic": "compute", "lattice": "compute_lattice"}
+LATTICE_BLOCK_METHOD = "compute_lattice_block"  # domain-decomposed lattice evaluation (see Lattice above)
 UNCERTAINTY_METHOD = "force_uncertainty"
 DTYPES = ("float32", "float64")
 LENGTH_UNITS = ("angstrom", "lattice")

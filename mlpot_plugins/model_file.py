@@ -55,8 +55,9 @@ def export(model: torch.nn.Module, path: PathLike, **metadata: Any) -> Path:
         meta.update(species=list(model.species), cutoff=float(model.cutoff),
                     length_unit="angstrom", energy_unit="eV")
     else:
+        # the halo compute_lattice_block needs (contract, Lattice); modules without the method: the patch radius
         meta.update(species=list(getattr(model, "species", [])), cutoff=float(getattr(model, "cutoff", 0.0)),
-                    interaction_range=float(getattr(model, "cutoff", 0.0)),
+                    interaction_range=float(getattr(model, "halo", getattr(model, "cutoff", 0.0))),
                     length_unit="lattice", energy_unit="t")
     meta.update(metadata)
     meta.setdefault("outputs", contract.outputs_for(kind, meta["ensemble_size"],
@@ -97,12 +98,37 @@ class LoadedModel:
 
     def compute(self, positions, types, edge_index, shifts, n_local: Optional[int] = None,
                 need_virial: bool = True, need_uncertainty: bool = False) -> Dict[str, torch.Tensor]:
-        """Call the contract method (atomistic kind). Outputs are detached: TorchScript's profiling executor
-        can hand back graph-attached tensors after it specialises a module that calls submodules."""
+        """Call the contract method (atomistic kind)."""
         n_local = positions.shape[0] if n_local is None else int(n_local)
+        return self._call(self.module.compute, positions, types, edge_index, shifts, n_local, need_virial,
+                          need_uncertainty)
+
+    def compute_lattice_block(self, Q_block: torch.Tensor, halo: int,
+                              need_uncertainty: bool = False) -> Dict[str, torch.Tensor]:
+        """Call the lattice block method (contract, Lattice): forces on the interior of a block with a halo of
+        ``halo`` >= ``interaction_range`` sites. Files exported before the method existed: ModelFormatError
+        naming the re-export command."""
+        if self.kind != "lattice":
+            raise ValueError(f"{self.path}: {contract.LATTICE_BLOCK_METHOD}() is for lattice models, this one is "
+                             f"{self.kind}. Use compute() with positions and a neighbour list")
+        if not hasattr(self.module, contract.LATTICE_BLOCK_METHOD):
+            raise ModelFormatError(
+                f"{self.path}: this lattice model file has no {contract.LATTICE_BLOCK_METHOD}() method (it was "
+                "exported before domain-decomposed lattice evaluation existed), so an engine cannot split its "
+                "lattice into blocks. Re-export it, keeping its weights, with `python -m "
+                f"mlpot_plugins.pretrained.reexport_holstein {self.path}`")
+        if isinstance(halo, bool) or int(halo) != halo:
+            raise ValueError(f"halo {halo!r} must be a whole number of sites; the model needs at least "
+                             f"{self.interaction_range:g} (metadata interaction_range)")
+        return self._call(self.module.compute_lattice_block, Q_block, int(halo), bool(need_uncertainty))
+
+    @staticmethod
+    def _call(method, *args) -> Dict[str, torch.Tensor]:
+        """A contract method, its outputs detached (TorchScript's profiling executor can hand back
+        graph-attached tensors once it specialises a module that calls submodules) and TorchScript errors
+        with the model's own message first."""
         try:
-            out = self.module.compute(positions, types, edge_index, shifts, n_local, need_virial,
-                                      need_uncertainty)
+            out = method(*args)
             return {key: value.detach() for key, value in out.items()}
         except Exception as exc:  # torch.jit.Error is no RuntimeError: surface the model's own message
             err = torchscript_error(exc)
@@ -280,7 +306,8 @@ def check_module_against_metadata(module, meta: Dict[str, Any], source: str) -> 
     For each of cutoff, ensemble_size, uncertainty_scale and n_species (= len(species), atomistic):
     if the module has the attribute it must equal the metadata value; every floating parameter and
     buffer has the metadata dtype; the kind's method exists; atomistic committees have
-    ``force_uncertainty``. Raises ModelFormatError naming the field and the fix.
+    ``force_uncertainty``; a lattice module with ``compute_lattice_block`` has ``halo`` = metadata
+    ``interaction_range``. Raises ModelFormatError naming the field and the fix.
     """
     method = contract.METHOD_FOR_KIND[meta["kind"]]
     if not hasattr(module, method):
@@ -292,11 +319,18 @@ def check_module_against_metadata(module, meta: Dict[str, Any], source: str) -> 
                                "(with @torch.jit.export force_uncertainty) or use ensemble_size=1")
     checks = {"cutoff": meta["cutoff"], "ensemble_size": meta["ensemble_size"],
               "uncertainty_scale": meta["uncertainty_scale"]}
+    fields = {attr: attr for attr in checks}  # module attribute -> metadata field
     if meta["kind"] == "atomistic":
-        checks["n_species"] = len(meta["species"])
+        checks["n_species"], fields["n_species"] = len(meta["species"]), "n_species"
+    elif hasattr(module, contract.LATTICE_BLOCK_METHOD):
+        if not hasattr(module, "halo"):
+            raise ModelFormatError(f"{source}: the module exports {contract.LATTICE_BLOCK_METHOD}() but has no "
+                                   "integer attribute 'halo' (the block halo it needs, = metadata "
+                                   "interaction_range). Add it to the model and re-export")
+        checks["halo"], fields["halo"] = meta["interaction_range"], "interaction_range"
     for attr, expected in checks.items():
         if hasattr(module, attr) and float(getattr(module, attr)) != float(expected):
-            raise ModelFormatError(f"{source}: metadata {attr}={expected} contradicts the module's "
+            raise ModelFormatError(f"{source}: metadata {fields[attr]}={expected} contradicts the module's "
                                    f"{attr}={getattr(module, attr)}. Re-export the model")
     named = list(module.named_parameters()) + list(module.named_buffers())
     bad = [(n, t.dtype) for n, t in named if t.is_floating_point() and str(t.dtype).replace("torch.", "") != meta["dtype"]]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as Fn
 from torch import Tensor, nn
 
-from .model import LatticeForceFieldBase, patch_offsets, site_level_terms
+from .model import LatticeForceFieldBase, interaction_halo, patch_offsets, site_level_terms
 
 # D4 on lattice offsets: 4 rotations, then the 4 reflections (x, y) -> (x, -y) composed with them
 D4 = [lambda x, y: (x, y), lambda x, y: (-y, x), lambda x, y: (-x, -y), lambda x, y: (y, -x),
@@ -94,6 +94,7 @@ class D4IrrepsForceField(LatticeForceFieldBase):
         self.ensemble_size: int = K
         self.uncertainty_scale: float = 1.0
         self.energy_based: bool = False
+        self.halo: int = interaction_halo(self.R, False)  # metadata interaction_range
         self.g: float = float(holstein["g"])
         self.k0: float = float(holstein["k0"])
         self.kappa: float = float(holstein["kappa"])

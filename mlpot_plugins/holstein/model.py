@@ -41,22 +41,35 @@ def site_level_terms(x: Tensor, R: int, Lx: int, Ly: int) -> Tuple[Tensor, Tenso
     return c, shift2
 
 
+def interaction_halo(R: int, energy_based: bool) -> int:
+    """The halo (in sites, per side) a block needs so its interior forces equal the periodic grid's: the
+    patch reaches R = floor(sqrt(radius2)) sites along a lattice axis ((R, 0) is in the patch); the level-shift
+    term and the elastic force reach 1 <= R. An energy model's F_i = -dE/dQ_i collects eps_j of every j whose
+    patch holds i (up to R away), and eps_j reads its own patch: 2R."""
+    reach = max(R, 1)
+    return 2 * reach if energy_based else reach
+
+
 class LatticeForceFieldBase(nn.Module):
     """What every Holstein lattice model shares: exact elastic part, row-blocked evaluation of
-    ``outputs_padded`` (defined by the architecture) and the exported ``compute_lattice``."""
+    ``outputs_padded`` (defined by the architecture) and the exported ``compute_lattice`` and
+    ``compute_lattice_block`` (domain-decomposed blocks, contract Lattice section)."""
 
     def member_outputs(self, Qk: Tensor) -> Tensor:
-        """[B, Kin, L, L] -> [K, B, L, L]: electronic forces (direct) or site energies (energy model).
-        Large lattices go in row blocks of ~block_sites sites so the intermediates stay in cache."""
+        """[B, Kin, L, L] -> [K, B, L, L]: electronic forces (direct) or site energies (energy model)."""
         L = Qk.shape[-1]
-        x = Fn.pad(Qk, [self.R, self.R, self.R, self.R], mode="circular")
-        rows = max(1, self.block_sites // (L * Qk.shape[0]))
-        if rows >= L:
-            return self.outputs_padded(x, L, L)
+        return self.outputs_blocked(Fn.pad(Qk, [self.R, self.R, self.R, self.R], mode="circular"), L, L)
+
+    def outputs_blocked(self, x: Tensor, Lx: int, Ly: int) -> Tensor:
+        """``outputs_padded`` of a padded [B, Kin, Lx + 2R, Ly + 2R] field -> [K, B, Lx, Ly]. Large fields go
+        in row blocks of ~block_sites sites so the intermediates stay in cache."""
+        rows = max(1, self.block_sites // (Ly * x.shape[0]))
+        if rows >= Lx:
+            return self.outputs_padded(x, Lx, Ly)
         outs: List[Tensor] = []
-        for r0 in range(0, L, rows):
-            nr = min(rows, L - r0)
-            outs.append(self.outputs_padded(x[:, :, r0:r0 + nr + 2 * self.R, :], nr, L))
+        for r0 in range(0, Lx, rows):
+            nr = min(rows, Lx - r0)
+            outs.append(self.outputs_padded(x[:, :, r0:r0 + nr + 2 * self.R, :], nr, Ly))
         return torch.cat(outs, 2)
 
     def biased_mlp(self, z: Tensor) -> Tensor:
@@ -92,6 +105,66 @@ class LatticeForceFieldBase(nn.Module):
             out["forces_std"] = (f_el.std(0, unbiased=False) * self.uncertainty_scale).reshape(Q.shape)
         return out
 
+    @torch.jit.export
+    def compute_lattice_block(self, Q_block: Tensor, halo: int, need_uncertainty: bool) -> Dict[str, Tensor]:
+        """Forces on the interior [..., nx, ny] of a rectangular block [..., nx + 2 halo, ny + 2 halo] of Q with
+        open edges, for engines that split the lattice into domains: equal to ``compute_lattice`` of the whole
+        periodic grid on those sites when ``halo >= self.halo`` (= metadata ``interaction_range``). With
+        ``need_uncertainty`` a committee also returns ``member_forces`` [K, ..., nx, ny] and ``forces_std``; the
+        energy model returns ``energy`` [...], the interior sites' share of the total energy."""
+        if Q_block.dim() < 2:
+            raise ValueError("Q_block must have shape [..., nx + 2 * halo, ny + 2 * halo]")
+        if halo < self.halo:
+            raise ValueError(f"halo {halo} is smaller than the model's interaction range: compute_lattice_block "
+                             f"needs a halo of at least {self.halo} sites on every side (metadata "
+                             f"interaction_range); pass a block with halo >= {self.halo}")
+        nx, ny = Q_block.shape[-2] - 2 * halo, Q_block.shape[-1] - 2 * halo
+        if nx < 1 or ny < 1:
+            raise ValueError(f"Q_block of shape {list(Q_block.shape)} has no interior sites for halo {halo}: "
+                             f"it needs more than 2 * halo = {2 * halo} sites in each of its last two dimensions")
+        lead = Q_block.shape[:-2]
+        h = self.halo  # crop the block to the halo the model needs
+        off = halo - h
+        Qb = Q_block.reshape(-1, Q_block.shape[-2], Q_block.shape[-1]).to(self.w1.dtype)
+        Qb = Qb[:, off:off + nx + 2 * h, off:off + ny + 2 * h]
+        if self.energy_based:
+            f_el, e_el = self.member_forces_block(Qb, nx, ny)
+        else:
+            with torch.no_grad():
+                f_el, e_el = self.member_forces_block(Qb, nx, ny)
+        Qi = Qb[:, h:h + nx, h:h + ny]
+        nn_sum = (Qb[:, h:h + nx, h - 1:h - 1 + ny] + Qb[:, h:h + nx, h + 1:h + 1 + ny]
+                  + Qb[:, h - 1:h - 1 + nx, h:h + ny] + Qb[:, h + 1:h + 1 + nx, h:h + ny])  # as in elastic()
+        f_elastic = -self.k0 * Qi - self.kappa * nn_sum
+        shape = lead + [nx, ny]
+        out: Dict[str, Tensor] = {"forces": (f_el.mean(0) + f_elastic).reshape(shape)}
+        if self.energy_based:
+            e_elastic = (0.5 * self.k0 * Qi * Qi + 0.5 * self.kappa * Qi * nn_sum).sum([-1, -2])
+            out["energy"] = (e_el.mean(0).sum([-1, -2]) + e_elastic).reshape(lead)
+        if need_uncertainty and self.ensemble_size > 1:
+            out["member_forces"] = (f_el + f_elastic.unsqueeze(0)).reshape([self.ensemble_size] + shape)
+            out["forces_std"] = (f_el.std(0, unbiased=False) * self.uncertainty_scale).reshape(shape)
+        return out
+
+    def member_forces_block(self, Qb: Tensor, nx: int, ny: int) -> Tuple[Tensor, Tensor]:
+        """Qb [B, nx + 2 halo, ny + 2 halo] (halo = self.halo: R direct, 2R energy model) -> (electronic forces
+        [K, B, nx, ny] of the interior, site energies [K, B, nx, ny] of the interior or empty). Direct: the outputs of the interior
+        need the R-site patch. Energy model: F_i = -d/dQ_i sum_j eps_j over every j whose patch holds i (j up
+        to R sites from the interior), and those eps_j need their own patches (2R in all)."""
+        R = self.R
+        if not self.energy_based:
+            return self.outputs_blocked(Qb.unsqueeze(1), nx, ny), torch.zeros(0, dtype=Qb.dtype, device=Qb.device)
+        K = self.ensemble_size
+        Qk = Qb.unsqueeze(1).expand(Qb.shape[0], K, Qb.shape[1], Qb.shape[2]).clone().detach()
+        Qk.requires_grad_(True)
+        eps = self.outputs_blocked(Qk, nx + 2 * R, ny + 2 * R)  # [K, B, nx + 2R, ny + 2R]
+        grads = torch.autograd.grad([eps.sum()], [Qk])
+        g = grads[0]
+        if g is None:
+            g = torch.zeros_like(Qk)
+        f = -g.transpose(0, 1)[:, :, 2 * R:2 * R + nx, 2 * R:2 * R + ny]
+        return f, eps.detach()[:, :, R:R + nx, R:R + ny]
+
 
 class D4LatticeForceField(LatticeForceFieldBase):
     def __init__(self, holstein: Dict[str, float], radius2: int = 13, channels: int = 16, hidden: int = 32,
@@ -114,6 +187,7 @@ class D4LatticeForceField(LatticeForceFieldBase):
         self.channels: int = C
         self.uncertainty_scale: float = 1.0
         self.energy_based: bool = bool(energy_based)
+        self.halo: int = interaction_halo(self.R, self.energy_based)  # metadata interaction_range
         self.g: float = float(holstein["g"])
         self.k0: float = float(holstein["k0"])
         self.kappa: float = float(holstein["kappa"])
