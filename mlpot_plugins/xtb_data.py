@@ -9,7 +9,7 @@ dipeptide, Ace-Ala-Nme, 22 atoms, started from the C7eq minimum) and small close
 
 * ``train`` / ``val`` / ``test``: trajectories at 300, 400, 500 and 600 K (independent random streams per
   set, so the same seed gives three different sets).
-* ``ood``: 1000 K; for ala2 started from φ/ψ = +60°/−60° (C7ax side, φ > 0), a region the 300–600 K runs
+* ``ood``: 1000 K; for ala2 started from φ/ψ = +80°/−60° (C7ax side, φ > 0), a region the 300–600 K runs
   from C7eq never reach.
 
 Energies in eV, forces in eV/Å. ``info`` per frame: system, set, seed, temperature (K), traj, md_step,
@@ -62,7 +62,7 @@ ALA2 = (
 ALA2_BONDS = ((0, 1), (1, 2), (1, 3), (1, 4), (4, 5), (4, 6), (6, 7), (6, 8), (8, 9), (8, 10), (10, 11),
               (10, 12), (10, 13), (8, 14), (14, 15), (14, 16), (16, 17), (16, 18), (18, 19), (18, 20), (18, 21))
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)  # C(ACE)-N-CA-C, N-CA-C-N(NME)
-OOD_PHI_PSI = (60.0, -60.0)
+OOD_PHI_PSI = (80.0, -60.0)  # C7ax side; a rigid rotation to (60, -60) puts O(ACE) 1.4 Å from H(NME)
 
 
 class XtbError(RunError):

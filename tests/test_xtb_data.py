@@ -86,7 +86,7 @@ def test_ood_is_hotter_and_in_another_backbone_region(files):
     for a in train + ood:
         assert np.allclose((a.info["phi"], a.info["psi"]), phi_psi(a), atol=1e-6)
     assert all(a.info["phi"] < -30 for a in train)  # C7eq basin
-    assert all(a.info["phi"] > 20 for a in ood)  # started at phi = +60: never visited from C7eq at <= 600 K
+    assert all(a.info["phi"] > 20 for a in ood)  # started at phi = +80: never visited from C7eq at <= 600 K
     assert {a.info["set"] for a in ood} == {"ood"}
 
 

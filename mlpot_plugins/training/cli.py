@@ -84,7 +84,7 @@ def register_cli(sub) -> None:
     q.add_argument("--system", default="ala2", help=f"one of {', '.join(xtb_data.SYSTEMS)}, or an .xyz/.extxyz/"
                    ".pdb file of one molecule (default ala2, alanine dipeptide)")
     q.add_argument("--set", default="train", choices=list(xtb_data.SETS),
-                   help="train/val/test: 300-600 K; ood: 1000 K (ala2: phi/psi started at +60/-60 deg)")
+                   help="train/val/test: 300-600 K; ood: 1000 K (ala2: phi/psi started at +80/-60 deg)")
     q.add_argument("--seed", type=nonneg_int, default=0)
     q.add_argument("--frames", type=positive_int, default=None,
                    help=f"number of frames (default {xtb_data.DEFAULT_FRAMES})")
