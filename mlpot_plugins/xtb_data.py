@@ -126,7 +126,7 @@ def start_structure(system: str, which: str) -> Atoms:
     return Atoms(atoms.numbers, positions=atoms.positions)
 
 
-def check_geometry(atoms: Atoms, what: str) -> None:
+def check_geometry(atoms: Atoms, what: str, fix: str = "fix the structure") -> None:
     """``XtbError`` if two atoms are closer than ``MIN_DISTANCE``."""
     if len(atoms) < 2:
         return
@@ -135,8 +135,7 @@ def check_geometry(atoms: Atoms, what: str) -> None:
     i, j = np.unravel_index(np.argmin(d), d.shape)
     if d[i, j] < MIN_DISTANCE:
         raise XtbError(f"{what}: atoms {i} ({atoms[i].symbol}) and {j} ({atoms[j].symbol}) are {d[i, j]:.3f} Å "
-                       f"apart (< {MIN_DISTANCE} Å), a broken geometry xTB cannot describe; fix the structure "
-                       "or lower --temperature")
+                       f"apart (< {MIN_DISTANCE} Å), a broken geometry xTB cannot describe; {fix}")
 
 
 @contextlib.contextmanager
@@ -172,14 +171,13 @@ def calculator(accuracy: float = 1.0):
     return TBLite(method="GFN2-xTB", verbosity=0, accuracy=accuracy)
 
 
-def _xtb_guard(what: str, fn):
+def _xtb_guard(what: str, fn, fix: str = "lower --temperature (the MD tore the molecule apart)"):
     from ase.calculators.calculator import CalculationFailed, InputError
 
     try:
         return fn()
     except (CalculationFailed, InputError) as exc:
-        raise XtbError(f"GFN2-xTB failed on {what}: {exc}; the geometry is broken (overlapping or dissociated "
-                       "atoms): fix the structure or lower --temperature") from None
+        raise XtbError(f"GFN2-xTB failed on {what}: {str(exc).rstrip('.')}; {fix}") from None
 
 
 def generate(system: str = "ala2", which: str = "train", seed: int = 0, frames: Optional[int] = None,
@@ -199,7 +197,8 @@ def generate(system: str = "ala2", which: str = "train", seed: int = 0, frames: 
     counts = [frames // len(temps) + (k < frames % len(temps)) for k in range(len(temps))]
     start = start_structure(system, which)
     check_geometry(start, f"the {system} start structure")
-    _xtb_guard(f"the {system} start structure", lambda: label(start, calculator()))
+    _xtb_guard(f"the {system} start structure", lambda: label(start, calculator()),
+               "fix the structure (overlapping or far-apart atoms; GFN2-xTB covers elements H to Rn)")
     rng = np.random.default_rng([seed, SETS.index(which)])
     source = f"GFN2-xTB via tblite {tblite_version()}"
     from tqdm import tqdm
@@ -215,14 +214,13 @@ def generate(system: str = "ala2", which: str = "train", seed: int = 0, frames: 
             def label_frame(atoms, step, t=t, traj=traj):
                 what = f"{system} {which} frame {len(out)} (trajectory {traj}, {t:g} K, MD step {step})"
                 atoms = round_to_written(atoms.copy())
-                check_geometry(atoms, what)
+                check_geometry(atoms, what, "lower --temperature")
                 info = dict(system=system, set=which, seed=seed, temperature=t, traj=traj, md_step=step,
                             frame=len(out), source=source, xtb_accuracy=LABEL_ACCURACY)
                 if system == "ala2":
                     info["phi"], info["psi"] = phi_psi(atoms)
                 frame = _xtb_guard(what, lambda: label(atoms, calculator(LABEL_ACCURACY), **info))
-                check_finite(frame.get_potential_energy(), f"xTB energy of {what}",
-                             "fix the structure or lower --temperature")
+                check_finite(frame.get_potential_energy(), f"xTB energy of {what}", "lower --temperature")
                 out.append(frame)
                 return frame
 
