@@ -12,7 +12,7 @@ dipeptide, Ace-Ala-Nme, 22 atoms, started from the C7eq minimum) and small close
 * ``ood``: 1000 K; for ala2 started from φ/ψ = +80°/−60° (C7ax side, φ > 0), a region the 300–600 K runs
   from C7eq never reach.
 
-Energies in eV, forces in eV/Å. ``info`` per frame: system, set, seed, temperature (K), traj, md_step,
+Energies in eV, forces in eV/Å. ``info`` per frame: config_type ("md<T>K"), system, set, seed, temperature (K), traj, md_step,
 frame, source ("GFN2-xTB via tblite <version>"), xtb_accuracy and, for ala2, phi/psi (degrees).
 """
 from __future__ import annotations
@@ -215,7 +215,7 @@ def generate(system: str = "ala2", which: str = "train", seed: int = 0, frames: 
                 what = f"{system} {which} frame {len(out)} (trajectory {traj}, {t:g} K, MD step {step})"
                 atoms = round_to_written(atoms.copy())
                 check_geometry(atoms, what, "lower --temperature")
-                info = dict(system=system, set=which, seed=seed, temperature=t, traj=traj, md_step=step,
+                info = dict(config_type=f"md{t:g}K", system=system, set=which, seed=seed, temperature=t, traj=traj, md_step=step,
                             frame=len(out), source=source, xtb_accuracy=LABEL_ACCURACY)
                 if system == "ala2":
                     info["phi"], info["psi"] = phi_psi(atoms)

@@ -50,6 +50,17 @@ def test_labels_equal_a_direct_tblite_call_on_the_written_geometry(files, name):
         assert np.abs(forces).max() > 0.05  # thermal frames, not a minimum
 
 
+def test_the_training_loader_reads_the_sets(files):
+    import torch
+
+    from mlpot_plugins.training.dataset import read_frames, to_structures
+
+    frames = read_frames(files["ala2"])
+    (s, _) = to_structures(frames, ["H", "C", "N", "O"], 4.0, torch.float64)
+    assert s.stress is None and s.volume == 0.0 and s.config_type in ("md300K", "md400K")
+    assert torch.equal(s.forces, torch.as_tensor(frames[0].get_forces()))
+
+
 def test_forces_are_minus_the_energy_gradient(files):
     atoms = ase.io.read(files["ala2"], index=1)
     calc = TBLite(method="GFN2-xTB", verbosity=0, accuracy=1e-4, cache_api=False)
