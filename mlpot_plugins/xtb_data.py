@@ -40,7 +40,8 @@ MIN_DISTANCE = 0.5  # Å: closer atoms make xTB return garbage (1e3 eV) or refus
 
 # closed-shell molecules of ase.build.molecule (name -> G2 formula)
 MOLECULES: Dict[str, str] = {"water": "H2O", "methane": "CH4", "ammonia": "NH3", "methanol": "CH3OH",
-                             "formamide": "HCONH2", "ethanol": "CH3CH2OH", "acetic-acid": "CH3COOH"}
+                             "methylamine": "H3CNH2", "formic-acid": "HCOOH", "ethanol": "CH3CH2OH",
+                             "acetic-acid": "CH3COOH", "acetamide": "CH3CONH2"}
 SYSTEMS = ("ala2",) + tuple(MOLECULES)
 
 # Ace-Ala-Nme (L-alanine), GFN2-xTB minimum near C7eq (phi -81 deg, psi 74 deg), built from standard internal

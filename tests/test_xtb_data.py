@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("tblite")
 
 from mlpot_plugins.cli import main as cli_main  # noqa: E402
-from mlpot_plugins.xtb_data import (ALA2_BONDS, LABEL_ACCURACY, OOD_PHI_PSI, TEMPERATURES, ala2,  # noqa: E402
+from mlpot_plugins.xtb_data import (ALA2_BONDS, LABEL_ACCURACY, MOLECULES, OOD_PHI_PSI, TEMPERATURES, ala2,  # noqa: E402
                                     generate, one_omp_thread, phi_psi, start_structure, tblite_version)
 from tblite.ase import TBLite  # noqa: E402
 
@@ -121,3 +121,13 @@ def test_ala2_structure_is_chemically_sensible(which):
     assert abs(phi - expected[0]) < 0.2 and abs(psi - expected[1]) < 0.2
     if which == "train":  # the hard-coded structure is the GFN2-xTB minimum
         assert np.abs(_direct(ala2())[1]).max() < 0.01  # eV/Å
+
+
+@pytest.mark.parametrize("name", sorted(MOLECULES))
+def test_every_named_molecule_is_a_closed_shell_hcno_molecule_xtb_can_label(name):
+    atoms = start_structure(name, "train")
+    assert set(atoms.get_chemical_symbols()) <= {"H", "C", "N", "O"} and atoms.numbers.sum() % 2 == 0
+    d = atoms.get_all_distances() + 9 * np.eye(len(atoms))
+    assert 0.9 <= d.min(axis=1).min() and d.min(axis=1).max() <= 1.6  # every atom bonded
+    energy, forces = _direct(atoms)
+    assert np.isfinite(energy) and np.abs(forces).max() < 2.0  # G2 (MP2) geometry: near the GFN2-xTB minimum
