@@ -198,8 +198,7 @@ def generate(system: str = "ala2", which: str = "train", seed: int = 0, frames: 
     counts = [frames // len(temps) + (k < frames % len(temps)) for k in range(len(temps))]
     start = start_structure(system, which)
     check_geometry(start, f"the {system} start structure")
-    _xtb_guard(f"the {system} start structure", lambda: label(start, calculator()),
-               "fix the structure (overlapping or far-apart atoms; GFN2-xTB covers elements H to Rn)")
+    calculator()  # tblite (and its OpenMP runtime) loaded before one_omp_thread pins it
     rng = np.random.default_rng([seed, SETS.index(which)])
     source = f"GFN2-xTB via tblite {tblite_version()}"
     from tqdm import tqdm
@@ -208,6 +207,8 @@ def generate(system: str = "ala2", which: str = "train", seed: int = 0, frames: 
     bar = tqdm(total=sum(WARMUP + n * EVERY for n in counts if n), desc=f"xTB MD {system} {which}", unit="step",
                disable=not progress)
     with one_omp_thread(), bar:
+        _xtb_guard(f"the {system} start structure", lambda: label(start, calculator()),
+                   "fix the structure (overlapping or far-apart atoms; GFN2-xTB covers elements H to Rn)")
         for traj, (t, n) in enumerate(zip(temps, counts)):
             if not n:
                 continue
