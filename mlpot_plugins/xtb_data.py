@@ -1,9 +1,10 @@
 """Deterministic molecular reference datasets labelled by GFN2-xTB through tblite (``mlpot data xtb``).
 
 Every frame is a function of (system, set, seed, frames, temperature) only: seeded Langevin MD driven by
-xTB (0.5 fs steps, friction 0.02/fs, 100 warm-up steps, one frame every 10 steps), each stored frame labelled
-by a fresh, tightly converged xTB calculation (SAD guess, accuracy 0.01) on its positions as written (8 decimals), with OpenMP pinned to one
-thread (bit-for-bit reproducible, and the fastest for molecules this small). Systems: ``ala2`` (alanine
+xTB (0.5 fs steps, friction 0.02/fs, 100 warm-up steps, one frame every 10 steps), each stored frame
+labelled by a fresh, tightly converged xTB calculation (SAD guess, accuracy 0.01) on its positions as
+written (8 decimals), with OpenMP pinned to one thread (bit-for-bit reproducible, and the fastest for
+molecules this small). Systems: ``ala2`` (alanine
 dipeptide, Ace-Ala-Nme, 22 atoms, started from the C7eq minimum) and small closed-shell H/C/N/O molecules
 (``MOLECULES``, from ``ase.build.molecule``), or any molecule read from an .xyz/.extxyz/.pdb file. Sets:
 
@@ -12,8 +13,8 @@ dipeptide, Ace-Ala-Nme, 22 atoms, started from the C7eq minimum) and small close
 * ``ood``: 1000 K; for ala2 started from φ/ψ = +80°/−60° (C7ax side, φ > 0), a region the 300–600 K runs
   from C7eq never reach.
 
-Energies in eV, forces in eV/Å. ``info`` per frame: config_type ("md<T>K"), system, set, seed, temperature (K), traj, md_step,
-frame, source ("GFN2-xTB via tblite <version>"), xtb_accuracy and, for ala2, phi/psi (degrees).
+Energies in eV, forces in eV/Å. ``info`` per frame: config_type ("md<T>K"), system, set, seed,
+temperature (K), traj, md_step, frame, source ("GFN2-xTB via tblite <version>"), xtb_accuracy and, for ala2, phi/psi (degrees).
 """
 from __future__ import annotations
 
@@ -217,8 +218,9 @@ def generate(system: str = "ala2", which: str = "train", seed: int = 0, frames: 
                 what = f"{system} {which} frame {len(out)} (trajectory {traj}, {t:g} K, MD step {step})"
                 atoms = round_to_written(atoms.copy())
                 check_geometry(atoms, what, "lower --temperature")
-                info = dict(config_type=f"md{t:g}K", system=system, set=which, seed=seed, temperature=t, traj=traj, md_step=step,
-                            frame=len(out), source=source, xtb_accuracy=LABEL_ACCURACY)
+                info = dict(config_type=f"md{t:g}K", system=system, set=which, seed=seed, temperature=t,
+                            traj=traj, md_step=step, frame=len(out), source=source,
+                            xtb_accuracy=LABEL_ACCURACY)
                 if system == "ala2":
                     info["phi"], info["psi"] = phi_psi(atoms)
                 frame = _xtb_guard(what, lambda: label(atoms, calculator(LABEL_ACCURACY), **info))

@@ -10,8 +10,9 @@ import pytest
 pytest.importorskip("tblite")
 
 from mlpot_plugins.cli import main as cli_main  # noqa: E402
-from mlpot_plugins.xtb_data import (ALA2_BONDS, LABEL_ACCURACY, MOLECULES, OOD_PHI_PSI, TEMPERATURES, ala2,  # noqa: E402
-                                    generate, one_omp_thread, phi_psi, start_structure, tblite_version)
+from mlpot_plugins.xtb_data import (ALA2_BONDS, LABEL_ACCURACY, MOLECULES, OOD_PHI_PSI,  # noqa: E402
+                                    TEMPERATURES, ala2, generate, one_omp_thread, phi_psi, start_structure,
+                                    tblite_version)
 from tblite.ase import TBLite  # noqa: E402
 
 
