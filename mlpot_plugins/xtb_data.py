@@ -37,6 +37,7 @@ DEFAULT_FRAMES = {"train": 200, "val": 50, "test": 50, "ood": 50}
 TIMESTEP_FS, FRICTION_PER_FS, EVERY, WARMUP = 0.5, 0.02, 10, 100
 LABEL_ACCURACY = 0.01  # tblite accuracy of the stored labels (SCF 100x tighter than the default 1.0 used for
 # the MD steps: force error ~3e-5 instead of ~2e-4 eV/Å against a converged finite difference)
+BOND_FACTOR = 1.5  # fragments: ala2 at 1000 K stretches to 1.19 x the covalent radii, at 6000 K it breaks
 MIN_DISTANCE = 0.5  # Å: closer atoms make xTB return garbage (1e3 eV) or refuse
 
 # closed-shell molecules of ase.build.molecule (name -> G2 formula)
@@ -140,6 +141,25 @@ def check_geometry(atoms: Atoms, what: str, fix: str = "fix the structure") -> N
                        f"apart (< {MIN_DISTANCE} Å), a broken geometry xTB cannot describe; {fix}")
 
 
+def fragments(atoms: Atoms) -> int:
+    """Number of connected pieces, atoms joined when closer than ``BOND_FACTOR`` x their covalent radii."""
+    from ase.data import covalent_radii
+    from scipy.sparse.csgraph import connected_components
+
+    r = covalent_radii[atoms.numbers]
+    return int(connected_components(atoms.get_all_distances() < BOND_FACTOR * (r[:, None] + r[None, :]),
+                                    directed=False)[0])
+
+
+def check_intact(atoms: Atoms, start_fragments: int, what: str) -> None:
+    """``XtbError`` if the MD broke the molecule into more pieces than it started with."""
+    n = fragments(atoms)
+    if n > start_fragments:
+        raise XtbError(f"{what}: the molecule came apart ({n} fragments, started as {start_fragments}; no atom "
+                       f"within {BOND_FACTOR} x the covalent radii of the rest), not the molecule the set "
+                       "promises; lower --temperature")
+
+
 @contextlib.contextmanager
 def one_omp_thread():
     """Pin every loaded libgomp to one thread (restored on exit): tblite's OpenMP on 22 atoms is 20x slower
@@ -199,6 +219,7 @@ def generate(system: str = "ala2", which: str = "train", seed: int = 0, frames: 
     counts = [frames // len(temps) + (k < frames % len(temps)) for k in range(len(temps))]
     start = start_structure(system, which)
     check_geometry(start, f"the {system} start structure")
+    start_fragments = fragments(start)
     calculator()  # tblite (and its OpenMP runtime) loaded before one_omp_thread pins it
     rng = np.random.default_rng([seed, SETS.index(which)])
     source = f"GFN2-xTB via tblite {tblite_version()}"
@@ -218,6 +239,7 @@ def generate(system: str = "ala2", which: str = "train", seed: int = 0, frames: 
                 what = f"{system} {which} frame {len(out)} (trajectory {traj}, {t:g} K, MD step {step})"
                 atoms = round_to_written(atoms.copy())
                 check_geometry(atoms, what, "lower --temperature")
+                check_intact(atoms, start_fragments, what)
                 info = dict(config_type=f"md{t:g}K", system=system, set=which, seed=seed, temperature=t,
                             traj=traj, md_step=step, frame=len(out), source=source,
                             xtb_accuracy=LABEL_ACCURACY)

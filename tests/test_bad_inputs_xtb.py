@@ -76,3 +76,13 @@ def test_scf_failure_in_md_is_a_clear_error(tmp_path, capsys):
     for w in ("GFN2-xTB failed on water train MD at 1e+07 K", "SCF not converged", "lower --temperature"):
         assert w in err, (w, err)
     assert not (tmp_path / "w.extxyz").exists()
+
+
+def test_a_molecule_coming_apart_is_a_clear_error(tmp_path, capsys):
+    """6000 K breaks water within the warm-up while the SCF still converges: stopped, not written as 'water'."""
+    code, err = run_cli(["data", "xtb", "--system", "water", "--frames", "3", "--temperature", "6000",
+                         "--no-progress", "--out", tmp_path / "w.extxyz"], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    for w in ("water train frame 0", "6000 K", "came apart (2 fragments, started as 1", "lower --temperature"):
+        assert w in err, (w, err)
+    assert not (tmp_path / "w.extxyz").exists()
