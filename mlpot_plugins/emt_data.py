@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.build import bulk, fcc100, fcc111
 from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+from .refdata import label, langevin_frames, write  # noqa: F401  (write: the dataset writer, used by the CLI)
 
 A_CU, A_AU = 3.61, 4.08
 TRAIN_TEMPERATURES = (300.0, 600.0, 900.0, 1200.0)
@@ -29,14 +28,7 @@ SETS = ("train", "ood-hot", "ood-compressed")
 
 def _label(atoms: Atoms, config_type: str) -> Atoms:
     """Copy ``atoms`` with EMT energy/forces/stress frozen in a SinglePointCalculator."""
-    atoms = atoms.copy()
-    atoms.calc = EMT()
-    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
-    stress = atoms.get_stress() if atoms.pbc.all() else None
-    atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, stress=stress)
-    atoms.info.pop("adsorbate_info", None)
-    atoms.info["config_type"] = config_type
-    return atoms
+    return label(atoms, EMT(), config_type=config_type)
 
 
 def _crystal(system: str, rng: np.random.Generator, repeat: int, scale: float = 1.0) -> Atoms:
@@ -53,16 +45,8 @@ def _crystal(system: str, rng: np.random.Generator, repeat: int, scale: float = 
 
 def _md_frames(atoms: Atoms, temperature: float, n_frames: int, every: int, rng: np.random.Generator,
                config_type: str) -> List[Atoms]:
-    atoms = atoms.copy()
-    atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    dyn = Langevin(atoms, 4.0 * units.fs, temperature_K=temperature, friction=0.02, rng=rng, fixcm=False)
-    dyn.run(3 * every)  # leave the perfect lattice
-    frames = []
-    for _ in range(n_frames):
-        dyn.run(every)
-        frames.append(_label(atoms, config_type))
-    return frames
+    return langevin_frames(atoms, EMT(), temperature, n_frames, every, rng,
+                           lambda a, step: _label(a, config_type))  # 3*every warm-up steps leave the lattice
 
 
 def _train_set(system: str, rng: np.random.Generator, scale: int) -> List[Atoms]:
@@ -117,11 +101,3 @@ def generate(system: str = "Cu", which: str = "train", seed: int = 0, scale: int
     if scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
     return BUILDERS[which](system, np.random.default_rng(seed), scale)
-
-
-def write(path: Path, frames: List[Atoms]) -> Path:
-    import ase.io
-
-    from .runsafe import atomic_write
-
-    return atomic_write(path, lambda tmp: ase.io.write(tmp, frames, format="extxyz"))

@@ -1,4 +1,4 @@
-"""Sub-commands ``mlpot train``, ``mlpot export`` and ``mlpot data emt`` (registered in cli.FEATURE_MODULES)."""
+"""Sub-commands ``mlpot train``, ``mlpot export`` and ``mlpot data emt|xtb`` (registered in cli.FEATURE_MODULES)."""
 from __future__ import annotations
 
 
@@ -39,9 +39,24 @@ def _cmd_data_emt(args) -> int:
     return 0
 
 
+def _cmd_data_xtb(args) -> int:
+    from ..runsafe import check_output
+    from ..xtb_data import generate, write
+
+    check_output(args.out, "dataset")
+    frames = generate(args.system, args.set, seed=args.seed, frames=args.frames, temperature=args.temperature,
+                      progress=not args.no_progress)
+    write(args.out, frames)
+    temps = sorted({a.info["temperature"] for a in frames})
+    print(f"wrote {len(frames)} {args.system} frames (set {args.set}, seed {args.seed}, "
+          f"{'/'.join(f'{t:g}' for t in temps)} K, {frames[0].info['source']}) to {args.out}")
+    return 0
+
+
 def register_cli(sub) -> None:
-    from ..cli_types import positive_int
+    from ..cli_types import nonneg_int, positive_float, positive_int
     from ..emt_data import BUILDERS, SYSTEMS
+    from .. import xtb_data
 
     p = sub.add_parser("train", help="train an equivariant potential from a YAML config")
     p.add_argument("config", help="YAML file with data/model/training/output sections (see docs/equivariant.md)")
@@ -65,3 +80,16 @@ def register_cli(sub) -> None:
     q.add_argument("--scale", type=positive_int, default=1, help="multiply the number of structures")
     q.add_argument("--out", required=True, help="output .extxyz file")
     q.set_defaults(func=_cmd_data_emt)
+    q = dsub.add_parser("xtb", help="deterministic GFN2-xTB (tblite) molecular dataset from Langevin MD (extxyz)")
+    q.add_argument("--system", default="ala2", help=f"one of {', '.join(xtb_data.SYSTEMS)}, or an .xyz/.extxyz/"
+                   ".pdb file of one molecule (default ala2, alanine dipeptide)")
+    q.add_argument("--set", default="train", choices=list(xtb_data.SETS),
+                   help="train/val/test: 300-600 K; ood: 1000 K (ala2: phi/psi started at +80/-60 deg)")
+    q.add_argument("--seed", type=nonneg_int, default=0)
+    q.add_argument("--frames", type=positive_int, default=None,
+                   help=f"number of frames (default {xtb_data.DEFAULT_FRAMES})")
+    q.add_argument("--temperature", type=positive_float, default=None,
+                   help="one MD temperature in K instead of the set's (300/400/500/600 K; ood 1000 K)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.add_argument("--out", required=True, help="output .extxyz file")
+    q.set_defaults(func=_cmd_data_xtb)
