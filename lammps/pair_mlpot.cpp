@@ -300,7 +300,7 @@ void load_torch_libraries(Error *error, const json &meta, const std::string &pat
       if (!dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL)) {  // never closed: torch keeps the classes
         const char *why = dlerror();
         error->all(FLERR, "pair_style mlpot: model '{}' needs the TorchScript extension library {} of Python "
-                          "module '{}', which cannot be loaded ({}); install it in this environment (pip "
+                          "module '{}', which cannot be loaded ({}); install its package in this environment (pip "
                           "install {}) or re-import the model with `mlpot import` where it is installed",
                    path, lib, module, why ? why : "unknown dlopen error",
                    allowed[module]["package"].get<std::string>());

@@ -176,16 +176,9 @@ def test_energy_ensemble_becomes_a_committee(tmp_path):
 
 def test_energy_ensemble_uncertainty_live_in_lammps(tmp_path, plugin):
     """compute mlpot/atom on 2 ranks gives the imported ensemble's per-atom force std (= ASE's)."""
-    from lammps_util import read_dump, run_lmp, write_data
-    from test_lammps_mpi import UNCERTAINTY, deck
+    from test_lammps_mpi import assert_two_rank_std_equals_ase
 
     src = save_tiny_eam(tmp_path / "ens.pt", ensemble_scales=(0.9, 1.0, 1.15))
     out = tmp_path / "ens-imported.pt"
     assert main(["import", "metatomic", src, "-o", str(out)]) == 0
-    atoms = cuau((3, 3, 3), seed=2)
-    write_data(tmp_path / "system.data", atoms)
-    run_lmp(deck(plugin, out, UNCERTAINTY), tmp_path, 2)
-    atoms.calc = MLPotCalculator(out)
-    ref = atoms.calc.get_property("forces_std", atoms)
-    assert ref.min() > 5e-5
-    np.testing.assert_allclose(read_dump(tmp_path / "dump.atoms")["c_u"], ref, rtol=1e-10)
+    assert_two_rank_std_equals_ase(tmp_path, plugin, out, cuau((3, 3, 3), seed=2), min_std=5e-5)
