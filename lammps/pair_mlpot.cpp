@@ -22,12 +22,14 @@
 #include "mlpot_units.h"
 
 #include <ATen/Parallel.h>
+#include <caffe2/serialize/inline_container.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <dlfcn.h>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -37,6 +39,11 @@ using namespace LAMMPS_NS;
 
 #ifndef MLPOT_PRETRAINED_DIR
 #define MLPOT_PRETRAINED_DIR ""
+#endif
+// the extension providers a model may ask to load, generated from mlpot_plugins.contract.TORCH_EXTENSIONS
+// by the plugin build (mlpot_plugins.lammps.torch_extensions_literal): {module: {"libraries", "package"}}
+#ifndef MLPOT_TORCH_EXTENSIONS
+#define MLPOT_TORCH_EXTENSIONS "{}"
 #endif
 
 struct PairMLPot::Model {
@@ -252,6 +259,57 @@ void PairMLPot::settings(int narg, char **arg)
   }
 }
 
+namespace {
+/* torch_libraries of the metadata (contract): dlopen each listed library of an allowed extension provider
+   (the rule of mlpot_plugins.contract.validate_metadata), in order, globally, never closed */
+void load_torch_libraries(Error *error, const json &meta, const std::string &path)
+{
+  if (!meta.contains("torch_libraries")) return;
+  const json &libs = meta["torch_libraries"];
+  const json allowed = json::parse(MLPOT_TORCH_EXTENSIONS);
+  const std::string fix = "re-import the model with `mlpot import`";
+  auto is_entry = [](const json &e) {
+    if (!e.is_object() || !e.contains("python_module") || !e["python_module"].is_string() ||
+        !e.contains("shared_libraries") || !e["shared_libraries"].is_array())
+      return false;
+    const json &files = e["shared_libraries"];
+    return std::all_of(files.begin(), files.end(), [](const json &p) { return p.is_string(); });
+  };
+  if (!libs.is_array() || !std::all_of(libs.begin(), libs.end(), is_entry))
+    error->all(FLERR, "pair_style mlpot: metadata.json of model '{}': field 'torch_libraries' must be a list of "
+                      "{{\"python_module\": string, \"shared_libraries\": [string, ...]}}, got {}; {}", path,
+               libs.dump(), fix);
+  for (const json &entry : libs) {
+    const std::string module = entry["python_module"].get<std::string>();
+    std::vector<std::string> odd;
+    for (const json &p : entry["shared_libraries"]) {
+      std::string file = p.get<std::string>();
+      std::replace(file.begin(), file.end(), '\\', '/');
+      file = file.substr(file.rfind('/') + 1);
+      const bool known = allowed.contains(module) &&
+          std::find(allowed[module]["libraries"].begin(), allowed[module]["libraries"].end(), file) !=
+              allowed[module]["libraries"].end();
+      if (!known) odd.push_back(p.get<std::string>());
+    }
+    if (!allowed.contains(module) || !odd.empty())
+      error->all(FLERR, "pair_style mlpot: model '{}': torch_libraries asks to load '{}' [{}], which is not a "
+                        "known extension provider ({}); loading it would run unknown native code; {}", path,
+                 module, join(odd), allowed.dump(), fix);
+    for (const json &p : entry["shared_libraries"]) {
+      const std::string lib = p.get<std::string>();
+      if (!dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL)) {  // never closed: torch keeps the classes
+        const char *why = dlerror();
+        error->all(FLERR, "pair_style mlpot: model '{}' needs the TorchScript extension library {} of Python "
+                          "module '{}', which cannot be loaded ({}); install its package in this environment (pip "
+                          "install {}) or re-import the model with `mlpot import` where it is installed",
+                   path, lib, module, why ? why : "unknown dlopen error",
+                   allowed[module]["package"].get<std::string>());
+      }
+    }
+  }
+}
+}  // namespace
+
 void PairMLPot::load_model(const std::string &path_in)
 {
   std::string path = path_in;
@@ -297,14 +355,21 @@ void PairMLPot::load_model(const std::string &path_in)
   // one (same setting as mlpot_plugins.model_file.use_dynamic_shapes on the Python side)
   torch::jit::FusionStrategy strategy = {{torch::jit::FusionBehavior::DYNAMIC, 2}};
   torch::jit::setFusionStrategy(strategy);
-  torch::jit::ExtraFilesMap extra{{"metadata.json", ""}};
-  try {
-    m->module = torch::jit::load(path, m->device, extra);
-  } catch (const std::exception &e) {
+  auto corrupt = [&](const std::exception &e) {
     error->all(FLERR, "pair_style mlpot: model file '{}' is corrupt: torch cannot load it ({}); re-export it "
                       "with mlpot_plugins.export()", path, torch_message(e));
+  };
+  // metadata.json is read before torch::jit::load: its torch_libraries must be loaded for the load to work
+  std::string text;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    if (reader.hasRecord("extra/metadata.json")) {
+      auto record = reader.getRecord("extra/metadata.json");
+      text.assign(static_cast<const char *>(std::get<0>(record).get()), std::get<1>(record));
+    }
+  } catch (const std::exception &e) {
+    corrupt(e);
   }
-  const std::string &text = extra["metadata.json"];
   if (text.empty())
     error->all(FLERR, "pair_style mlpot: model file '{}' has no metadata.json; it was not written by "
                       "mlpot_plugins.export(), re-export it", path);
@@ -359,6 +424,13 @@ void PairMLPot::load_model(const std::string &path_in)
                       "{}, interaction_range {}, ensemble_size {}, uncertainty_scale {} (need species, cutoff "
                       "> 0, interaction_range >= cutoff, ensemble_size >= 1, uncertainty_scale > 0); {}",
                path, join(species), cutoff_model, range_model, nmembers, unc_scale, fix);
+
+  load_torch_libraries(error, meta, path);
+  try {
+    m->module = torch::jit::load(path, m->device);
+  } catch (const std::exception &e) {
+    corrupt(e);
+  }
 
   // the metadata against the module itself: the rule of mlpot_plugins.model_file.check_module_against_metadata
   torch::jit::Module &mod = m->module;

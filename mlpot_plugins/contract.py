@@ -114,6 +114,11 @@ TORCH_EXTENSIONS: Dict[str, tuple] = {
     "metatomic.torch": ("libmetatensor.so", "libmetatensor_torch.so", "libmetatomic_torch.so"),
 }
 
+
+def extension_package(module: str) -> str:
+    """The pip package that provides an extension module of ``TORCH_EXTENSIONS`` (for install hints)."""
+    return module.split(".")[0] + ("-torch" if module.endswith(".torch") else "")
+
 REQUIRED_FIELDS: Dict[str, type] = {
     "format_version": int,
     "kind": str,

@@ -116,7 +116,17 @@ def _compile_flags(cfg: dict, torch: bool) -> List[str]:
     if torch:
         flags += [f"-isystem{p}" for p in cfg["torch_include"]]
         flags.append(f'-DMLPOT_PRETRAINED_DIR="{cfg["pretrained"]}"')
+        flags.append(f"-DMLPOT_TORCH_EXTENSIONS={torch_extensions_literal()}")
     return flags
+
+
+def torch_extensions_literal() -> str:
+    """The plugin's allowlist of TorchScript extension libraries, ``contract.TORCH_EXTENSIONS`` (its one
+    source), as a C string literal of JSON: ``{module: {"libraries": [file names], "package": pip name}}``."""
+    from .contract import TORCH_EXTENSIONS, extension_package
+
+    table = {m: {"libraries": list(libs), "package": extension_package(m)} for m, libs in TORCH_EXTENSIONS.items()}
+    return json.dumps(json.dumps(table, sort_keys=True, separators=(",", ":")))
 
 
 def cache_root() -> Path:
@@ -298,7 +308,7 @@ def _compile(out_dir: Path, quiet: bool) -> None:
                     bar.update(1)
                 lib = str(cfg["torch_lib"])
                 link = [*cxx, "-shared", "-o", str(Path(tmp) / PLUGIN_NAME), *objects, f"-L{lib}",
-                        f"-Wl,-rpath,{lib}", "-Wl,--no-as-needed", "-ltorch", "-ltorch_cpu", "-lc10"]
+                        f"-Wl,-rpath,{lib}", "-Wl,--no-as-needed", "-ltorch", "-ltorch_cpu", "-lc10", "-ldl"]
                 procs.append(_start(link))
                 log, _ = procs[-1].communicate()
                 if procs[-1].returncode:

@@ -269,10 +269,9 @@ def load_torch_libraries(path: Path) -> None:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            package = module.split(".")[0] + ("-torch" if module.endswith(".torch") else "")
             raise ModelFormatError(f"{path}: the model needs the TorchScript extensions of Python module "
                                    f"{module!r}, which is not importable here ({exc}). Install it in this "
-                                   f"environment (`pip install {package}`)") from None
+                                   f"environment (`pip install {contract.extension_package(module)}`)") from None
 
 
 _TS_ERROR = re.compile(r"^(?:builtins\.)?([A-Za-z_][\w.]*(?:Error|Exception)): ", re.M)

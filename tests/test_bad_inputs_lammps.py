@@ -143,6 +143,20 @@ CASES = {
     "units kcal": (bad_model(edit=meta(energy_unit="kcal/mol")), "", None, {}, ["angstrom and eV"]),
     "negative cutoff": (bad_model(edit=meta(cutoff=-1.0, interaction_range=-1.0)), "", None, {},
                         ["invalid values", "cutoff > 0"]),
+    # torch_libraries (contract): only the allowlisted providers' files, dlopened before torch::jit::load
+    "extension library missing": (bad_model(edit=meta(torch_libraries=[
+        {"python_module": "metatomic.torch", "shared_libraries": ["/no/such/dir/libmetatensor.so"]}])), "", None, {},
+        ["bad.pt", "/no/such/dir/libmetatensor.so", "No such file", "'metatomic.torch'",
+         "pip install metatomic-torch", "mlpot import"]),
+    "extension module not allowed": (bad_model(edit=meta(torch_libraries=[
+        {"python_module": "evil.torch", "shared_libraries": ["/tmp/libevil.so"]}])), "", None, {},
+        ["bad.pt", "asks to load 'evil.torch'", "not a known extension provider", "libmetatomic_torch.so",
+         "unknown native code", "mlpot import"]),
+    "extension library not allowed": (bad_model(edit=meta(torch_libraries=[
+        {"python_module": "metatomic.torch", "shared_libraries": ["/tmp/libevil.so"]}])), "", None, {},
+        ["asks to load 'metatomic.torch' [/tmp/libevil.so]", "not a known extension provider"]),
+    "torch_libraries not a list": (bad_model(edit=meta(torch_libraries="metatomic.torch")), "", None, {},
+                                   ["field 'torch_libraries' must be a list of", "mlpot import"]),
     # metadata.json against the module itself (the rule of mlpot_plugins.model_file.load)
     "cutoff vs module": (bad_model(edit=meta(cutoff=4.0, interaction_range=4.0)), "", None, {},
                          ["cutoff = 4", "module has cutoff = 5", "re-export"]),

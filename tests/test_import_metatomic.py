@@ -85,20 +85,19 @@ def test_openmm_python_backend_agrees(imported):
 
 @pytest.mark.parametrize("variant", ["half-list", "two-hop"])  # two-hop: full list and ghost centres
 def test_lammps_one_and_two_ranks(tmp_path, plugin, variant):
-    """The C++ engine loads the listed extension libraries in order (here LD_PRELOAD stands in for the
-    plugin's dlopen of `torch_libraries`) and then agrees with metatomic's ASE calculator."""
+    """The C++ engine dlopens the model's `torch_libraries` itself (no LD_PRELOAD, no metatomic import in
+    lmp) and then agrees with metatomic's ASE calculator."""
     from lammps_util import read_dump, run_lmp, write_data
     from test_lammps_mpi import SNAPSHOT, deck, results
 
     src, out = import_tiny(tmp_path, variant)
     atoms = cuau((3, 3, 3), seed=4, rattle=0.1)
-    libs = load(out).metadata["torch_libraries"][0]["shared_libraries"]
     got = {}
     for n in (1, 2):
         work = tmp_path / f"n{n}"
         work.mkdir()
         write_data(work / "system.data", atoms)
-        res = run_lmp(deck(plugin, out, SNAPSHOT), work, n, env={"LD_PRELOAD": ":".join(libs)})
+        res = run_lmp(deck(plugin, out, SNAPSHOT), work, n)
         got[n] = results(res.stdout), read_dump(work / "dump.atoms")
     atoms.calc = MetatomicCalculator(src)
     assert got[1][0]["pe"] == pytest.approx(atoms.get_potential_energy(), rel=1e-10)
@@ -177,17 +176,9 @@ def test_energy_ensemble_becomes_a_committee(tmp_path):
 
 def test_energy_ensemble_uncertainty_live_in_lammps(tmp_path, plugin):
     """compute mlpot/atom on 2 ranks gives the imported ensemble's per-atom force std (= ASE's)."""
-    from lammps_util import read_dump, run_lmp, write_data
-    from test_lammps_mpi import UNCERTAINTY, deck
+    from test_lammps_mpi import assert_two_rank_std_equals_ase
 
     src = save_tiny_eam(tmp_path / "ens.pt", ensemble_scales=(0.9, 1.0, 1.15))
     out = tmp_path / "ens-imported.pt"
     assert main(["import", "metatomic", src, "-o", str(out)]) == 0
-    libs = load(out).metadata["torch_libraries"][0]["shared_libraries"]
-    atoms = cuau((3, 3, 3), seed=2)
-    write_data(tmp_path / "system.data", atoms)
-    run_lmp(deck(plugin, out, UNCERTAINTY), tmp_path, 2, env={"LD_PRELOAD": ":".join(libs)})
-    atoms.calc = MLPotCalculator(out)
-    ref = atoms.calc.get_property("forces_std", atoms)
-    assert ref.min() > 5e-5
-    np.testing.assert_allclose(read_dump(tmp_path / "dump.atoms")["c_u"], ref, rtol=1e-10)
+    assert_two_rank_std_equals_ase(tmp_path, plugin, out, cuau((3, 3, 3), seed=2), min_std=5e-5)
