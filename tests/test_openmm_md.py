@@ -43,7 +43,7 @@ def test_example_script_runs(tmp_path):
     from mlpot_plugins.openmm import read_uncertainty
 
     script = Path(__file__).resolve().parents[1] / "examples" / "openmm_cu_md.py"
-    run = subprocess.run([sys.executable, str(script), "--steps", "20", "--threshold", "50",
+    run = subprocess.run([sys.executable, str(script), "--steps", "20", "--report", "10", "--threshold", "50",
                           "--out", str(tmp_path / "a")],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -51,7 +51,7 @@ def test_example_script_runs(tmp_path):
     rec = read_uncertainty(tmp_path / "a" / "uncertainty.npy")
     steps, stds = rec["step"], rec["forces_std"]
     assert steps.tolist() == [10, 20] and stds[0].shape == (107,)
-    run = subprocess.run([sys.executable, str(script), "--steps", "20", "--threshold", "1e-6",
+    run = subprocess.run([sys.executable, str(script), "--steps", "20", "--report", "10", "--threshold", "1e-6",
                           "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "stopped: step 10: per-atom force std exceeds the threshold" in run.stdout

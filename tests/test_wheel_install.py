@@ -111,10 +111,9 @@ mass 1 63.546
 pair_style mlpot morse-cuau-committee
 pair_coeff * * Cu
 compute u all mlpot/atom
-compute umax all reduce max c_u
-thermo_style custom step pe c_umax
+thermo_style custom step pe c_u[1]
 run 0
-print "RESULT $(pe:%.17g) $(c_umax:%.17g)"
+print "RESULT $(pe:%.17g) $(c_u[1]:%.17g)"
 write_dump all custom positions.dump id x y z modify sort id format float %.17g
 """
 
