@@ -394,7 +394,7 @@ train_case("train-epochs-0", "error", ["epochs"], {"training": {"epochs": 0}})
 train_case("train-batch-0", "error", ["batch_size"], {"training": {"batch_size": 0}})
 train_case("train-lr-neg", "error", ["lr"], {"training": {"lr": -1.0}})
 train_case("train-val-fraction", "error", ["val_fraction"], {"training": {"val_fraction": 1.5}})
-train_case("train-diverge", "error", ["non-finite|nan|diverg", "lr"], {"training": {"lr": 1.0e8, "epochs": 3}},
+train_case("train-diverge", "error", ["non-finite|nan|diverg", "lr|learning rate"], {"training": {"lr": 1.0e8, "epochs": 3}},
            timeout=150)
 train_case("train-data-missing", "error", ["nowhere.extxyz", "does not exist|not found"],
            {"data": {"train": "/nonexistent/nowhere.extxyz"}})
@@ -558,7 +558,7 @@ case("htrain-batch-0", "mlpot holstein train", "error", ["batch"], cli=HTRAIN + 
 case("htrain-ensemble-0", "mlpot holstein train", "error", ["ensemble"],
      cli=["mlpot", "holstein", "train", "--data", "{F}/hdata.pt", "--ensemble", "0", "--epochs", "1", "--out",
           "{W}/m.pt"])
-case("htrain-lr-nan", "mlpot holstein train", "error", ["lr"], cli=HTRAIN + ["--epochs", "1", "--lr", "nan",
+case("htrain-lr-nan", "mlpot holstein train", "error", ["lr|learning rate"], cli=HTRAIN + ["--epochs", "1", "--lr", "nan",
                                                                              "--out", "{W}/m.pt"])
 case("htrain-out-missing-dir", "mlpot holstein train", "ok_or_error", ["nodir|director|exist"], fast=25,
      cli=HTRAIN + ["--epochs", "40", "--out", "{W}/nodir/x.pt"], timeout=150,
@@ -571,7 +571,7 @@ case("htrain-data-is-model", "mlpot holstein train", "error", ["lattice.pt", "da
      cli=["mlpot", "holstein", "train", "--data", "{F}/lattice.pt", "--out", "{W}/m.pt"])
 case("htrain-device-cuda", "mlpot holstein train", "error", ["cuda"],
      cli=HTRAIN + ["--epochs", "1", "--device", "cuda", "--out", "{W}/m.pt"])
-case("htrain-diverge", "mlpot holstein train", "error", ["non-finite|nan|diverg", "lr"],
+case("htrain-diverge", "mlpot holstein train", "error", ["non-finite|nan|diverg", "lr|learning rate"],
      cli=HTRAIN + ["--epochs", "3", "--lr", "1e8", "--out", "{W}/m.pt"], timeout=150)
 case("hana-missing", "mlpot holstein analyze", "error", ["nowhere", "not exist|not found"],
      cli=["mlpot", "holstein", "analyze", "{W}/nowhere"])
@@ -644,7 +644,7 @@ lcase("lmp-meta-notobj", "error", ["meta_notobj.pt", "metadata"], forbid=[r"json
 lcase("lmp-meta-cutoff", "error", ["cutoff"], model="{F}/meta_cutoff.pt")
 lcase("lmp-meta-cutoff-big", "error", ["cutoff"], model="{F}/meta_cutoff_big.pt")
 lcase("lmp-meta-ens-small", "error", ["ensemble"], model="{F}/meta_ens_small.pt",
-      extra="compute u all mlpot/atom\nthermo_style custom step pe c_u[1]")
+      extra="compute u all mlpot/atom\ndump d all custom 1 d.txt id c_u")
 lcase("lmp-meta-ens-big", "error", ["ensemble"], model="{F}/meta_ens_big.pt",
       extra="compute u all mlpot/atom\ndump d all custom 1 d.txt id c_u")
 lcase("lmp-meta-ens-big-2r", "error", ["ensemble"], model="{F}/meta_ens_big.pt model_devi devi.out every 1",
@@ -686,17 +686,18 @@ lcase("lmp-no-coeff", "error", ["pair_coeff|coeff"], coeff="")
 lcase("lmp-units-real", "ok", [], units="real")
 lcase("lmp-units-lj", "error", ["units", "metal|real"], units="lj")
 lcase("lmp-units-si", "error", ["units", "metal|real"], units="si")
-lcase("lmp-units-after", "error", ["units", "pair_style"], extra="units real")
+lcase("lmp-units-after", "error", ["units"], extra="units real")
 lcase("lmp-newton-off", "error", ["newton"], pre="newton off")
 lcase("lmp-coincident", "error", ["coincident|overlap|same position|too close|distance"], data="coincident.data")
 lcase("lmp-coincident-2r", "error", ["coincident|overlap|same position|too close|distance"],
       data="coincident.data", nprocs=2)
 lcase("lmp-compute-no-pair", "error", ["mlpot"], model="{F}/morse.pt", extra="pair_style zero 6.0\npair_coeff * *\n"
-      "compute u all mlpot/atom\nthermo_style custom step pe c_u[1]")
+      "compute u all mlpot/atom\ndump d all custom 1 d.txt id c_u")
 lcase("lmp-compute-single", "error", ["committee|ensemble"], model="{F}/morse.pt",
       extra="compute u all mlpot/atom\ndump d all custom 1 d.txt id c_u")
 lcase("lmp-compute-before-run", "error", ["run"], model="{F}/committee.pt",
-      extra="compute u all mlpot/atom\nvariable m equal max(c_u)\nprint \"${m}\"", run="0")
+      extra="compute u all mlpot/atom\ncompute r all reduce max c_u\nvariable m equal c_r\nprint \"${m}\"",
+      run="0")
 # re-issued pair_style with a bigger committee (heap overflow in the first-K sized buffer)
 lcase("lmp-reissue-bigger-K", "ok", [], model="{F}/morse.pt",
       extra="run 0\npair_style mlpot {F}/committee.pt model_devi devi.out every 1\npair_coeff * * Cu Au\n"
@@ -881,6 +882,7 @@ EXTENDED = {"info-empty", "info-notobj", "info-meta-species", "info-meta-version
             "omm-bad-backend", "ase-device-bad", "ase-truncated", "htrain-ensemble-0", "plugin-truncated-so-cli",
             "plugin-empty-so-lmp"}
 assert EXTENDED <= {c["id"] for c in CASES}
+ALL_IDS = [c["id"] for c in CASES]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -985,11 +987,13 @@ def message_of(c, res):
             k = res["stderr"].index(exc[0])
             text = res["stderr"][k + 4:]
             return text, exc[0][4:]
-    if any(l.startswith("Traceback") for l in lines):
+    if "Traceback (most recent call last)" in res["stderr"]:
         last = [l for l in lines if re.match(r"^[A-Za-z_.]+(Error|Exception|Interrupt)\b", l)]
         return "\n".join(lines), (last[-1] if last else lines[-1])
     text = "\n".join(lines + clean_lines(res["stdout"])[-5:])
-    return text, (lines[0] if lines else (clean_lines(res["stdout"]) or [""])[-1])
+    plain = [l for l in lines if not re.search(r"Warning\b|warnings\.warn", l)]
+    errs = [l for l in plain if re.search(r"error", l, re.I)]
+    return text, (errs or plain or lines or clean_lines(res["stdout"])[-1:] or [""])[0]
 
 
 def classify(c, res, ctx):
@@ -1032,7 +1036,7 @@ def classify(c, res, ctx):
     # it failed
     if c["expect"] == "ok":
         return "raw", "refused a valid input: " + first
-    if re.search(r"^Traceback", res["stderr"], re.M):
+    if "Traceback (most recent call last)" in res["stderr"]:
         return "raw", "Python traceback"
     for f in c["forbid"]:
         if re.search(f, first if f.startswith("^") else text, re.I | re.M):
@@ -1098,6 +1102,8 @@ def main(argv=None):
     ap.add_argument("--keep", action="store_true", help="keep the work folders")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("--all", action="store_true", help="also the extended cases")
+    ap.add_argument("--update", action="store_true",
+                    help="merge into an existing --json of the same commit (re-measure a subset with --only)")
     args = ap.parse_args(argv)
     cases = [c for c in CASES if (args.all or c["id"] not in EXTENDED) and (not args.only or re.search(args.only, c["id"]))]
     if args.list:
@@ -1137,19 +1143,31 @@ def main(argv=None):
             results.append(row)
             print(f"{row['cls']:6s} {row['id']:32s} {row['seconds']:6.1f}s  {row['reason'][:60]} | "
                   f"{row['first_line'][:90]}", flush=True)
-    results.sort(key=lambda r: [c["id"] for c in cases].index(r["id"]))
+    updated = []
+    if args.update and args.json and Path(args.json).is_file():  # re-measured cases replace their old rows
+        old = json.loads(Path(args.json).read_text())
+        if old.get("commit") != commit:
+            print(f"fuzz: --update refused: {args.json} measured commit {old.get('commit')}, not {commit}")
+            return 2
+        new_ids = {r["id"] for r in results}
+        updated = sorted(new_ids)
+        results += [r for r in old["cases"] if r["id"] not in new_ids and r["id"] in ALL_IDS]
+        updated = sorted(set(old.get("updated", [])) | set(updated))
+    results.sort(key=lambda r: ALL_IDS.index(r["id"]))
     counts = {k: sum(r["cls"] == k for r in results) for k in CLASSES}
     by_entry = {}
     for r in results:
         by_entry.setdefault(r["entry"].split(" (")[0], {k: 0 for k in CLASSES})[r["cls"]] += 1
-    print(f"\nfuzz of {tree} at {commit}: {len(results)} cases in {time.time() - t0:.0f} s")
+    print(f"\nfuzz of {tree} at {commit}: {len(results)} cases"
+          f"{f' ({len(updated)} re-measured)' if updated else ''} in {time.time() - t0:.0f} s")
     print(f"{'entry point':30s} " + " ".join(f"{k:>6s}" for k in CLASSES))
     for e, n in sorted(by_entry.items()):
         print(f"{e:30s} " + " ".join(f"{n[k]:6d}" for k in CLASSES))
     print(f"{'TOTAL':30s} " + " ".join(f"{counts[k]:6d}" for k in CLASSES))
     if args.json:
         Path(args.json).write_text(json.dumps(dict(tree=str(tree), commit=commit, counts=counts, by_entry=by_entry,
-                                                   seconds=round(time.time() - t0), cases=results), indent=1))
+                                                   seconds=round(time.time() - t0), updated=updated,
+                                                   cases=results), indent=1))
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     return 0
