@@ -862,7 +862,7 @@ ocase("omm-reporter-threshold-neg", "error", ["threshold"],
 ocase("omm-reporter-missing-dir", "error", ["nodir|director|exist"],
       "UncertaintyReporter(F / 'committee.pt', str(W / 'nodir' / 'u.txt'), 1)")
 ocase("omm-reporter-overwrite", "ok_or_error", ["unc.txt", "exist|append|overwrite"],
-      "(W / 'unc.txt').write_text('# step max\\n0 0.5 0.1 1:0.5\\n2 0.6 0.2 1:0.6\\n')\n" + rep_sim(),
+      "(W / 'unc.txt').write_text('# step max\\n0 0.5 0.1 1:0.5\\n2 0.6 0.2 1:0.6\\n')\n" + textwrap.dedent(rep_sim()),
       check=lambda c: None if "0 0.5 0.1 1:0.5" in (Path(c["W"]) / "unc.txt").read_text()
       else "existing report file truncated")
 ocase("omm-reporter-stop", "error", ["threshold|uncertaint"],
