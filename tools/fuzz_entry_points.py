@@ -667,7 +667,7 @@ lcase("lmp-nonascii-path", "ok", [], model="{F}/modèle_ü/modèle.pt")
 lcase("lmp-space-path", "ok", [], model='"{F}/with space/m.pt"')
 lcase("lmp-unknown-shipped", "error", ["no-such-model", "does not exist|not found|shipped"],
       model="no-such-model")
-lcase("lmp-pretrained-dir-nowhere", "error", ["MLPOT_PRETRAINED_DIR"], model="morse-cuau",
+lcase("lmp-pretrained-dir-nowhere", "warn_or_error", ["MLPOT_PRETRAINED_DIR"], model="morse-cuau",
       env={"MLPOT_PRETRAINED_DIR": "/nonexistent/pretrained"})
 lcase("lmp-no-args", "error", ["pair_style mlpot", "model"], model="")
 lcase("lmp-unknown-kw", "error", ["bogus"], model="{F}/morse.pt bogus 3")
@@ -1093,9 +1093,33 @@ def run_case(c, base_ctx, env0):
     return dict(res=res, cls=cls, reason=reason, first=first, W=W)
 
 
+def compare(paths) -> str:
+    """Markdown: counts by class (and by entry point) for one or more result JSONs, then per-case changes."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    heads = [f"{Path(r['tree']).name} {r['commit']}" for r in runs]
+    out = ["| class | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(runs)]
+    for k in CLASSES:
+        out.append(f"| {k} | " + " | ".join(str(r["counts"][k]) for r in runs) + " |")
+    out.append("| total | " + " | ".join(str(len(r["cases"])) for r in runs) + " |")
+    entries = sorted({e for r in runs for e in r["by_entry"]})
+    out += ["", "| entry point | " + " | ".join(f"{h} (crash/silent/raw/clear/ok)" for h in heads) + " |",
+            "|---|" + "---|" * len(runs)]
+    for e in entries:
+        out.append(f"| {e} | " + " | ".join("/".join(str(r["by_entry"].get(e, {}).get(k, 0)) for k in CLASSES)
+                                            for r in runs) + " |")
+    if len(runs) > 1:
+        a, b = ({c["id"]: c for c in r["cases"]} for r in runs[-2:])
+        out += ["", f"| case | {heads[-2]} | {heads[-1]} | first line now |", "|---|---|---|---|"]
+        for cid in ALL_IDS:
+            if cid in a and cid in b and a[cid]["cls"] != b[cid]["cls"]:
+                line = b[cid]["first_line"][:110].replace("|", "\\|")
+                out.append(f"| {cid} | {a[cid]['cls']} | {b[cid]['cls']} | {line} |")
+    return "\n".join(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tree", required=True, help="checkout whose code is measured (PYTHONPATH)")
+    ap.add_argument("--tree", help="checkout whose code is measured (PYTHONPATH)")
     ap.add_argument("--json", help="write the per-case results here")
     ap.add_argument("--only", help="regex on case ids")
     ap.add_argument("--jobs", type=int, default=2)
@@ -1104,13 +1128,19 @@ def main(argv=None):
     ap.add_argument("--all", action="store_true", help="also the extended cases")
     ap.add_argument("--update", action="store_true",
                     help="merge into an existing --json of the same commit (re-measure a subset with --only)")
+    ap.add_argument("--compare", nargs="+", metavar="JSON", help="print markdown tables of result files and exit")
     args = ap.parse_args(argv)
+    if args.compare:
+        print(compare(args.compare))
+        return 0
     cases = [c for c in CASES if (args.all or c["id"] not in EXTENDED) and (not args.only or re.search(args.only, c["id"]))]
     if args.list:
         for c in cases:
             print(f"{c['id']:32s} {c['entry']:28s} {c['expect']:14s} {c['words']}")
         print(len(cases), "cases")
         return 0
+    if not args.tree:
+        ap.error("--tree DIR is required (the checkout to measure)")
     tree = Path(args.tree).resolve()
     tag = hashlib.sha1(str(tree).encode()).hexdigest()[:8]
     root = Path(tempfile.mkdtemp(prefix=f"mlpot-fuzz-{tree.name}-"))
