@@ -458,9 +458,9 @@ hrun("hrun-param-unknown", "error", ["bogus"], ["--L", "8", "--steps", "2", "--p
                                                  "{W}/out"])
 hrun("hrun-param-nan", "error", ["kT", "nan|finite|number"], ["--L", "8", "--steps", "2", "--param", "kT=nan",
                                                                "--out", "{W}/out"])
-hrun("hrun-param-mismatch-g", "warn_or_error", ["3.5|trained"],
+hrun("hrun-param-mismatch-g", "warn_or_error", [r"g ?= ?3\.5", "warn|trained|differ"],
      ["--L", "8", "--steps", "2", "--param", "g=1.0", "--out", "{W}/out"])
-hrun("hrun-param-mismatch-kT", "warn_or_error", ["0.1|trained"],
+hrun("hrun-param-mismatch-kT", "warn_or_error", [r"kT ?= ?0\.1\b", "warn|trained|differ"],
      ["--L", "8", "--steps", "2", "--param", "kT=0.5", "--out", "{W}/out"])
 case("hrun-model-missing", "mlpot holstein run", "error", ["nope.pt", "does not exist|not found"],
      cli=["mlpot", "holstein", "run", "--model", "{F}/nope.pt", "--L", "8", "--steps", "2", "--out", "{W}/out"])
@@ -1021,7 +1021,7 @@ def classify(c, res, ctx):
             return "silent", "bad input accepted (exit 0)"
         if c["expect"] == "warn_or_error":
             warn = "\n".join(clean_lines(both))
-            if all(re.search(w, warn, re.I) for w in c["words"]) and re.search(r"warn", warn, re.I):
+            if all(re.search(w, warn, re.I) for w in c["words"]):
                 return "clear", "warning names the problem"
             return "silent", "accepted without a warning"
         chk = c.get("check")
