@@ -319,7 +319,13 @@ void PairMLPot::load_model(const std::string &path_in)
                       "the exported .pt file (e.g. {}/model.pt)", path_in, path_in);
   if (!platform::file_is_readable(path)) {
     // a bare name may be a model shipped in the mlpot_plugins package
-    std::string dir = getenv("MLPOT_PRETRAINED_DIR") ? getenv("MLPOT_PRETRAINED_DIR") : MLPOT_PRETRAINED_DIR;
+    const char *env = getenv("MLPOT_PRETRAINED_DIR");
+    const bool env_set = env && *env;
+    std::string dir = env_set ? env : MLPOT_PRETRAINED_DIR;
+    if (env_set && path.find('/') == std::string::npos && !platform::path_is_directory(dir))
+      error->all(FLERR, "pair_style mlpot: $MLPOT_PRETRAINED_DIR='{}' is not a directory, so shipped models "
+                        "cannot be found by name ('{}'). Point MLPOT_PRETRAINED_DIR at a folder of .pt models, "
+                        "or unset it to use {}", dir, path_in, MLPOT_PRETRAINED_DIR);
     std::string shipped = dir + "/" + path + ".pt";
     if (!dir.empty() && path.find('/') == std::string::npos && platform::file_is_readable(shipped))
       path = shipped;

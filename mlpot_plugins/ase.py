@@ -44,14 +44,23 @@ class MLPotCalculator(Calculator):
         return self.model.compute_on(atoms.positions, atoms.cell.array, atoms.pbc, self.types_of(atoms),
                                      need_virial=need_virial, need_uncertainty=need_uncertainty)
 
+    def _unavailable(self, unknown) -> PropertyNotImplementedError:
+        why = ("the model has no virial output" if set(unknown) & set(VIRIAL_PROPERTIES)
+               else "it is not a committee (ensemble_size 1); use a committee model (mlpot committee combines "
+                    "separate models)" if set(unknown) & set(UNCERTAINTY_PROPERTIES)
+               else "it is not an mlpot output")
+        return PropertyNotImplementedError(f"{unknown} not available from {self.model.path.name}: {why}")
+
+    def get_property(self, name, atoms=None, allow_calculation=True):
+        if name not in self.implemented_properties:  # ASE's own message would not say why
+            raise self._unavailable([name])
+        return super().get_property(name, atoms, allow_calculation)
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         unknown = [p for p in properties if p not in self.implemented_properties]
         if unknown:
-            why = ("the model has no virial output" if set(unknown) & set(VIRIAL_PROPERTIES)
-                   else "it is not a committee (ensemble_size 1)" if set(unknown) & set(UNCERTAINTY_PROPERTIES)
-                   else "it is not an mlpot output")
-            raise PropertyNotImplementedError(f"{unknown} not available from {self.model.path.name}: {why}")
+            raise self._unavailable(unknown)
         need_virial = any(p in VIRIAL_PROPERTIES for p in properties)
         periodic_3d = self.atoms.cell.rank == 3 and self.atoms.pbc.any()
         if need_virial and not periodic_3d:

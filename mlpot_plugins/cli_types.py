@@ -52,3 +52,14 @@ positive_int = _argtype(lambda s: bounded_int(s, "value", 1), "positive_int")
 nonneg_int = _argtype(lambda s: bounded_int(s, "value", 0), "nonneg_int")
 positive_float = _argtype(lambda s: bounded_float(s, "value", 0.0, True), "positive_float")
 nonneg_float = _argtype(lambda s: bounded_float(s, "value", 0.0, False), "nonneg_float")
+
+
+def torch_device(text: str) -> str:
+    """argparse type: a torch device this machine can use ('cpu', 'cuda', 'cuda:N'), checked up front by
+    model_file.resolve_device (so 'cuda' without a GPU says so before any work)."""
+    from .model_file import resolve_device
+
+    try:
+        return str(resolve_device(text))
+    except (ValueError, RuntimeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -233,3 +233,15 @@ def test_slab_with_a_zero_non_periodic_vector_is_fine():
         a.calc = MLPotCalculator("morse-cuau")
     assert flat.get_potential_energy() == pytest.approx(slab.get_potential_energy(), rel=1e-12)
     np.testing.assert_allclose(flat.get_forces(), slab.get_forces(), atol=1e-12)
+
+
+def test_single_model_uncertainty_says_it_needs_a_committee():
+    from ase.build import bulk
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    from mlpot_plugins.ase import MLPotCalculator
+
+    atoms = bulk("Cu", "fcc", a=3.8, cubic=True)
+    atoms.calc = MLPotCalculator("morse-cuau")
+    with pytest.raises(PropertyNotImplementedError, match=r"not a committee.*mlpot committee"):
+        atoms.calc.get_property("forces_std", atoms)

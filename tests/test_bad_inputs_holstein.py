@@ -87,6 +87,8 @@ CASES = [
     (TRAIN, ["--out", "{afile}/m.pt"], ["afile is a file, not a folder"]),
     (["holstein", "analyze", "{trunc}"], [], ["not an observables.json", "--out folder"]),
     (["holstein", "analyze", "{dir}/none"], [], ["does not exist"]),
+    (GEN, ["--device", "cuda:99"] if torch.cuda.is_available() else ["--device", "cuda"], ["CUDA", "device"]),
+    (TRAIN, ["--device", "tpu"], ["'tpu'", "Use 'cpu'"]),
 ]
 
 

@@ -249,3 +249,20 @@ run 0
     res = run_lmp(deck, tmp_path, check=False, timeout=60)
     err = [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("ERROR")]
     assert res.returncode > 0 and err and "CUDA is not available" in err[0] and "device cpu" in err[0]
+
+
+def test_pretrained_dir_pointing_nowhere_is_named(tmp_path, plugin):
+    """A shipped name with $MLPOT_PRETRAINED_DIR set to a missing folder names the variable (as Python does)."""
+    write_data(tmp_path / "system.data", cuau((2, 2, 2)))
+    deck = f"""units metal
+atom_style atomic
+plugin load {plugin}
+read_data system.data
+pair_style mlpot morse-cuau
+pair_coeff * * Cu Au
+run 0
+"""
+    res = run_lmp(deck, tmp_path, check=False, timeout=60, env={"MLPOT_PRETRAINED_DIR": str(tmp_path / "nowhere")})
+    err = [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("ERROR")]
+    assert res.returncode > 0 and err, res.stdout[-2000:]
+    assert "MLPOT_PRETRAINED_DIR" in err[0] and "nowhere" in err[0] and "unset it" in err[0], err[0]

@@ -125,9 +125,23 @@ def test_diverging_training_stops_with_a_clear_error(folder, capsys):
     cfg = base_config(lr=1e30, epochs=2)
     cfg["output"]["dir"] = "diverged"
     code, err = run_cli(["train", write(folder, cfg, "diverge"), "--no-progress"], capsys)
-    assert code == 2 and "loss" in err and ("is inf" in err or "is nan" in err), err
+    assert code == 2 and "loss" in err and ("is inf" in err or "is nan" in err or "ran away" in err), err
     assert "lower training.lr (now 1e+30)" in err
     assert not (folder / "diverged" / "model.pt").exists()
+
+
+def test_runaway_but_finite_losses_stop_the_training(folder, capsys):
+    """Class 3: lr = 1e8 drove the losses to ~1e150 while staying finite; it finished with status 0."""
+    cfg = base_config(lr=1e8, epochs=3)
+    cfg["output"]["dir"] = "runaway"
+    code, err = run_cli(["train", write(folder, cfg, "runaway"), "--no-progress"], capsys)
+    assert code == 2 and "ran away" in err and "lower training.lr (now 1e+08)" in err, err
+    assert not (folder / "runaway" / "model.pt").exists()
+
+
+def test_config_that_is_a_directory_is_named(folder, capsys):
+    code, err = run_cli(["train", str(folder)], capsys)
+    assert code == 2 and "is a directory" in err and "config.yaml" in err, err
 
 
 def test_resume_of_a_corrupt_checkpoint_is_named(folder, capsys):

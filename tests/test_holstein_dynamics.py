@@ -206,3 +206,10 @@ def test_periodic_saves_keep_the_state_of_a_run_that_dies(tmp_path):
                       restart=True, progress=False)
     whole = run_quench(ed, P, 4, 10, record_every=2, progress=False)
     assert torch.equal(rest["final_Q"], whole["final_Q"]) and rest["s_pi_pi"] == whole["s_pi_pi"]
+
+
+def test_analyze_window_with_t_min_above_t_max_is_named():
+    from mlpot_plugins.holstein.observables import growth_exponent
+
+    with pytest.raises(ValueError, match="t-min 40 is not below --t-max 10"):
+        growth_exponent([1, 2, 4, 8, 16], [1, 1.4, 2, 2.8, 4], t_min=40, t_max=10)

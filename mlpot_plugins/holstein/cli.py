@@ -7,7 +7,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ..cli_types import nonneg_float, nonneg_int, positive_float, positive_int
+from ..cli_types import nonneg_float, nonneg_int, positive_float, positive_int, torch_device
 from .langevin import DEFAULT_SAVE_EVERY
 from .params import HolsteinParams, check_lattice_size
 
@@ -140,7 +140,7 @@ def register_cli(sub) -> None:
     g.add_argument("--domain-steps", type=positive_int, default=200, help="steps per domain trajectory")
     g.add_argument("--stride", type=positive_int, default=6, help="keep every stride-th step")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cpu", help="torch device for ED and the integrator (cpu, cuda)")
+    g.add_argument("--device", type=torch_device, default="cpu", help="torch device for ED and the integrator (cpu, cuda)")
     g.add_argument("--param", action="append", metavar="KEY=VALUE", help=PARAM_HELP)
     g.set_defaults(func=_generate)
     t = hs.add_parser("train", help="train and export a D4 committee")
@@ -158,7 +158,7 @@ def register_cli(sub) -> None:
     t.add_argument("--batch", type=positive_int, default=16, help="snapshots per optimiser step")
     t.add_argument("--lr", type=nonneg_float, default=3e-3)
     t.add_argument("--init", default=None, help="start from weights saved by an earlier training (.sd)")
-    t.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
+    t.add_argument("--device", type=torch_device, default="cpu", help="torch device for training (cpu, cuda)")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_train)
     r = hs.add_parser("run", help="Langevin quench from a hot random state")

@@ -45,6 +45,9 @@ def domain_length(Q: Tensor, k_max: float = math.pi / 2) -> Tensor:
 def growth_exponent(times: Sequence[float], lengths: Sequence[float], t_min: float = None,
                     t_max: float = None) -> Dict[str, float]:
     """Least-squares slope of log L vs log t over [t_min, t_max] (Allen-Cahn predicts 1/2)."""
+    if t_min is not None and t_max is not None and not t_min < t_max:
+        raise ValueError(f"the fit window is empty: --t-min {t_min:g} is not below --t-max {t_max:g}; give "
+                         "t_min < t_max")
     t, l = np.asarray(times, float), np.asarray(lengths, float)
     sel = (t > 0) & np.isfinite(l) & (l > 0)
     if t_min is not None:

@@ -84,6 +84,9 @@ def _path_option(path, section: str, key: str, value) -> str:
 
 def load_config(path) -> Dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"training config {path} is a directory; give the YAML file inside it "
+                                f"(e.g. {path / 'config.yaml'})")
     if not path.is_file():
         raise FileNotFoundError(f"training config {path} does not exist")
     try:
@@ -218,6 +221,20 @@ class Trainer:
         self.bad_epochs = 0
         self.history: List[Dict[str, float]] = []
         self.partial: Dict[str, Any] = {}  # position inside an epoch interrupted by a signal
+        self.min_loss = math.inf  # smallest per-structure training loss seen by this process
+
+    RUNAWAY = 1e6  # a structure loss this many times the smallest one seen: the optimisation diverges
+
+    def check_runaway(self, value: float) -> None:
+        """Stop a diverging optimisation whose losses stay finite (e.g. a huge learning rate)."""
+        from ..runsafe import DivergenceError
+
+        if value > self.RUNAWAY * self.min_loss:
+            raise DivergenceError(
+                f"the training loss ran away at epoch {self.epoch + 1}: {value:.3g}, more than {self.RUNAWAY:g} x "
+                f"the smallest seen ({self.min_loss:.3g}); lower training.lr (now "
+                f"{self.opt.param_groups[0]['lr']:g}); the last good state is in last.pt (--resume)")
+        self.min_loss = min(self.min_loss, value) if value > 0 else self.min_loss
 
     # ---- checkpoints ----
     def checkpoint(self) -> Dict[str, Any]:
@@ -282,6 +299,7 @@ class Trainer:
                             float(loss.detach()) * len(batch), f"the training loss at epoch {self.epoch + 1}",
                             f"lower training.lr (now {self.opt.param_groups[0]['lr']:g}) or check the labels in "
                             f"{self.cfg['data']['train']}; the last good state is in last.pt (--resume)")
+                        self.check_runaway(value)
                         loss.backward()
                         total += value
                         count += 1
