@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from ..cli_types import nonneg_float, nonneg_int, positive_float, positive_int
+from .data import DEFAULT_GENERATE_SAVE_EVERY
 from .langevin import DEFAULT_SAVE_EVERY
 from .params import HolsteinParams, check_lattice_size
 
@@ -51,7 +52,8 @@ def _generate(args) -> int:
 
     d = generate(Path(args.out), L=args.L, n_quench=args.quench, n_domain=args.domains,
                  quench_steps=args.steps, domain_steps=args.domain_steps, stride=args.stride,
-                 p=_params(args.param), seed=args.seed, device=args.device)
+                 p=_params(args.param), seed=args.seed, device=args.device, resume=args.resume,
+                 save_every=args.save_every)
     print(f"wrote {args.out}: {len(d['Q'])} snapshots of {args.L}x{args.L} with ED electronic forces")
     return 0
 
@@ -142,6 +144,11 @@ def register_cli(sub) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="cpu", help="torch device for ED and the integrator (cpu, cuda)")
     g.add_argument("--param", action="append", metavar="KEY=VALUE", help=PARAM_HELP)
+    g.add_argument("--save-every", type=positive_int, default=DEFAULT_GENERATE_SAVE_EVERY,
+                   help="write the work so far to OUT.partial every N steps (atomically; also on SIGINT/SIGTERM)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from OUT.partial (same options); the data file is the same "
+                        "bit for bit as an uninterrupted run's")
     g.set_defaults(func=_generate)
     t = hs.add_parser("train", help="train and export a D4 committee")
     t.add_argument("--data", required=True)
