@@ -153,7 +153,8 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
                 idx = perm[i * batch:(i + 1) * batch]
                 f, _ = model.member_forces(Qtr[idx], create_graph=energy_based)  # [K, b, L, L]
                 w = weights[:, idx][:, :, None, None]
-                loss = ((f - Ftr[idx]) ** 2 * w).sum() / (w.sum() * L * L)
+                # clamp: a small batch can hold only snapshots no member's bootstrap drew (0/0 = nan)
+                loss = ((f - Ftr[idx]) ** 2 * w).sum() / (w.sum().clamp_min(1.0) * L * L)
                 set_lr()
                 opt.zero_grad()
                 loss.backward()
