@@ -119,10 +119,13 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
     n_batches = math.ceil(S / batch)
     total_steps = epochs * n_batches
     step, start_epoch, start_batch, perm, tot, history, done_s = 0, 0, 0, None, 0.0, [], 0.0
+    on_cuda = torch.device(device).type == "cuda"
     if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and on_cuda:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
         step, start_epoch, start_batch, tot = saved["step"], saved["epoch"], saved["next_batch"], saved["epoch_loss"]
         perm, history, done_s = saved["perm"].to(device), list(saved["history"]), saved["train_seconds"]
     t0 = time.time() - done_s  # the budget counts the training time of every part of a resumed run
@@ -137,6 +140,7 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
     def save_state(ep, next_batch):
         torch_save_atomic({"kind": STATE_KIND, "config": run_config, "model": model.state_dict(),
                            "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "step": step,
+                           "cuda_rng": torch.cuda.get_rng_state(device) if on_cuda else None,  # randperm on GPU
                            "epoch": ep, "next_batch": next_batch, "perm": perm.cpu(), "epoch_loss": tot,
                            "history": history, "train_seconds": time.time() - t0}, state_path)
         return time.time()
