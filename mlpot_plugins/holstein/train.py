@@ -110,10 +110,11 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
         raise ValueError(f"{data_path} leaves no training snapshots: training holds out the last trajectory of "
                          "each kind for validation, so generate at least 2 trajectories of a kind "
                          "(e.g. `mlpot holstein generate --quench 2 --domains 2`)")
-    # bootstrap weights: each member sees its own resample of the training snapshots
+    # bootstrap weights: each member sees its own resample of the training snapshots (explicit dtype: the same
+    # draw whatever the default dtype of the process, so a resumed run draws what the interrupted one drew)
     gen = torch.Generator().manual_seed(seed + 1)
     boot = torch.ones(K, S) if K == 1 else \
-        torch.multinomial(torch.ones(S), K * S, replacement=True, generator=gen).reshape(K, S)
+        torch.multinomial(torch.ones(S, dtype=torch.float32), K * S, replacement=True, generator=gen).reshape(K, S)
     weights = (torch.stack([torch.bincount(b, minlength=S).float() for b in boot]) if K > 1 else boot).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n_batches = math.ceil(S / batch)
