@@ -71,7 +71,8 @@ def test_generate_killed_and_resumed_writes_the_same_file(data, tmp_path, capsys
 
 @pytest.fixture
 def float32_default():
-    """The in-process runs like the subprocess (another test module sets float64 as the default dtype)."""
+    """The in-process runs like the subprocess: the model's precision follows the default dtype, and another
+    test module (test_holstein_reference) sets float64 at import (then the runs differ by ~1.6)."""
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float32)
     yield
@@ -100,7 +101,7 @@ def test_train_killed_and_resumed_gives_the_same_weights(data, tmp_path, capsys,
     assert code == 0, err
     a, b = (torch.load(p.with_suffix(".sd"), weights_only=False) for p in (ref, out))
     assert a["state_dict"].keys() == b["state_dict"].keys()
-    # bit-identical (with the default dtype of one run differing, the first failures were 1.56 apart)
+    # bit-identical
     diff = max(((a["state_dict"][k] - b["state_dict"][k]).abs().max().item() for k in a["state_dict"]
                 if a["state_dict"][k].numel()), default=0.0)
     assert diff == 0.0, (diff, st["epoch"], st["next_batch"])
