@@ -8,6 +8,9 @@
   loop saves its state at the next safe point and raises ``stop.interrupted(...)`` (``RunInterrupted``,
   exit status 128 + signal as a shell reports it).
 * ``check_finite(value, what, fix)``: ``DivergenceError`` naming what became NaN/inf and how to fix it.
+* ``resume_state(path, kind, config, resume, command)``: the one rule for a resumable command's state
+  file: ``--resume`` needs the file, a fresh run refuses to overwrite it, the file must be of ``kind`` and
+  hold the same ``config`` (the options that decide the result); clear ``RunError``s otherwise.
 """
 from __future__ import annotations
 
@@ -95,7 +98,11 @@ def atomic_write_text(path, text: str) -> Path:
 def torch_save_atomic(obj, path) -> Path:
     import torch
 
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: the archive's inner name is fixed, not the random tmp name,
+            torch.save(obj, fh)      # so the same object gives the same bytes (resumed == uninterrupted)
+
+    return atomic_write(path, write)
 
 
 class StopSignals:
@@ -131,3 +138,36 @@ def check_finite(value: float, what: str, fix: str) -> float:
     if not math.isfinite(v):
         raise DivergenceError(f"{what} is {v}; {fix}")
     return v
+
+
+def resume_state(path, kind: str, config: dict, resume: bool, command: str) -> Optional[dict]:
+    """The saved state of an interrupted run to continue (``resume``), or ``None`` for a fresh run.
+
+    ``config`` (plain values) must equal the saved one: a resume with other options would silently mix two
+    runs. A fresh run refuses to start while ``path`` holds an interrupted run (its work would be lost)."""
+    import torch
+
+    path = Path(path)
+    if not resume:
+        if path.exists():
+            raise RunError(f"{path} holds the state of an interrupted `{command}`; rerun the same command with "
+                           "--resume to continue it, or delete the file to start afresh")
+        return None
+    if not path.is_file():
+        raise RunError(f"cannot --resume: {path} does not exist (an interrupted `{command}` writes it); run "
+                       "without --resume to start afresh")
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign files: zip/pickle errors of every kind
+        st = exc
+    if not isinstance(st, dict) or st.get("kind") != kind or not isinstance(st.get("config"), dict):
+        why = f" ({type(st).__name__})" if isinstance(st, Exception) else ""
+        raise RunError(f"{path} is not a readable state file of `{command}`{why}: it is truncated or of another "
+                       "kind; delete it and run without --resume to start afresh")
+    saved = st["config"]
+    diff = [f"{k}={saved.get(k)!r} (now {config.get(k)!r})" for k in sorted(set(saved) | set(config))
+            if saved.get(k) != config.get(k)]
+    if diff:
+        raise RunError(f"cannot --resume from {path}: it was written with other options: " + ", ".join(diff) +
+                       "; rerun with the interrupted run's options, or delete the file to start afresh")
+    return st

@@ -8,6 +8,8 @@ import warnings
 from pathlib import Path
 
 from ..cli_types import nonneg_float, nonneg_int, positive_float, positive_int, torch_device
+from .data import DEFAULT_GENERATE_SAVE_EVERY
+from .train import DEFAULT_SAVE_MINUTES
 from .langevin import DEFAULT_SAVE_EVERY
 from .params import HolsteinParams, check_lattice_size
 
@@ -51,7 +53,8 @@ def _generate(args) -> int:
 
     d = generate(Path(args.out), L=args.L, n_quench=args.quench, n_domain=args.domains,
                  quench_steps=args.steps, domain_steps=args.domain_steps, stride=args.stride,
-                 p=_params(args.param), seed=args.seed, device=args.device)
+                 p=_params(args.param), seed=args.seed, device=args.device, resume=args.resume,
+                 save_every=args.save_every)
     print(f"wrote {args.out}: {len(d['Q'])} snapshots of {args.L}x{args.L} with ED electronic forces")
     return 0
 
@@ -63,7 +66,8 @@ def _train(args) -> int:
               channels=args.channels, hidden=args.hidden, radius2=args.radius2, epochs=args.epochs,
               seed=args.seed, name=Path(args.out).stem, arch=args.arch, device=args.device,
               time_budget_s=args.budget, init_state_dict=args.init, batch=args.batch, lr=args.lr,
-              state_dict_path=Path(args.out).with_suffix(".sd"))  # the weights, for a later --init
+              state_dict_path=Path(args.out).with_suffix(".sd"),  # the weights, for a later --init
+              resume=args.resume, save_minutes=args.save_minutes)
     print(json.dumps(m, indent=1))
     return 0
 
@@ -142,6 +146,11 @@ def register_cli(sub) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", type=torch_device, default="cpu", help="torch device for ED and the integrator (cpu, cuda)")
     g.add_argument("--param", action="append", metavar="KEY=VALUE", help=PARAM_HELP)
+    g.add_argument("--save-every", type=positive_int, default=DEFAULT_GENERATE_SAVE_EVERY,
+                   help="write the work so far to OUT.partial every N steps (atomically; also on SIGINT/SIGTERM)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from OUT.partial (same options); the data file is the same "
+                        "bit for bit as an uninterrupted run's")
     g.set_defaults(func=_generate)
     t = hs.add_parser("train", help="train and export a D4 committee")
     t.add_argument("--data", required=True)
@@ -154,12 +163,19 @@ def register_cli(sub) -> None:
     t.add_argument("--epochs", type=positive_int, default=60)
     t.add_argument("--arch", default="conv", choices=["conv", "irreps"],
                    help="conv: D4 group convolution (default); irreps: D4 irreps features (direct only)")
-    t.add_argument("--budget", type=positive_float, default=None, help="stop after this many seconds (cosine LR)")
+    t.add_argument("--budget", type=positive_float, default=None,
+                   help="stop after this many seconds of training (cosine LR); on --resume the total over all parts")
     t.add_argument("--batch", type=positive_int, default=16, help="snapshots per optimiser step")
     t.add_argument("--lr", type=nonneg_float, default=3e-3)
     t.add_argument("--init", default=None, help="start from weights saved by an earlier training (.sd)")
     t.add_argument("--device", type=torch_device, default="cpu", help="torch device for training (cpu, cuda)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--save-minutes", type=nonneg_float, default=DEFAULT_SAVE_MINUTES,
+                   help="write the training state to OUT.ckpt every M minutes (0: after every epoch; atomically; "
+                        "also on SIGINT/SIGTERM)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue an interrupted training from OUT.ckpt (same options and data); without --budget "
+                        "on CPU the model equals an uninterrupted run's")
     t.set_defaults(func=_train)
     r = hs.add_parser("run", help="Langevin quench from a hot random state")
     r.add_argument("--model", default="holstein-d4", help="exported lattice model or shipped name")

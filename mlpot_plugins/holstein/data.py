@@ -7,6 +7,7 @@ Two kinds of trajectories, batched through one ``eigh`` per step:
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -14,9 +15,9 @@ import torch
 from tqdm import tqdm
 
 from .ed import ed_solve
-from .langevin import LangevinIntegrator
+from .langevin import LangevinIntegrator, runaway_limit
 from ..cli_types import bounded_int
-from ..runsafe import check_output, torch_save_atomic
+from ..runsafe import StopSignals, check_output, resume_state, torch_save_atomic
 from .params import HolsteinParams, check_lattice_size, hot_random_state, stagger
 
 
@@ -45,17 +46,35 @@ class _RecordingED:
         return out["forces"]
 
 
+DEFAULT_GENERATE_SAVE_EVERY = 50  # steps between writes of the partial state of `holstein generate`
+STATE_KIND = "mlpot-holstein-generate-partial"
+
+
+def partial_path(out) -> Path:
+    """Where ``generate`` keeps the state of an unfinished run (deleted once ``out`` is written)."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
 def generate(out: Path, L: int = 20, n_quench: int = 6, n_domain: int = 6, quench_steps: int = 800,
              domain_steps: int = 200, stride: int = 8, p: Optional[HolsteinParams] = None, seed: int = 0,
-             kT_hot: float = 5.0, progress: bool = True, device: str = "cpu") -> dict:
+             kT_hot: float = 5.0, progress: bool = True, device: str = "cpu", resume: bool = False,
+             save_every: int = DEFAULT_GENERATE_SAVE_EVERY) -> dict:
     """Run the trajectories and save {Q, f_el, traj, time, kind, params} to ``out`` (torch.save).
 
     The initial states come from a CPU generator (the same for every device); ``device="cuda"`` runs the
-    ED (``eigh``) and the integrator on the GPU, so a device changes only the noise stream and rounding."""
+    ED (``eigh``) and the integrator on the GPU, so a device changes only the noise stream and rounding.
+
+    Work is never lost: every ``save_every`` steps and on SIGINT/SIGTERM the snapshots so far and the
+    integrator state (Q, P, F, noise generator, step) are written atomically to ``OUT.partial``; a signal
+    then raises ``RunInterrupted``. ``resume=True`` continues from it (same options required) and writes
+    the same ``out`` bit for bit as an uninterrupted run on the same device; ``OUT.partial`` is deleted at
+    the end."""
     p = p or HolsteinParams()
     L = check_lattice_size(L)
     n_quench, n_domain = bounded_int(n_quench, "n_quench (--quench)", 0), bounded_int(n_domain, "n_domain (--domains)", 0)
     stride = bounded_int(stride, "stride", 1)
+    save_every = bounded_int(save_every, "save_every (--save-every)", 1)
     if n_quench + n_domain == 0:
         raise ValueError("no trajectories to run: --quench and --domains are both 0; ask for at least one "
                          "(training holds out one trajectory of each kind, so use >= 2 of a kind)")
@@ -64,6 +83,10 @@ def generate(out: Path, L: int = 20, n_quench: int = 6, n_domain: int = 6, quenc
             raise ValueError(f"{opt}={steps} is shorter than --stride={stride}: no snapshot would be kept; "
                              f"raise {opt} or lower --stride")
     out = check_output(out, "training data")
+    partial = partial_path(out)
+    config = {"L": L, "quench": n_quench, "domains": n_domain, "steps": quench_steps, "domain_steps": domain_steps,
+              "stride": stride, "seed": seed, "kT_hot": float(kT_hot), "device": str(device), **p.to_dict()}
+    saved = resume_state(partial, STATE_KIND, config, resume, "mlpot holstein generate")
     gen = torch.Generator().manual_seed(seed)
     runs = []
     if n_quench:
@@ -72,28 +95,53 @@ def generate(out: Path, L: int = 20, n_quench: int = 6, n_domain: int = 6, quenc
         corr = torch.linspace(1.0, L / 4, n_domain).tolist()
         Qd, Pd = zip(*(domain_state(L, 1, p, c, gen) for c in corr))
         runs.append(("domains", torch.cat(Qd), torch.cat(Pd), domain_steps))
-    Qs, Fs, traj, times, kinds = [], [], [], [], []
+    Qs, Fs, traj, times, kinds = ([] if saved is None else saved[k] for k in ("Q", "f_el", "traj", "time", "kinds"))
     offset = 0
-    for kind, Q0, P0, steps in runs:
-        rec = _RecordingED(p)
-        Q0, P0 = Q0.to(device), P0.to(device)
-        integ = LangevinIntegrator(rec, p, Q0, P0, seed=seed + offset + 1)
-        bar = tqdm(total=steps, desc=f"ED {kind} {tuple(Q0.shape)}", disable=not progress)
+    with StopSignals() as stop:
+        for index, (kind, Q0, P0, steps) in enumerate(runs):
+            if saved is not None and index < saved["run"]:  # finished before the interruption
+                offset += Q0.shape[0]
+                continue
+            rec = _RecordingED(p)
+            Q0, P0 = Q0.to(device), P0.to(device)
+            if saved is not None and index == saved["run"] and saved["integrator"] is not None:
+                st = {k: (v.to(device) if torch.is_tensor(v) and k != "rng" else v)
+                      for k, v in saved["integrator"].items()}
+                integ = LangevinIntegrator.from_state(st, rec, p)
+                integ.q_limit = runaway_limit(p, Q0)  # the same divergence bound as the uninterrupted run
+            else:
+                integ = LangevinIntegrator(rec, p, Q0, P0, seed=seed + offset + 1)
+            bar = tqdm(total=steps, initial=integ.step_count, desc=f"ED {kind} {tuple(Q0.shape)}",
+                       disable=not progress)
 
-        def keep(s, kind=kind):
-            if s.step_count % stride == 0:
-                Qs.append(s.Q.to("cpu", copy=True)); Fs.append(rec.last.to("cpu", copy=True))
-                traj.append(torch.arange(Q0.shape[0]) + offset)
-                times.append(torch.full((Q0.shape[0],), s.time))
-                kinds.extend([kind] * Q0.shape[0])
-            bar.update(1)
+            def save(integ_state, run_index):
+                torch_save_atomic({"kind": STATE_KIND, "config": config, "run": run_index,
+                                   "integrator": integ_state, "Q": Qs, "f_el": Fs, "traj": traj, "time": times,
+                                   "kinds": kinds}, partial)
 
-        integ.step(steps, callback=keep)
-        bar.close()
-        offset += Q0.shape[0]
+            def keep(s, kind=kind, index=index):
+                if s.step_count % stride == 0:
+                    Qs.append(s.Q.to("cpu", copy=True)); Fs.append(rec.last.to("cpu", copy=True))
+                    traj.append(torch.arange(Q0.shape[0]) + offset)
+                    times.append(torch.full((Q0.shape[0],), s.time))
+                    kinds.extend([kind] * Q0.shape[0])
+                bar.update(1)
+                if stop.signum is not None or s.step_count % save_every == 0:
+                    save(s.state_dict(), index)
+                    if stop.signum is not None:
+                        bar.close()
+                        raise stop.interrupted(
+                            f"saved {len(Qs)} snapshot batches and the {kind} trajectories at step {s.step_count} "
+                            f"of {steps} in {partial}; to continue, rerun the same command with --resume")
+
+            integ.step(steps - integ.step_count, callback=keep)
+            bar.close()
+            offset += Q0.shape[0]
+            save(None, index + 1)  # this kind is done: a later interruption restarts from the next one
     data = {"Q": torch.cat(Qs), "f_el": torch.cat(Fs), "traj": torch.cat(traj), "time": torch.cat(times),
-            "kind": kinds, "params": p.to_dict(), "L": L, "kT_hot": kT_hot, "seed": seed}
-    torch_save_atomic(data, out)
+            "kind": [sys.intern(k) for k in kinds], "params": p.to_dict(), "L": L, "kT_hot": kT_hot, "seed": seed}
+    torch_save_atomic(data, out)  # interned kind names: the pickle of a resumed run is the same, byte for byte
+    partial.unlink(missing_ok=True)
     return data
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -10,12 +11,14 @@ from tqdm import tqdm
 
 from .. import export as mlpot_export
 from ..cli_types import bounded_float, bounded_int
-from ..runsafe import check_finite, check_output, torch_save_atomic
+from ..runsafe import StopSignals, check_finite, check_output, resume_state, torch_save_atomic
 from .data import load_data
 from .irreps import D4IrrepsForceField
 from .model import D4LatticeForceField
 from .params import HolsteinParams, elastic_force
 
+DEFAULT_SAVE_MINUTES = 5.0  # minutes between writes of the training state (also on SIGINT/SIGTERM)
+STATE_KIND = "mlpot-holstein-train-state"
 REFERENCES = ["Equivariant Neural Networks for Force-Field Models of Lattice Systems (2026)",
               "T. Holstein, Ann. Phys. 8, 325 (1959)"]
 
@@ -53,11 +56,19 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
           hidden: int = 32, radius2: int = 13, epochs: int = 60, batch: int = 16, lr: float = 3e-3,
           seed: int = 0, name: str = "holstein-d4", progress: bool = True,
           time_budget_s: Optional[float] = None, snapshot_stride: int = 1, device: str = "cpu",
-          state_dict_path=None, init_state_dict=None, arch: str = "conv") -> dict:
+          state_dict_path=None, init_state_dict=None, arch: str = "conv", resume: bool = False,
+          save_minutes: float = DEFAULT_SAVE_MINUTES, state_path=None) -> dict:
     """Train, calibrate and export; ``device="cuda"`` trains on the GPU (the export is always on CPU) and
     ``state_dict_path`` also saves the weights (to re-export them with another torch version);
     ``init_state_dict`` starts from such saved weights (fine-tuning, e.g. on CPU after a GPU run).
-    ``arch``: "conv" (D4 group convolution, model.py) or "irreps" (irreps features, irreps.py)."""
+    ``arch``: "conv" (D4 group convolution, model.py) or "irreps" (irreps features, irreps.py).
+
+    Work is never lost: every ``save_minutes`` (checked after each optimiser step; 0: after every epoch), and
+    on SIGINT/SIGTERM after the current step, the model, optimiser, RNG, epoch, step, the epoch's order and
+    the loss history are written atomically to ``state_path`` (default ``OUT.ckpt``); a signal then raises
+    ``RunInterrupted``. ``resume=True`` continues from it (same options and data required): without a time
+    budget on CPU the exported model equals an uninterrupted run's. ``time_budget_s`` is the total training
+    time over all parts of a resumed run (the saved time counts). ``state_path`` is deleted at the end."""
     for value, opt in ((ensemble_size, "ensemble"), (channels, "channels"), (hidden, "hidden"),
                        (radius2, "radius2"), (epochs, "epochs"), (batch, "batch"), (snapshot_stride, "snapshot_stride")):
         bounded_int(value, opt, 1)
@@ -69,11 +80,19 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
         check_output(state_dict_path, "weights file")
     data = load_data(data_path)
     p = HolsteinParams.from_dict(data["params"])
+    state_path = Path(state_path) if state_path is not None else Path(out_path).with_suffix(".ckpt")
+    save_minutes = bounded_float(save_minutes, "save_minutes (--save-minutes)", 0.0, strict=False)
+    run_config = dict(data_path=str(data_path), data_fingerprint=_fingerprint(data), energy_based=energy_based,
+                  ensemble_size=ensemble_size, channels=channels, hidden=hidden, radius2=radius2, epochs=epochs,
+                  batch=batch, lr=float(lr), seed=seed, snapshot_stride=snapshot_stride, arch=arch,
+                  init=None if init_state_dict is None else str(init_state_dict))
+    saved = resume_state(check_output(state_path, "training state"), STATE_KIND, run_config, resume,
+                         "mlpot holstein train")
     torch.manual_seed(seed)
     model = build_model(p, arch, radius2, channels, hidden, ensemble_size, energy_based, seed)
     if arch == "irreps":
         model.fit_scales(data["Q"][:64].float())
-    if init_state_dict is not None:
+    if init_state_dict is not None and saved is None:
         load_weights(model, init_state_dict)
     model = model.to(device)
     L = int(data["L"])
@@ -91,16 +110,26 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
         raise ValueError(f"{data_path} leaves no training snapshots: training holds out the last trajectory of "
                          "each kind for validation, so generate at least 2 trajectories of a kind "
                          "(e.g. `mlpot holstein generate --quench 2 --domains 2`)")
-    # bootstrap weights: each member sees its own resample of the training snapshots
+    # bootstrap weights: each member sees its own resample of the training snapshots (explicit dtype: the same
+    # draw whatever the default dtype of the process, so a resumed run draws what the interrupted one drew)
     gen = torch.Generator().manual_seed(seed + 1)
     boot = torch.ones(K, S) if K == 1 else \
-        torch.multinomial(torch.ones(S), K * S, replacement=True, generator=gen).reshape(K, S)
+        torch.multinomial(torch.ones(S, dtype=torch.float32), K * S, replacement=True, generator=gen).reshape(K, S)
     weights = (torch.stack([torch.bincount(b, minlength=S).float() for b in boot]) if K > 1 else boot).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n_batches = math.ceil(S / batch)
     total_steps = epochs * n_batches
-    t0 = time.time()
-    step = 0
+    step, start_epoch, start_batch, perm, tot, history, done_s = 0, 0, 0, None, 0.0, [], 0.0
+    on_cuda = torch.device(device).type == "cuda"
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and on_cuda:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
+        step, start_epoch, start_batch, tot = saved["step"], saved["epoch"], saved["next_batch"], saved["epoch_loss"]
+        perm, history, done_s = saved["perm"].to(device), list(saved["history"]), saved["train_seconds"]
+    t0 = time.time() - done_s  # the budget counts the training time of every part of a resumed run
 
     def set_lr():  # cosine decay over the epochs or the time budget, whichever runs out first
         frac = step / total_steps
@@ -109,28 +138,54 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
         for grp in opt.param_groups:
             grp["lr"] = lr / 30 + (lr - lr / 30) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
-    bar = tqdm(range(epochs), desc=f"train {name}", disable=not progress)
-    history = []
-    for ep in bar:
-        perm = torch.randperm(S, device=device)
-        tot = 0.0
-        for i in range(n_batches):
-            idx = perm[i * batch:(i + 1) * batch]
-            f, _ = model.member_forces(Qtr[idx], create_graph=energy_based)  # [K, b, L, L]
-            w = weights[:, idx][:, :, None, None]
-            loss = ((f - Ftr[idx]) ** 2 * w).sum() / (w.sum() * L * L)
-            set_lr()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            tot += check_finite(loss.item(), f"the training loss at epoch {ep + 1}",
-                                f"lower --lr (now {lr:g}) or check the data {data_path} (regenerate it with "
-                                "`mlpot holstein generate`)")
-        history.append(math.sqrt(tot / n_batches))
-        bar.set_postfix(rmse=f"{history[-1]:.4f}")
-        if time_budget_s and time.time() - t0 > time_budget_s:
-            break
+    def save_state(ep, next_batch):
+        torch_save_atomic({"kind": STATE_KIND, "config": run_config, "model": model.state_dict(),
+                           "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(), "step": step,
+                           "cuda_rng": torch.cuda.get_rng_state(device) if on_cuda else None,  # randperm on GPU
+                           "epoch": ep, "next_batch": next_batch, "perm": perm.cpu(), "epoch_loss": tot,
+                           "history": history, "train_seconds": time.time() - t0}, state_path)
+        return time.time()
+
+    bar = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs, desc=f"train {name}",
+               disable=not progress)
+    last_save = time.time()
+    with StopSignals() as stop:
+        for ep in bar:
+            if perm is None or start_batch == 0:
+                perm = torch.randperm(S, device=device)
+                tot = 0.0
+            for i in range(start_batch, n_batches):
+                idx = perm[i * batch:(i + 1) * batch]
+                f, _ = model.member_forces(Qtr[idx], create_graph=energy_based)  # [K, b, L, L]
+                w = weights[:, idx][:, :, None, None]
+                # clamp: a small batch can hold only snapshots no member's bootstrap drew (0/0 = nan)
+                loss = ((f - Ftr[idx]) ** 2 * w).sum() / (w.sum().clamp_min(1.0) * L * L)
+                set_lr()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                step += 1
+                tot += check_finite(loss.item(), f"the training loss at epoch {ep + 1}",
+                                    f"lower --lr (now {lr:g}) or check the data {data_path} (regenerate it with "
+                                    "`mlpot holstein generate`)")
+                if i + 1 < n_batches and (stop.signum is not None or (
+                        save_minutes and time.time() - last_save >= 60.0 * save_minutes)):
+                    last_save = save_state(ep, i + 1)  # inside a long epoch: continue at the next batch
+                    if stop.signum is not None:
+                        raise stop.interrupted(f"saved {state_path} at epoch {ep + 1}, step {step}; to continue, "
+                                               "rerun the same command with --resume")
+            start_batch = 0
+            history.append(math.sqrt(tot / n_batches))
+            bar.set_postfix(rmse=f"{history[-1]:.4f}")
+            out_of_time = bool(time_budget_s and time.time() - t0 > time_budget_s)
+            if stop.signum is not None or (not out_of_time and ep + 1 < epochs and (
+                    not save_minutes or time.time() - last_save >= 60.0 * save_minutes)):
+                last_save = save_state(ep + 1, 0)
+                if stop.signum is not None:
+                    raise stop.interrupted(f"saved {state_path} after epoch {ep + 1} of {epochs}; to continue, "
+                                           "rerun the same command with --resume")
+            if out_of_time:
+                break
     train_s = time.time() - t0
     metrics = evaluate(model, data["Q"][te].float().to(device), data["f_el"][te].to(device), p)
     err, std = metrics.pop("_err"), metrics.pop("_std")
@@ -147,7 +202,14 @@ def train(data_path, out_path, energy_based: bool = False, ensemble_size: int = 
         torch_save_atomic({"state_dict": model.state_dict(), "uncertainty_scale": model.uncertainty_scale,
                            "metrics": metrics, "config": config}, state_dict_path)
     export_committee(model, out_path, config, metrics)
+    state_path.unlink(missing_ok=True)
     return metrics
+
+
+def _fingerprint(data: dict) -> str:
+    """A cheap identity of the training data (a resume must train on the same snapshots)."""
+    Q, F = data["Q"].double(), data["f_el"].double()
+    return f"{tuple(Q.shape)} {Q.sum().item():.17g} {F.sum().item():.17g} {(Q * F).sum().item():.17g}"
 
 
 def load_weights(model, path) -> dict:
