@@ -42,11 +42,21 @@ def test_metadata_comes_from_the_mace_model(imported):
     assert meta["extra"]["source"] == "mace" and meta["extra"]["num_interactions"] == 2
 
 
-def test_ase_equals_mace_calculator(mace_python, mace_model, imported, tmp_path):
-    """Per-atom energies include MACE's E0s, as MACE's calculator's "energies"; periodic cell + cluster."""
+@pytest.mark.parametrize("default_dtype", ["float32", "float64"])
+def test_ase_equals_mace_calculator(mace_python, mace_model, imported, tmp_path, default_dtype):
+    """Per-atom energies include MACE's E0s, as MACE's calculator's "energies"; periodic cell + cluster. The file
+    gives the same numbers whatever the default dtype of the process running it (MACE's ZBL term multiplies
+    integer atomic numbers by a float, which torch does in the default dtype; the importer casts them)."""
+    import torch
+
     structures = [periodic(), cluster()]
-    assert_ase_equals(imported, structures, foreign_reference(mace_python, "mace_side.py", mace_model, structures,
-                                                              tmp_path))
+    ref = foreign_reference(mace_python, "mace_side.py", mace_model, structures, tmp_path)
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, default_dtype))
+    try:
+        assert_ase_equals(imported, structures, ref)
+    finally:
+        torch.set_default_dtype(saved)
 
 
 def test_file_needs_nothing_but_torch(imported):
