@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from import_checks import (HERE, assert_ase_equals, assert_lammps_equals_ase, assert_needs_only_torch,
-                           assert_openmm_equals_ase, cluster, foreign_reference, periodic, side_python_or_skip)
+from import_checks import (DEFAULT_DTYPES, HERE, assert_ase_equals, assert_lammps_equals_ase,
+                           assert_needs_only_torch, assert_openmm_equals_ase, cluster, foreign_reference, periodic, side_python_or_skip)
 from lammps_util import plugin  # noqa: F401
 from mlpot_plugins.importers import mace as mace_import
 from mlpot_plugins.model_file import load
@@ -42,21 +42,14 @@ def test_metadata_comes_from_the_mace_model(imported):
     assert meta["extra"]["source"] == "mace" and meta["extra"]["num_interactions"] == 2
 
 
-@pytest.mark.parametrize("default_dtype", ["float32", "float64"])
-def test_ase_equals_mace_calculator(mace_python, mace_model, imported, tmp_path, default_dtype):
-    """Per-atom energies include MACE's E0s, as MACE's calculator's "energies"; periodic cell + cluster. The file
-    gives the same numbers whatever the default dtype of the process running it (MACE's ZBL term multiplies
-    integer atomic numbers by a float, which torch does in the default dtype; the importer casts them)."""
-    import torch
-
+@pytest.mark.parametrize("process_dtype", DEFAULT_DTYPES)
+def test_ase_equals_mace_calculator(mace_python, mace_model, imported, tmp_path, process_dtype):
+    """Per-atom energies include MACE's E0s, as MACE's calculator's "energies"; periodic cell + cluster. The same
+    to 1e-10 whatever torch's default dtype in the running process (MACE's ZBL multiplies integer atomic numbers
+    by a float, which torch does in the default dtype: the importer casts them to the model's dtype)."""
     structures = [periodic(), cluster()]
-    ref = foreign_reference(mace_python, "mace_side.py", mace_model, structures, tmp_path)
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(getattr(torch, default_dtype))
-    try:
-        assert_ase_equals(imported, structures, ref)
-    finally:
-        torch.set_default_dtype(saved)
+    refs = foreign_reference(mace_python, "mace_side.py", mace_model, structures, tmp_path)
+    assert_ase_equals(imported, structures, refs, process_dtype=process_dtype)
 
 
 def test_file_needs_nothing_but_torch(imported):

@@ -18,7 +18,7 @@ from typing import Dict, List
 import torch
 from torch import Tensor
 
-from mlpot_plugins.importers.receptive import ImportedMessagePassing
+from mlpot_plugins.importers.receptive import ImportedMessagePassing, cast_integer_operands
 
 
 class MACEPotential(ImportedMessagePassing):
@@ -51,50 +51,6 @@ class MACEPotential(ImportedMessagePassing):
         e = out["node_energy"]
         assert e is not None
         return e
-
-
-_ARITHMETIC = ("aten::mul", "aten::div", "aten::add", "aten::sub", "aten::pow", "aten::rsub")
-_INTEGER_DTYPES = (0, 1, 2, 3, 4)  # torch.uint8, int8, int16, int32, int64 as TorchScript dtype constants
-
-
-def _integer_cast(value) -> bool:
-    """Is ``value`` the output of ``x.to(<integer dtype constant>)``?"""
-    node = value.node()
-    if node.kind() != "aten::to" or len(list(node.inputs())) < 2:
-        return False
-    dtype = list(node.inputs())[1].node()
-    return dtype.kind() == "prim::Constant" and dtype.output().type().kind() == "IntType" \
-        and dtype.output().toIValue() in _INTEGER_DTYPES
-
-
-def fix_default_dtype_arithmetic(scripted: torch.jit.ScriptModule, dtype: torch.dtype) -> int:
-    """Make the scripted MACE model independent of the default dtype of the process that runs it.
-
-    MACE's ZBL pair repulsion computes ``14.3996 * Z_u * Z_v`` with integer atomic-number tensors: an integer
-    tensor times a Python float gives a tensor of the process's *default* dtype, so the prefactor is rounded to
-    float32 in a process whose default is float32 and exact where it is float64 (relative 2e-7 on the forces of
-    close pairs). Here every such product in the TorchScript graphs (an arithmetic op on ``x.to(<integer
-    dtype>)`` and a float scalar) first casts the integer tensor to the model's dtype, as MACE computes it when
-    the default dtype is the model's (mace_run_train sets it so). Returns the number of ops changed.
-    """
-    changed = 0
-    for module in scripted.modules():
-        for name in module._c._method_names():
-            graph = module._c._get_method(name).graph
-            for node in [n for kind in _ARITHMETIC for n in graph.findAllNodes(kind)]:
-                inputs = list(node.inputs())[:2]
-                if not any(v.type().kind() == "FloatType" for v in inputs):
-                    continue
-                for i, value in enumerate(inputs):
-                    if value.type().kind() == "TensorType" and _integer_cast(value):
-                        with graph.insert_point_guard(node):
-                            no = graph.insertConstant(False)
-                            cast = graph.create("aten::to", [value, graph.insertConstant(dtype), no, no,
-                                                             graph.insertConstant(None)])
-                            graph.insertNode(cast)
-                        node.replaceInput(i, cast.output())
-                        changed += 1
-    return changed
 
 
 def _fail(problem: str, fix: str) -> None:
@@ -147,7 +103,7 @@ def convert(model_path: str, out_path: str, dtype_name: str, head_name: str) -> 
     wrapper = MACEPotential(model, species, cutoff, head, n_layers)
     # e3nn's compile scripts its code-generated tensor products (the children) first; then the whole is scripted
     scripted = torch.jit.script(jit.compile(wrapper))
-    fix_default_dtype_arithmetic(scripted, getattr(torch, dtype_name))
+    cast_integer_operands(scripted, getattr(torch, dtype_name))  # ZBL's 14.3996 * Z_u * Z_v
     description = (f"MACE model {type(model).__name__} imported from {model_path} (head {heads[head]!r}, "
                    f"{n_layers} interactions, r_max {cutoff} A, trained in {src_dtype})")
     export(scripted, out_path, species=species, cutoff=cutoff, interaction_range=n_layers * cutoff,
