@@ -6,7 +6,8 @@ import subprocess
 import pytest
 
 from import_checks import (DEFAULT_DTYPES, HERE, assert_ase_equals, assert_lammps_equals_ase,
-                           assert_needs_only_torch, assert_openmm_equals_ase, cluster, foreign_reference, periodic, side_python_or_skip)
+                           assert_needs_only_torch, assert_openmm_equals_ase, cluster, foreign_reference, periodic,
+                           side_python_or_skip)
 from lammps_util import plugin  # noqa: F401
 from mlpot_plugins.importers import nequip as nequip_import
 from mlpot_plugins.model_file import load
