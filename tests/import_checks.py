@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lammps_util import cuau, lammps_cell, read_dump, run_lmp, write_data
 from mlpot_plugins import units
@@ -69,8 +71,26 @@ def foreign_reference(side_python, script: str, model, structures, tmp_path: Pat
             for k in range(len(structures))]
 
 
-def assert_ase_equals(imported, structures, refs, tol=TOL):
-    """Energy, per-atom energies (with the reference energies), forces and stress of our ASE calculator."""
+DEFAULT_DTYPES = ["float32", "float64"]
+
+
+@contextmanager
+def default_dtype(name: str):
+    """torch's default dtype set to ``name`` inside, restored after (the file's numbers must not depend on it)."""
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, name))
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
+
+
+def assert_ase_equals(imported, structures, refs, tol=TOL, process_dtype=None):
+    """Energy, per-atom energies (with the reference energies), forces and stress of our ASE calculator, run with
+    torch's default dtype ``process_dtype`` (None: as it is)."""
+    if process_dtype is not None:
+        with default_dtype(process_dtype):
+            return assert_ase_equals(imported, structures, refs, tol)
     calc = MLPotCalculator(str(imported))
     for atoms, ref in zip(structures, refs):
         atoms.calc = calc

@@ -37,6 +37,10 @@ def reference(model_path: str, inp: str, out: str, *flags: str) -> None:
     from mace.calculators import MACECalculator
 
     dtype = "float32" if "--float32" in flags else "float64"
+    # MACE's calculator sets the default dtype only while it builds the graph, but its ZBL term computes
+    # 14.3996 * Z_u * Z_v from integer tensors in the process's default dtype: evaluate as mace_run_train does,
+    # with the default dtype the model's
+    torch.set_default_dtype(getattr(torch, dtype))
     calc = MACECalculator(model_paths=model_path, device="cpu", default_dtype=dtype)
     data = np.load(inp)
     res = {}

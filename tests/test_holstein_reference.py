@@ -9,7 +9,14 @@ from mlpot_plugins.holstein.kpm import kpm_density, kpm_site_density
 from mlpot_plugins.holstein.langevin import LangevinIntegrator
 from mlpot_plugins.holstein.params import HolsteinParams, elastic_force, stagger
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(scope="module", autouse=True)
+def float64_default():
+    """These checks run in float64; the process's default dtype is restored for the other test modules."""
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(saved)
 
 
 def field(L=6, amp=1.0, seed=0, batch=()):

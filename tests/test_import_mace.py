@@ -5,8 +5,9 @@ import subprocess
 
 import pytest
 
-from import_checks import (HERE, assert_ase_equals, assert_lammps_equals_ase, assert_needs_only_torch,
-                           assert_openmm_equals_ase, cluster, foreign_reference, periodic, side_python_or_skip)
+from import_checks import (DEFAULT_DTYPES, HERE, assert_ase_equals, assert_lammps_equals_ase,
+                           assert_needs_only_torch, assert_openmm_equals_ase, cluster, foreign_reference, periodic,
+                           side_python_or_skip)
 from lammps_util import plugin  # noqa: F401
 from mlpot_plugins.importers import mace as mace_import
 from mlpot_plugins.model_file import load
@@ -42,11 +43,14 @@ def test_metadata_comes_from_the_mace_model(imported):
     assert meta["extra"]["source"] == "mace" and meta["extra"]["num_interactions"] == 2
 
 
-def test_ase_equals_mace_calculator(mace_python, mace_model, imported, tmp_path):
-    """Per-atom energies include MACE's E0s, as MACE's calculator's "energies"; periodic cell + cluster."""
+@pytest.mark.parametrize("process_dtype", DEFAULT_DTYPES)
+def test_ase_equals_mace_calculator(mace_python, mace_model, imported, tmp_path, process_dtype):
+    """Per-atom energies include MACE's E0s, as MACE's calculator's "energies"; periodic cell + cluster. The same
+    to 1e-10 whatever torch's default dtype in the running process (MACE's ZBL multiplies integer atomic numbers
+    by a float, which torch does in the default dtype: the importer casts them to the model's dtype)."""
     structures = [periodic(), cluster()]
-    assert_ase_equals(imported, structures, foreign_reference(mace_python, "mace_side.py", mace_model, structures,
-                                                              tmp_path))
+    refs = foreign_reference(mace_python, "mace_side.py", mace_model, structures, tmp_path)
+    assert_ase_equals(imported, structures, refs, process_dtype=process_dtype)
 
 
 def test_file_needs_nothing_but_torch(imported):

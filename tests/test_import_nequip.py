@@ -5,8 +5,9 @@ import subprocess
 
 import pytest
 
-from import_checks import (HERE, assert_ase_equals, assert_lammps_equals_ase, assert_needs_only_torch,
-                           assert_openmm_equals_ase, cluster, foreign_reference, periodic, side_python_or_skip)
+from import_checks import (DEFAULT_DTYPES, HERE, assert_ase_equals, assert_lammps_equals_ase,
+                           assert_needs_only_torch, assert_openmm_equals_ase, cluster, foreign_reference, periodic,
+                           side_python_or_skip)
 from lammps_util import plugin  # noqa: F401
 from mlpot_plugins.importers import nequip as nequip_import
 from mlpot_plugins.model_file import load
@@ -43,11 +44,13 @@ def test_metadata_comes_from_the_nequip_model(imported):
     assert meta["extra"] == {"source": "nequip", "num_layers": 2}
 
 
-def test_ase_equals_nequip_calculator(nequip_python, nequip_model, imported, tmp_path):
-    """Per-atom energies include NequIP's per-type shifts, as its calculator's "energies"; cell + cluster."""
+@pytest.mark.parametrize("process_dtype", DEFAULT_DTYPES)
+def test_ase_equals_nequip_calculator(nequip_python, nequip_model, imported, tmp_path, process_dtype):
+    """Per-atom energies include NequIP's per-type shifts, as its calculator's "energies"; cell + cluster; the
+    same whatever torch's default dtype in the running process."""
     structures = [periodic(), cluster()]
     refs = foreign_reference(nequip_python, "nequip_side.py", nequip_model, structures, tmp_path)
-    assert_ase_equals(imported, structures, refs)
+    assert_ase_equals(imported, structures, refs, process_dtype=process_dtype)
 
 
 def test_file_needs_nothing_but_torch(imported):

@@ -18,7 +18,7 @@ from typing import Dict, List
 import torch
 from torch import Tensor
 
-from mlpot_plugins.importers.receptive import ImportedMessagePassing
+from mlpot_plugins.importers.receptive import ImportedMessagePassing, cast_integer_operands
 
 
 class MACEPotential(ImportedMessagePassing):
@@ -101,7 +101,9 @@ def convert(model_path: str, out_path: str, dtype_name: str, head_name: str) -> 
     for p in model.parameters():
         p.requires_grad_(False)
     wrapper = MACEPotential(model, species, cutoff, head, n_layers)
-    scripted = jit.compile(wrapper)  # e3nn's compile scripts its code-generated tensor products first
+    # e3nn's compile scripts its code-generated tensor products (the children) first; then the whole is scripted
+    scripted = torch.jit.script(jit.compile(wrapper))
+    cast_integer_operands(scripted, getattr(torch, dtype_name))  # ZBL's 14.3996 * Z_u * Z_v
     description = (f"MACE model {type(model).__name__} imported from {model_path} (head {heads[head]!r}, "
                    f"{n_layers} interactions, r_max {cutoff} A, trained in {src_dtype})")
     export(scripted, out_path, species=species, cutoff=cutoff, interaction_range=n_layers * cutoff,

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
-from .receptive import ImportedMessagePassing
+from .receptive import ImportedMessagePassing, cast_integer_operands
 from .side_env import SideEnv, add_common_arguments, check_dtype, import_paths, report
 
 NEQUIP_VERSION = "0.19.1"
@@ -112,7 +112,8 @@ def import_nequip(model, output=None, dtype: Optional[str] = None) -> Path:
     if dtype and dtype != model_dtype:
         raise ValueError(f"{src}: --dtype {dtype} differs from the compiled model's {model_dtype}; nequip-compile "
                          f"fixes the dtype. Leave --dtype out, or train/compile with model_dtype: {dtype}")
-    wrapper = NequIPPotential(energy_model, species, cutoff, len(layers))
+    wrapper = torch.jit.script(NequIPPotential(energy_model, species, cutoff, len(layers)))
+    cast_integer_operands(wrapper, getattr(torch, model_dtype))
     export(wrapper, dst, species=species, cutoff=cutoff, interaction_range=len(layers) * cutoff,
            length_unit="angstrom", energy_unit="eV", dtype=model_dtype, name="nequip-import",
            description=(f"NequIP GNN imported from {src} ({len(layers)} layers, r_max {cutoff} A, {model_dtype}; "

@@ -32,6 +32,53 @@ def receptive_subgraph(edge_index: Tensor, n_nodes: int, n_local: int, n_layers:
     return kept, nodes, remap[edge_index.index_select(1, kept)]
 
 
+_ARITHMETIC = ("aten::mul", "aten::div", "aten::add", "aten::sub", "aten::pow", "aten::rsub")
+_INTEGER_DTYPES = (0, 1, 2, 3, 4)  # torch.uint8, int8, int16, int32, int64 as TorchScript dtype constants
+
+
+def _integer_cast(value) -> bool:
+    """Is ``value`` the output of ``x.to(<integer dtype constant>)``?"""
+    node = value.node()
+    if node.kind() != "aten::to" or len(list(node.inputs())) < 2:
+        return False
+    dtype = list(node.inputs())[1].node()
+    return dtype.kind() == "prim::Constant" and dtype.output().type().kind() == "IntType" \
+        and dtype.output().toIValue() in _INTEGER_DTYPES
+
+
+def cast_integer_operands(scripted: torch.jit.ScriptModule, dtype: torch.dtype) -> int:
+    """Make a scripted imported model independent of the default dtype of the process that runs it.
+
+    An integer tensor combined with a Python float gives a tensor of torch's *default* dtype, not the model's:
+    MACE's ZBL pair repulsion computes ``14.3996 * Z_u * Z_v`` from ``Z.to(torch.int64)`` atomic numbers, so
+    that prefactor was rounded to float32 where the running process's default is float32 (LAMMPS, a fresh
+    Python) and exact where it is float64 (relative 2e-7 on the forces of close pairs). In every method graph
+    of ``scripted`` this casts the integer operand of such an op (``aten::mul/div/add/sub/pow/rsub`` of
+    ``x.to(<integer dtype constant>)`` and a float scalar) to the model's ``dtype`` first, which is what the
+    foreign code computes when the default dtype is the model's (as mace_run_train sets it). Integer tensors of
+    other origins (an integer buffer indexed directly) and free functions called from the graphs are not
+    rewritten: the importers' tests compare the results under both default dtypes. Returns the ops changed.
+    """
+    changed = 0
+    for module in scripted.modules():
+        for name in module._c._method_names():
+            graph = module._c._get_method(name).graph
+            for node in [n for kind in _ARITHMETIC for n in graph.findAllNodes(kind)]:
+                inputs = list(node.inputs())[:2]
+                if not any(v.type().kind() == "FloatType" for v in inputs):
+                    continue
+                for i, value in enumerate(inputs):
+                    if value.type().kind() == "TensorType" and _integer_cast(value):
+                        with graph.insert_point_guard(node):
+                            no = graph.insertConstant(False)
+                            cast = graph.create("aten::to", [value, graph.insertConstant(dtype), no, no,
+                                                             graph.insertConstant(None)])
+                            graph.insertNode(cast)
+                        node.replaceInput(i, cast.output())
+                        changed += 1
+    return changed
+
+
 class ImportedMessagePassing(AtomisticPotential):
     """Base of imported message-passing networks: subclasses give ``network_energies`` (per-atom energies of a
     graph from its edge vectors [E, 3]); this class evaluates it on the local atoms' receptive field only."""
