@@ -615,11 +615,11 @@ case("plugin-empty-so-lmp", "lmp (plugin cache)", "ok_or_error", ["mlpotplugin.s
 # ================================ LAMMPS decks ===========================================================
 # deck fields: model (pair_style args), coeff, units, data, extra (after pair_coeff), pre (before read_data),
 # run; nprocs 1-3.  Every ok case also checks that LAMMPS printed no nan/inf.
-def lcase(id, expect, words, forbid=(), nprocs=1, check=None, timeout=90, **deck):
+def lcase(id, expect, words, forbid=(), nprocs=1, check=None, timeout=90, env=None, **deck):
     if expect in ("ok", "ok_or_error") and check is None:
         check = lmp_finite
     case(id, f"lmp{' (mpiexec -n %d)' % nprocs if nprocs > 1 else ''}", expect, words, forbid, timeout,
-         deck=deck, nprocs=nprocs, check=check)
+         deck=deck, nprocs=nprocs, check=check, env=env or {})
 
 
 lcase("lmp-ok", "ok", [])

@@ -231,7 +231,7 @@ class Trainer:
 
         if value > self.RUNAWAY * self.min_loss:
             raise DivergenceError(
-                f"the training loss ran away at epoch {self.epoch + 1}: {value:.3g}, more than {self.RUNAWAY:g} x "
+                f"the training diverges: the loss ran away at epoch {self.epoch + 1}: {value:.3g}, more than {self.RUNAWAY:g} x "
                 f"the smallest seen ({self.min_loss:.3g}); lower training.lr (now "
                 f"{self.opt.param_groups[0]['lr']:g}); the last good state is in last.pt (--resume)")
         self.min_loss = min(self.min_loss, value) if value > 0 else self.min_loss
