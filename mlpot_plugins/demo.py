@@ -24,12 +24,14 @@ def ase_stage(out_dir: Path, quick: bool) -> None:
     from ase.md.verlet import VelocityVerlet
 
     from .ase import MLPotCalculator
+    from .crystals import equilibrium_lattice
 
     import torch
 
     torch.set_num_threads(1)  # a few hundred atoms: threads only add overhead
     model = "morse-cuau-committee"
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((3, 3, 3))
+    a0 = equilibrium_lattice(model)  # the model's own lattice constant (Cu's 3.61 A is ~16 GPa for it)
+    atoms = bulk("Cu", "fcc", a=a0, cubic=True).repeat((3, 3, 3))
     del atoms[0]
     atoms.calc = MLPotCalculator(model)
     thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
@@ -39,7 +41,7 @@ def ase_stage(out_dir: Path, quick: bool) -> None:
     e1 = atoms.get_total_energy()
     std = atoms.calc.get_property("forces_std", atoms)
     check_md(model, e0, e1, std, len(atoms))
-    print(f"[ase] {model}: {len(atoms)} Cu atoms, {steps} NVE steps of 2 fs: "
+    print(f"[ase] {model}: {len(atoms)} Cu atoms at its lattice constant {a0:.3f} A, {steps} NVE steps of 2 fs: "
           f"energy drift {abs(e1 - e0) / len(atoms) * 1e3:.3f} meV/atom, "
           f"max per-atom force std {std.max():.4f} eV/A (atom {int(std.argmax())})")
 
