@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 from ase.calculators.emt import EMT
 
-from lammps_util import cuau, lammps_cell, plugin  # noqa: F401
+from lammps_util import cuau, plugin  # noqa: F401
 from mlpot_plugins import export, load, pretrained_path
 from mlpot_plugins.ase import MLPotCalculator
 from mlpot_plugins.cli import main
 from mlpot_plugins.committee import make_committee
 from mlpot_plugins.models.reference import MorsePotential
 from mlpot_plugins.training.calibration import gaussian_nll
-from test_lammps_mpi import ToyMessagePassing, assert_two_rank_std_equals_ase, snapshot
+from test_lammps_mpi import ToyMessagePassing, assert_message_passing_ranks_equal_ase, assert_two_rank_std_equals_ase
 
 
 @pytest.fixture(scope="module")
@@ -113,18 +113,6 @@ def test_committee_with_message_passing_member_on_one_and_two_ranks(tmp_path, pl
     path = make_committee([mp, members[0], members[1]], tmp_path / "mixed.pt")
     meta = load(path).metadata
     assert (meta["cutoff"], meta["interaction_range"]) == (6.0, 9.0)
-    atoms = cuau((3, 3, 3), a=3.0, seed=9, rattle=0.1)
-    atoms.set_cell(lammps_cell(9.0, 9.0, 9.0, 90, 90, 80), scale_atoms=True)
-    atoms.calc = MLPotCalculator(path)
-    r1, d1 = snapshot(tmp_path, plugin, atoms, path, 1)
-    r2, d2 = snapshot(tmp_path, plugin, atoms, path, 2)
-    assert r1["pe"] == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
-    assert r2["pe"] == pytest.approx(r1["pe"], rel=1e-10)
-    assert r2["pxy"] == pytest.approx(r1["pxy"], rel=1e-9)
-    f_ref = atoms.get_forces()
-    for d in (d1, d2):
-        f = np.stack([d["fx"], d["fy"], d["fz"]], 1)
-        np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-10 * np.abs(f_ref).max())
-        np.testing.assert_allclose(d["c_pe"], atoms.get_potential_energies(), rtol=0, atol=1e-11)
+    atoms = assert_message_passing_ranks_equal_ase(tmp_path, plugin, path)
     (tmp_path / "std").mkdir()
     assert_two_rank_std_equals_ase(tmp_path / "std", plugin, path, atoms.copy(), 1e-3)

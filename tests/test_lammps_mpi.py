@@ -213,8 +213,9 @@ class ToyMessagePassing(AtomisticPotential):
         return zeros.index_add(1, src, msg) - 0.1 * h
 
 
-def test_message_passing_model_uses_ghost_centres(tmp_path, plugin):
-    path = export(ToyMessagePassing(), tmp_path / "toy-mp.pt")
+def assert_message_passing_ranks_equal_ase(tmp_path, plugin, path):
+    """A triclinic 108-atom cell whose ghost shell needs ghost centres: energy, pressure, forces and
+    per-atom energies of LAMMPS on 1 and 2 ranks equal ASE. Returns the atoms (with the ASE calculator)."""
     atoms = cuau((3, 3, 3), a=3.0, seed=9, rattle=0.1)
     atoms.set_cell(lammps_cell(9.0, 9.0, 9.0, 90, 90, 80), scale_atoms=True)
     atoms.calc = MLPotCalculator(path)
@@ -228,6 +229,11 @@ def test_message_passing_model_uses_ghost_centres(tmp_path, plugin):
         np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-10 * np.abs(f_ref).max())
         np.testing.assert_allclose(d["c_pe"], atoms.get_potential_energies(), rtol=0, atol=1e-11)
     assert r2["pxy"] == pytest.approx(r1["pxy"], rel=1e-9)
+    return atoms
+
+
+def test_message_passing_model_uses_ghost_centres(tmp_path, plugin):
+    assert_message_passing_ranks_equal_ase(tmp_path, plugin, export(ToyMessagePassing(), tmp_path / "toy-mp.pt"))
 
 
 def test_message_passing_committee_uncertainty_on_two_ranks(tmp_path, plugin):
