@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import torch
+from side_reference import write_reference
 
 
 def build(out: str, seed: str = "0", channels: str = "8", r_max: str = "4.5") -> None:
@@ -32,8 +33,6 @@ def build(out: str, seed: str = "0", channels: str = "8", r_max: str = "4.5") ->
 
 
 def reference(model_path: str, inp: str, out: str, *flags: str) -> None:
-    from ase import Atoms
-
     from mace.calculators import MACECalculator
 
     dtype = "float32" if "--float32" in flags else "float64"
@@ -42,20 +41,7 @@ def reference(model_path: str, inp: str, out: str, *flags: str) -> None:
     # with the default dtype the model's
     torch.set_default_dtype(getattr(torch, dtype))
     calc = MACECalculator(model_paths=model_path, device="cpu", default_dtype=dtype)
-    data = np.load(inp)
-    res = {}
-    k = 0
-    while f"positions_{k}" in data:
-        atoms = Atoms(numbers=data[f"numbers_{k}"], positions=data[f"positions_{k}"], cell=data[f"cell_{k}"],
-                      pbc=data[f"pbc_{k}"])
-        atoms.calc = calc
-        res[f"energy_{k}"] = atoms.get_potential_energy()
-        res[f"forces_{k}"] = atoms.get_forces()
-        res[f"energies_{k}"] = calc.results["energies"]
-        if atoms.pbc.all():
-            res[f"stress_{k}"] = atoms.get_stress()
-        k += 1
-    np.savez(out, **res)
+    write_reference(calc, inp, out)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ on the structures of IN.npz (keys positions_k, numbers_k, cell_k, pbc_k): energy
 """
 import sys
 
-import numpy as np
 import torch
+from side_reference import write_reference
 
 
 def build(out: str, seed: str = "0", type_names: str = "Cu,Au") -> None:
@@ -34,25 +34,10 @@ def build(out: str, seed: str = "0", type_names: str = "Cu,Au") -> None:
 
 
 def reference(model_path: str, inp: str, out: str) -> None:
-    from ase import Atoms
-
     from nequip.integrations.ase import NequIPCalculator
 
     calc = NequIPCalculator.from_compiled_model(model_path, device="cpu")
-    data = np.load(inp)
-    res = {}
-    k = 0
-    while f"positions_{k}" in data:
-        atoms = Atoms(numbers=data[f"numbers_{k}"], positions=data[f"positions_{k}"], cell=data[f"cell_{k}"],
-                      pbc=data[f"pbc_{k}"])
-        atoms.calc = calc
-        res[f"energy_{k}"] = atoms.get_potential_energy()
-        res[f"forces_{k}"] = atoms.get_forces()
-        res[f"energies_{k}"] = calc.results["energies"]
-        if atoms.pbc.all():
-            res[f"stress_{k}"] = atoms.get_stress()
-        k += 1
-    np.savez(out, **res)
+    write_reference(calc, inp, out)
 
 
 if __name__ == "__main__":
