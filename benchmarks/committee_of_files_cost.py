@@ -20,18 +20,7 @@ from mlpot_plugins.models.equivariant import EquivariantPotential
 from mlpot_plugins.models.reference import MorsePotential
 from mlpot_plugins.neighbors import neighbor_list
 
-
-def step_time(model, args, repeats, need_uncertainty):
-    import time
-
-    for _ in range(3):
-        model.compute(*args, need_virial=True, need_uncertainty=need_uncertainty)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.compute(*args, need_virial=True, need_uncertainty=need_uncertainty)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+from committee_cost import step_time  # benchmarks/ is on sys.path when run as a script
 
 
 def inputs(atoms, cutoff):
