@@ -131,20 +131,16 @@ class LoadedModel:
         """The block method with the exact local solver (contract, Lattice fallback): forces with every site whose
         calibrated std > ``threshold`` replaced by the exact force, ``forces_std``, ``fallback_mask``. Models
         exported without the solver: ModelFormatError naming the export command that adds it."""
-        self.check_fallback()
+        threshold = self.check_fallback(threshold)
         if isinstance(halo, bool) or int(halo) != halo:
             raise ValueError(f"halo {halo!r} must be a whole number of sites; the fallback needs at least "
                              f"{self.metadata['fallback_range']} (metadata fallback_range)")
-        try:
-            threshold = float(threshold)
-        except (TypeError, ValueError):
-            raise ValueError(f"fallback threshold {threshold!r} is not a number; pass a force std > 0 "
-                             "(in the model's energy/length units), e.g. 0.05") from None
         return self._call(self.module.compute_lattice_block_fallback, Q_block, int(halo), threshold)
 
-    def check_fallback(self) -> None:
-        """ValueError/ModelFormatError unless this model carries the exact local solver (engines call it
-        when a fallback threshold is asked for, before running anything)."""
+    def check_fallback(self, threshold) -> float:
+        """``threshold`` as a float, after checking that this model carries the exact local solver and that the
+        threshold is a force std > 0 (engines call it when a fallback is asked for, before running anything);
+        ValueError or ModelFormatError naming the fix otherwise."""
         if self.kind != "lattice":
             raise ValueError(f"{self.path}: the uncertainty-gated fallback is for lattice models, this one is "
                              f"{self.kind}; run it without a fallback threshold")
@@ -154,6 +150,14 @@ class LoadedModel:
                 "() method), so an engine cannot fall back to exact forces on uncertain sites. Export it with "
                 f"the solver (weights unchanged): `mlpot holstein export {self.path} --fallback-radius 6 --out "
                 f"{self.path.with_name(self.path.stem + '-fallback.pt').name}`, or run without a fallback threshold")
+        try:
+            value = float(threshold)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not value > 0:
+            raise ValueError(f"fallback threshold {threshold!r} must be a force std > 0 (in the model's units: t per "
+                             "Q unit for a lattice model), e.g. 0.05; leave the fallback out for none")
+        return value
 
     @staticmethod
     def _call(method, *args) -> Dict[str, torch.Tensor]:

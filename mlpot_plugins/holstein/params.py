@@ -107,11 +107,14 @@ def nn_sum(v: Tensor, periodic: bool = True) -> Tensor:
 def periodic_block(Q: Tensor, halo: int, x0: int = 0, x1: Optional[int] = None, y0: int = 0,
                    y1: Optional[int] = None) -> Tensor:
     """Sites [x0 - halo, x1 + halo) x [y0 - halo, y1 + halo) of the periodic lattice Q [..., L, L] as one open
-    block (default: the whole lattice with a periodic halo): the input of ``compute_lattice_block``."""
-    L = Q.shape[-1]
-    x1, y1 = L if x1 is None else x1, L if y1 is None else y1
-    rows = torch.arange(x0 - halo, x1 + halo, device=Q.device) % Q.shape[-2]
-    return Q[..., rows, :][..., torch.arange(y0 - halo, y1 + halo, device=Q.device) % L]
+    block (default: the whole lattice with a periodic halo): the input of ``compute_lattice_block``.
+    TorchScript-able (the OpenMM lattice force pads with it)."""
+    Lx, Ly = Q.shape[-2], Q.shape[-1]
+    x1 = Lx if x1 is None else x1
+    y1 = Ly if y1 is None else y1
+    rows = torch.arange(x0 - halo, x1 + halo, device=Q.device) % Lx
+    cols = torch.arange(y0 - halo, y1 + halo, device=Q.device) % Ly
+    return Q.index_select(Q.dim() - 2, rows).index_select(Q.dim() - 1, cols)
 
 
 def stagger(L: int, dtype=torch.float64, device=None) -> Tensor:
