@@ -71,6 +71,18 @@ def openmm_settings(p) -> Dict[str, object]:
             "friction": p.gamma / p.m / time_ps / u.picosecond, "dt": p.dt * time_ps * u.picosecond}
 
 
+def lattice_system(L: int, p):
+    """An ``openmm.System`` of L*L lattice sites of mass ``p.m`` (dalton; no forces yet, no box: x and y are never
+    read). Add ``create_force(model, lattice_topology(L))`` and integrate with ``openmm_settings(p)``."""
+    import openmm
+
+    system = openmm.System()
+    mass = openmm_settings(p)["mass"]
+    for _ in range(check_lattice_size(L, 1, even=False) ** 2):
+        system.addParticle(mass)
+    return system
+
+
 def lattice_size(loaded: LoadedModel, topology_or_elements, atoms=None) -> int:
     """L of the L x L lattice the particles of ``topology_or_elements`` form; ValueError naming the problem and
     the fix for an atomistic topology, a particle count that is not a square, a lattice too small for the
