@@ -29,6 +29,8 @@ def reexport(model: str, out: Optional[str] = None, fallback_radius: Optional[in
              fallback_moments: Optional[int] = None, no_fallback: bool = False) -> dict:
     """Re-export a shipped model name or a model file in place (or to ``out``); returns what was checked.
     ``fallback_radius``/``fallback_moments``: add or change the exact local solver (default: keep the file's)."""
+    if no_fallback and (fallback_radius or fallback_moments):
+        raise ValueError("--no-fallback contradicts --fallback-radius/--fallback-moments; pass one of them")
     old = load(model)
     target = Path(out) if out is not None else Path(model) if Path(model).is_file() else HERE / f"{model}.pt"
     meta, extra = old.metadata, old.metadata["extra"]
@@ -42,8 +44,6 @@ def reexport(model: str, out: Optional[str] = None, fallback_radius: Optional[in
     m.load_state_dict(old.module.state_dict())
     m.uncertainty_scale = meta["uncertainty_scale"]
     had = meta.get("fallback") or {}
-    if no_fallback and (fallback_radius or fallback_moments):
-        raise ValueError("--no-fallback contradicts --fallback-radius/--fallback-moments; pass one of them")
     if not no_fallback and (had or fallback_radius or fallback_moments):
         m = with_fallback(m, HolsteinParams.from_dict(extra["holstein"]), fallback_radius or had.get("radius", 6),
                           fallback_moments or had.get("n_moments", DEFAULT_MOMENTS))
