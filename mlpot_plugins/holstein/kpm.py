@@ -14,6 +14,7 @@ import math
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as Fn
 from torch import Tensor
 
 from .params import HolsteinParams, check_field, nn_sum
@@ -84,13 +85,38 @@ def chebyshev_diagonal(Q: Tensor, probes: Tensor, p: HolsteinParams, M: int, per
 
 def window_site_density(windows: Tensor, t: float, g: float, kT: float, mu: float, M: int) -> Tensor:
     """Density of the centre site of each open window [S, w, w] (w = 2 radius + 1) -> [S]: KPM with the exact
-    unit probe on the centre site. The one implementation of the windowed (nearsighted) site density, used by
-    ``kpm_site_density`` and by the exported fallback solver (TorchScript)."""
+    unit probe e_c on the centre site, n_c = sum_m c_m g_m mu_m with the moments mu_m = <e_c|T_m(h~)|e_c> from
+    the Chebyshev vectors v_k = T_k(h~) e_c by doubling (mu_2k = 2 <v_k|v_k> - mu_0, mu_2k+1 = 2 <v_k+1|v_k> -
+    mu_1: M/2 matrix-vector steps, the same Jackson-damped sum as ``chebyshev_diagonal``). The one
+    implementation of the windowed (nearsighted) site density, used by ``kpm_site_density`` and by the exported
+    fallback solver (TorchScript)."""
     S, w = windows.shape[0], windows.shape[-1]
     r = w // 2
-    probe = torch.zeros([S, 1, w, w], dtype=windows.dtype, device=windows.device)
-    probe[:, 0, r, r] = 1.0
-    return chebyshev_diagonal_of(windows, probe, t, g, kT, mu, M, False)[:, r, r]
+    a, b = spectral_bounds_of(windows, t, g)
+    coef = fermi_chebyshev_coefficients(a, b, M, kT, mu) * jackson_kernel(M, windows.dtype, windows.device)
+    scale = (2.0 / a).reshape(S, 1, 1, 1)  # 2 h~ v = hop * nn_sum(v) + diag * v
+    diag = (-g * windows.unsqueeze(1) - b.reshape(S, 1, 1, 1)) * scale
+    hop = -t * scale
+    cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=windows.dtype,
+                         device=windows.device).reshape(1, 1, 3, 3)
+    v_prev = torch.zeros([S, 1, w, w], dtype=windows.dtype, device=windows.device)
+    v_prev[:, 0, r, r] = 1.0  # v_0 = e_c
+    v = 0.5 * (hop * Fn.conv2d(v_prev, cross, padding=1) + diag * v_prev)  # v_1 = h~ e_c
+    mu1 = v[:, 0, r, r]
+    dots = []  # <v_k|v_k>, <v_k+1|v_k> for k = 1, 2, ...
+    for k in range(1, (M + 1) // 2):
+        v_next = hop * Fn.conv2d(v, cross, padding=1) + diag * v - v_prev
+        dots.append((v * v).sum([1, 2, 3]))
+        dots.append((v_next * v).sum([1, 2, 3]))
+        v_prev, v = v, v_next
+    moments = torch.ones([S, M], dtype=windows.dtype, device=windows.device)
+    if M > 1:
+        moments[:, 1] = mu1
+    if len(dots) > 0:
+        d = torch.stack(dots, 1)[:, :M - 2]  # mu_2, mu_3, ... = 2 <.|.> - mu_0 or mu_1
+        base = torch.stack([torch.ones_like(mu1), mu1], 1).repeat(1, (M - 1) // 2 + 1)[:, :M - 2]
+        moments[:, 2:] = 2 * d - base
+    return (coef * moments).sum(1)
 
 
 def default_moments(Q: Tensor, p: HolsteinParams, tol: float = 1e-4) -> int:
