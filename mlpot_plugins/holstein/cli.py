@@ -1,4 +1,4 @@
-"""``mlpot holstein generate|train|run|analyze`` and the demo stage."""
+"""``mlpot holstein generate|train|run|analyze|export`` and the demo stage."""
 from __future__ import annotations
 
 import json

@@ -10,8 +10,8 @@ velocity) is OpenMM's Langevin friction gamma / m per ps: ``openmm_settings(para
 ``create_force(lattice_model, lattice_topology(L))`` (both backends) evaluates the model on the whole periodic
 grid (``compute_lattice``); with ``fallback=THRESHOLD`` it calls the model's exact local solver
 (``compute_lattice_block_fallback`` on the grid as one block with a periodic halo), so every site whose
-calibrated force std exceeds THRESHOLD gets the exact force. A direct-force model has no energy: its
-potential energy reads 0.
+calibrated force std exceeds THRESHOLD gets the exact force. A direct-force model has no energy, nor has a
+force with fallback (its forces are no gradient of the ML energy): their potential energy reads 0.
 """
 from __future__ import annotations
 
