@@ -14,7 +14,6 @@ import math
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as Fn
 from torch import Tensor
 
 from .params import HolsteinParams, check_field, nn_sum
@@ -94,20 +93,18 @@ def window_site_density(windows: Tensor, t: float, g: float, kT: float, mu: floa
     r = w // 2
     a, b = spectral_bounds_of(windows, t, g)
     coef = fermi_chebyshev_coefficients(a, b, M, kT, mu) * jackson_kernel(M, windows.dtype, windows.device)
-    scale = (2.0 / a).reshape(S, 1, 1, 1)  # 2 h~ v = hop * nn_sum(v) + diag * v
-    diag = (-g * windows.unsqueeze(1) - b.reshape(S, 1, 1, 1)) * scale
+    scale = (2.0 / a).reshape(S, 1, 1)  # 2 h~ v = hop * nn_sum(v) + diag * v (open window edges)
+    diag = (-g * windows - b.reshape(S, 1, 1)) * scale
     hop = -t * scale
-    cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=windows.dtype,
-                         device=windows.device).reshape(1, 1, 3, 3)
-    v_prev = torch.zeros([S, 1, w, w], dtype=windows.dtype, device=windows.device)
-    v_prev[:, 0, r, r] = 1.0  # v_0 = e_c
-    v = 0.5 * (hop * Fn.conv2d(v_prev, cross, padding=1) + diag * v_prev)  # v_1 = h~ e_c
-    mu1 = v[:, 0, r, r]
+    v_prev = torch.zeros([S, w, w], dtype=windows.dtype, device=windows.device)
+    v_prev[:, r, r] = 1.0  # v_0 = e_c
+    v = 0.5 * (hop * nn_sum(v_prev, False) + diag * v_prev)  # v_1 = h~ e_c
+    mu1 = v[:, r, r]
     dots = []  # <v_k|v_k>, <v_k+1|v_k> for k = 1, 2, ...
     for k in range(1, (M + 1) // 2):
-        v_next = hop * Fn.conv2d(v, cross, padding=1) + diag * v - v_prev
-        dots.append((v * v).sum([1, 2, 3]))
-        dots.append((v_next * v).sum([1, 2, 3]))
+        v_next = hop * nn_sum(v, False) + diag * v - v_prev
+        dots.append((v * v).sum([1, 2]))
+        dots.append((v_next * v).sum([1, 2]))
         v_prev, v = v, v_next
     moments = torch.ones([S, M], dtype=windows.dtype, device=windows.device)
     if M > 1:
