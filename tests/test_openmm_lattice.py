@@ -117,3 +117,29 @@ def test_langevin_equipartition_and_per_site_std(tmp_path):
     assert list(rec["step"]) == list(range(50, 1301, 50)) and np.isnan(rec["energy_std"]).all()
     std = model.module.compute_lattice(Q.float(), True)["forces_std"].double().numpy().reshape(-1)
     assert np.allclose(rec["forces_std"][-1], std, rtol=1e-5, atol=1e-7) and std.max() > 0
+
+
+def test_python_backend_survives_serialization(models, tmp_path):
+    """XmlSerializer round trip of a lattice System (python backend): same forces; a moved model file is named
+    at the first evaluation."""
+    import shutil
+
+    path = tmp_path / "copy.pt"
+    shutil.copy(models["energy"].path, path)
+    system = lattice_system(L, P)
+    system.addForce(create_force(str(path), lattice_topology(L), backend="python", fallback=0.3))
+    copy = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    Q = field(seed=5)
+    forces = []
+    for s in (system, copy):
+        context = openmm.Context(s, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(lattice_positions(Q.numpy()))
+        forces.append(context.getState(getForces=True).getForces(asNumpy=True)._value)
+    assert np.array_equal(forces[0], forces[1]) and np.abs(forces[0][:, 2]).max() > 0.1
+    xml = openmm.XmlSerializer.serialize(system)
+    path.unlink()
+    lost = openmm.XmlSerializer.deserialize(xml)
+    context = openmm.Context(lost, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(lattice_positions(Q.numpy()))
+    with pytest.raises(Exception, match=r"cannot load its model.*copy.pt.*no longer exists.*MLPOT_MODEL_DIR"):
+        context.getState(getForces=True)

@@ -181,13 +181,19 @@ def lattice_wrapper(loaded: LoadedModel, L: int, fallback: Optional[float]) -> O
 
 
 class LatticePythonForceComputation:
-    """``f(state) -> (energy kJ/mol, forces kJ/mol/nm)`` for ``openmm.PythonForce`` (the scripted wrapper)."""
+    """``f(state) -> (energy kJ/mol, forces kJ/mol/nm)`` for ``openmm.PythonForce`` (the scripted wrapper).
+    Serialization pickles the model's path and content hash, as the atomistic ``PythonForceComputation``."""
 
     def __init__(self, loaded: LoadedModel, L: int, fallback: Optional[float]):
         self.model, self.L, self.fallback = loaded, int(L), fallback
         self.module = lattice_wrapper(loaded, L, fallback).to(loaded.device)
+        self.error: Optional[str] = None
 
     def __call__(self, state):
+        if self.error is not None:
+            from .python_force import ModelNotFoundError
+
+            raise ModelNotFoundError(self.error)
         pos = torch.as_tensor(np.asarray(state.getPositions(asNumpy=True)._value), device=self.model.device)
         try:
             energy, forces = self.module(pos)
@@ -213,13 +219,9 @@ class LatticePythonForceComputation:
             self.__init__(load_for_openmm(find_model(st["path"], st["sha256"]), st["device"], st["dtype"]),
                           st["L"], st["fallback"])
         except Exception as exc:  # noqa: BLE001
-            message = (f"mlpot: this deserialized lattice force cannot load its model: {exc}. Put the model file "
-                       f"back at {st['path']!r}, or set {MODEL_DIR_ENV} to a folder holding a copy of it")
-
-            def fail(state, message=message):
-                raise FileNotFoundError(message)
-
-            self.__call__ = fail  # type: ignore[method-assign]
+            self.error = (f"mlpot: this deserialized lattice force cannot load its model: {exc}. Put the model file "
+                          f"back at {st['path']!r}, or set {MODEL_DIR_ENV} to a folder holding a copy of it, or "
+                          "re-create the force with create_force(...)")
 
 
 def create_lattice_force(loaded: LoadedModel, topology_or_elements, atoms=None, backend: str = "torch",
