@@ -144,3 +144,12 @@ def test_shipped_files_carry_the_solver(name):
     loaded = mlpot_plugins.load(name)
     assert loaded.metadata["fallback"] == {"radius": 6, "n_moments": 2048}
     assert loaded.metadata["fallback_range"] == 6 == loaded.module.fallback_range
+
+
+def test_ml_fallback_engine_uses_the_model_solver_settings(models):
+    """`mlpot holstein run --engine ml+fallback` with a model that carries a solver: its window and moments, so
+    the Python run and the engines fall back alike (the Python engine keeps its 25% cap)."""
+    from mlpot_plugins.holstein.dynamics import make_forces
+
+    forces = make_forces("ml+fallback", P, models["direct"], threshold=0.05)
+    assert (forces.radius, forces.n_moments, forces.max_fraction) == (RADIUS, MOMENTS, 0.25)
