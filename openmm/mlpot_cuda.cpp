@@ -69,6 +69,11 @@ class CudaCalcMLPotForceKernel : public CalcMLPotForceKernel {
   CudaCalcMLPotForceKernel(const std::string &name, const Platform &platform, CudaContext &cu)
       : CalcMLPotForceKernel(name, platform), cu(cu) {}
 
+  ~CudaCalcMLPotForceKernel() override
+  {
+    if (model && context_owner) forget_uncertainty(model->force.tag, context_owner);
+  }
+
   void initialize(const System &system, const MLPotForce &force) override
   {
     ContextSelector selector(cu);
@@ -117,7 +122,7 @@ class CudaCalcMLPotForceKernel : public CalcMLPotForceKernel {
       }
       torch::Tensor edges, shifts;
       model->neighbor_list_torch(x, box, edges, shifts);
-      const void *owner = &context.getOwner();
+      const void *owner = context_owner = &context.getOwner();
       const bool unc = f.ensembleSize > 1 && uncertainty_requested(f.tag, owner);
       auto out = model->compute(x, edges, shifts, unc);
       energy = model->output(out, "energy", {}).to(torch::kFloat64).item<double>() * ENERGY_FROM_MODEL;
@@ -145,6 +150,7 @@ class CudaCalcMLPotForceKernel : public CalcMLPotForceKernel {
   CudaArray regionOfAtom;
   CUfunction gatherKernel = nullptr, forceKernel = nullptr;
   torch::Tensor keep;
+  const void *context_owner = nullptr;
 };
 
 class CudaKernelFactory : public KernelFactory {

@@ -38,6 +38,7 @@ struct Uncertainty {
 // the committee statistics registry: keyed by the force's tag and the OpenMM::Context that evaluated it
 bool uncertainty_requested(const std::string &tag, const void *context);   // consumes a one-shot request
 void store_uncertainty(const std::string &tag, const void *context, Uncertainty &&u);
+void forget_uncertainty(const std::string &tag, const void *context);    // when the kernel goes
 
 class Model {
  public:

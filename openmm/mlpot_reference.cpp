@@ -104,6 +104,14 @@ void store_uncertainty(const std::string &tag, const void *context, Uncertainty 
   r.stats[{tag, context}] = std::move(u);
 }
 
+void forget_uncertainty(const std::string &tag, const void *context)
+{
+  auto &r = registry();
+  std::lock_guard<std::mutex> g(r.lock);
+  r.stats.erase({tag, context});
+  r.requests.erase({tag, context});
+}
+
 [[noreturn]] void rethrow_evaluation_error(const std::exception &e, const MLPotForce &force)
 {
   if (dynamic_cast<const OpenMMException *>(&e)) throw OpenMMException(e.what());
@@ -436,7 +444,17 @@ namespace {
 class ReferenceCalcMLPotForceKernel : public CalcMLPotForceKernel {
  public:
   using CalcMLPotForceKernel::CalcMLPotForceKernel;
-  void initialize(const System &, const MLPotForce &force) override { model = std::make_unique<Model>(force, force.device); }
+  ~ReferenceCalcMLPotForceKernel() override
+  {
+    if (model && context_owner) forget_uncertainty(model->force.tag, context_owner);    // a new Context may get
+  }                                                                                     // this address
+  void initialize(const System &, const MLPotForce &force) override
+  {
+    model = std::make_unique<Model>(force, force.device);
+    // the CUDA kernel's neighbour list (torch operations), here on the CPU: how the tests check it
+    const char *nl = std::getenv("MLPOT_OPENMM_TORCH_NEIGHBORS");
+    torch_neighbors = nl != nullptr && std::strcmp(nl, "1") == 0;
+  }
   double execute(ContextImpl &context, bool includeForces, bool) override
   {
     auto *data = reinterpret_cast<ReferencePlatform::PlatformData *>(context.getPlatformData());
@@ -456,17 +474,25 @@ class ReferenceCalcMLPotForceKernel : public CalcMLPotForceKernel {
       for (int i = 0; i < 3; i++)
         for (int d = 0; d < 3; d++) box[3 * i + d] = v[i][d] * LENGTH_TO_MODEL;
     }
-    model->neighbor_list(x, f.periodic ? box : nullptr, edges, shifts);
-    const void *owner = &context.getOwner();
+    if (!torch_neighbors) model->neighbor_list(x, f.periodic ? box : nullptr, edges, shifts);
+    const void *owner = context_owner = &context.getOwner();
     const bool unc = f.ensembleSize > 1 && uncertainty_requested(f.tag, owner);
     double energy = 0.0;
     try {
-      const int64_t ne = (int64_t) edges.size() / 2;
       auto topts = torch::TensorOptions().dtype(model->dtype).device(model->device);
       // the CPU buffers are wrapped, not copied (a copy happens only for float32 models or a GPU)
       auto xt = torch::from_blob(x.data(), {n, 3}, torch::kFloat64).to(topts);
-      auto et = torch::from_blob(edges.data(), {2, ne}, torch::kInt64).to(model->device);
-      auto st = torch::from_blob(shifts.data(), {ne, 3}, torch::kFloat64).to(topts);
+      torch::Tensor et, st;
+      if (torch_neighbors) {
+        xt = xt.clone();
+        torch::Tensor bt;
+        if (f.periodic) bt = torch::from_blob(box, {3, 3}, torch::kFloat64).to(topts);
+        model->neighbor_list_torch(xt, bt, et, st);
+      } else {
+        const int64_t ne = (int64_t) edges.size() / 2;
+        et = torch::from_blob(edges.data(), {2, ne}, torch::kInt64).to(model->device);
+        st = torch::from_blob(shifts.data(), {ne, 3}, torch::kFloat64).to(topts);
+      }
       auto out = model->compute(xt, et, st, unc);
       energy = model->output(out, "energy", {}).to(torch::kCPU, torch::kFloat64).item<double>() * ENERGY_FROM_MODEL;
       if (includeForces) {
@@ -488,6 +514,8 @@ class ReferenceCalcMLPotForceKernel : public CalcMLPotForceKernel {
   std::unique_ptr<Model> model;
   std::vector<double> x, shifts;
   std::vector<int64_t> edges;
+  bool torch_neighbors = false;
+  const void *context_owner = nullptr;
 };
 
 class ReferenceKernelFactory : public KernelFactory {

@@ -179,3 +179,14 @@ def test_committee_statistics_from_the_same_evaluation(plugin):
     energy_forces(ctx)
     energy_forces(ctx)
     assert native.read_uncertainty(tag, ctx, len(atoms))["evaluation"] == got["evaluation"] + 3
+
+
+@pytest.mark.parametrize("name", sorted(SYSTEMS))
+def test_torch_neighbour_list_of_the_cuda_kernel(plugin, name, monkeypatch):
+    """The CUDA kernel's neighbour list (torch operations, Model::neighbor_list_torch), run here on the CPU by
+    the Reference kernel, gives the ASE numbers too (the cluster's cells are fewer than the search reach, the
+    periodic boxes are smaller than twice the cutoff)."""
+    monkeypatch.setenv("MLPOT_OPENMM_TORCH_NEIGHBORS", "1")
+    atoms = SYSTEMS[name]()
+    ctx = context_for(system_with(atoms, native_force(COMMITTEE, topology_of(atoms))), atoms)
+    assert_close(energy_forces(ctx), ase_reference(atoms, COMMITTEE))

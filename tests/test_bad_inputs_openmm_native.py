@@ -1,0 +1,175 @@
+"""Bad inputs of the native OpenMM backend (mlpot_plugins/openmm/native.py + the openmm/ plugin): each is a
+Python exception naming the problem and the fix, never a crash. Cases that reach the C++ kernel surface as
+openmm.OpenMMException from Context creation or evaluation."""
+import shutil
+
+import numpy as np
+import openmm
+import pytest
+
+from mlpot_plugins.openmm import native
+from mlpot_plugins.openmm.ml_region import resolve_region
+from mlpot_plugins.openmm.model_loading import load_for_openmm
+from mlpot_plugins.pretrained import pretrained_dir
+from openmm_systems import MODEL, COMMITTEE, context_for, empty_system, energy_forces, periodic_cubic, topology_of
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    ok, why = native.native_available()
+    assert ok, why
+
+
+def force_for(model, atoms, region=None, device="cpu", loaded=None):
+    loaded = loaded or load_for_openmm(model)
+    return native.create_native_force(loaded, resolve_region(loaded.species, topology_of(atoms), region), device)
+
+
+def xml_of(force, **attrs):
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(openmm.XmlSerializer.serialize(force))
+    root.attrib.update(attrs)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _fewer_particles(tmp_path):
+    atoms = periodic_cubic()
+    force = force_for(MODEL, atoms, region=[0, 5, 31])
+    system = empty_system(atoms[:10])
+    system.addForce(force)
+    context_for(system, periodic_cubic()[:10])
+
+
+def _moved_model(tmp_path):
+    atoms = periodic_cubic()
+    model = tmp_path / "m.pt"
+    shutil.copy(pretrained_dir() / f"{MODEL}.pt", model)
+    system = empty_system(atoms)
+    system.addForce(force_for(model, atoms))
+    model.unlink()
+    context_for(system, atoms)
+
+
+def _changed_model(tmp_path):
+    atoms = periodic_cubic()
+    model = tmp_path / "m.pt"
+    shutil.copy(pretrained_dir() / f"{MODEL}.pt", model)
+    system = empty_system(atoms)
+    system.addForce(force_for(model, atoms))
+    shutil.copy(pretrained_dir() / f"{COMMITTEE}.pt", model)
+    context_for(system, atoms)
+
+
+def _deleted_before_creation(tmp_path):
+    model = tmp_path / "m.pt"
+    shutil.copy(pretrained_dir() / f"{MODEL}.pt", model)
+    loaded = load_for_openmm(model)
+    model.unlink()
+    force_for(None, periodic_cubic(), loaded=loaded)
+
+
+def _no_box_set(tmp_path):
+    atoms = periodic_cubic()
+    system = openmm.System()
+    for m in atoms.get_masses():
+        system.addParticle(m)
+    system.addForce(force_for(MODEL, atoms))
+    energy_forces(context_for(system, atoms))
+
+
+def _nan_position(tmp_path):
+    atoms = periodic_cubic()
+    system = empty_system(atoms)
+    system.addForce(force_for(MODEL, atoms))
+    pos = atoms.positions.copy()
+    pos[4, 1] = np.nan
+    energy_forces(context_for(system, pos))
+
+
+def _coincident_atoms(tmp_path):
+    atoms = periodic_cubic()
+    system = empty_system(atoms)
+    system.addForce(force_for(MODEL, atoms))
+    pos = atoms.positions.copy()
+    pos[7] = pos[3]
+    energy_forces(context_for(system, pos))
+
+
+def _xml_version(tmp_path):
+    openmm.XmlSerializer.deserialize(xml_of(force_for(MODEL, periodic_cubic()), version="99"))
+
+
+def _xml_precision(tmp_path):
+    openmm.XmlSerializer.deserialize(xml_of(force_for(MODEL, periodic_cubic()), precision="float16"))
+
+
+def _xml_type_out_of_range(tmp_path):
+    atoms = periodic_cubic()
+    system = empty_system(atoms)
+    system.addForce(openmm.XmlSerializer.deserialize(xml_of(force_for(MODEL, atoms), numSpecies="1")))
+    context_for(system, atoms)
+
+
+def _bad_device(tmp_path):
+    force_for(MODEL, periodic_cubic(), device="tpu")
+
+
+def _cuda_device_without_gpu(tmp_path):
+    atoms = periodic_cubic()
+    system = empty_system(atoms)
+    system.addForce(force_for(MODEL, atoms, device="cuda"))
+    context_for(system, atoms)
+
+
+def _lattice_model(tmp_path):
+    from mlpot_plugins.model_file import load
+
+    native.create_native_force(load("holstein-d4"), None)
+
+
+def _read_wrong_size(tmp_path):
+    atoms = periodic_cubic()
+    force = force_for(COMMITTEE, atoms)
+    tag = native.native_force_info(force)["tag"]
+    system = empty_system(atoms)
+    system.addForce(force)
+    ctx = context_for(system, atoms)
+    native.request_uncertainty(tag, ctx)
+    energy_forces(ctx)
+    native.read_uncertainty(tag, ctx, 5)
+
+
+def _bad_mode(tmp_path):
+    atoms = periodic_cubic()
+    system = empty_system(atoms)
+    system.addForce(force_for(COMMITTEE, atoms))
+    native.request_uncertainty("x", context_for(system, atoms), "sometimes")
+
+
+CASES = {
+    "region-beyond-system": (_fewer_particles, openmm.OpenMMException, ["ML region refers to particle 31", "10 particles"]),
+    "model-moved": (_moved_model, openmm.OpenMMException, ["no longer exists", "MLPOT_MODEL_DIR", "Put the model file back"]),
+    "model-changed": (_changed_model, openmm.OpenMMException, ["changed since the force was created", "re-create"]),
+    "model-deleted-before-creation": (_deleted_before_creation, FileNotFoundError, ["no longer exists", "put it back"]),
+    "periodic-without-box": (_no_box_set, openmm.OpenMMException, ["default 2 nm cube", "setDefaultPeriodicBoxVectors"]),
+    "nan-position": (_nan_position, openmm.OpenMMException, ["not finite", "smaller time step"]),
+    "coincident-atoms": (_coincident_atoms, openmm.OpenMMException, ["coincident atoms", "3 and 7", "remove the duplicate"]),
+    "xml-version": (_xml_version, openmm.OpenMMException, ["XML version 99", "upgrade mlpot_plugins"]),
+    "xml-precision": (_xml_precision, openmm.OpenMMException, ["precision must be float32 or float64", "create_force"]),
+    "xml-type-out-of-range": (_xml_type_out_of_range, openmm.OpenMMException, ["species index 1", "1 species"]),
+    "bad-device": (_bad_device, ValueError, ["not a torch device name", "'cpu'"]),
+    "cuda-without-gpu": (_cuda_device_without_gpu, openmm.OpenMMException, ["sees no CUDA GPU", "device='cpu'"]),
+    "lattice-model": (_lattice_model, ValueError, ["'lattice' model cannot be an OpenMM force", "atomistic"]),
+    "read-wrong-size": (_read_wrong_size, ValueError, ["has 32 atoms, not 5"]),
+    "bad-uncertainty-mode": (_bad_mode, ValueError, ["'sometimes'", "'next'"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_a_clear_exception(plugin, tmp_path, case):
+    make, exc_type, words = CASES[case]
+    with pytest.raises(exc_type) as err:
+        make(tmp_path)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
