@@ -52,8 +52,8 @@ def time_per_call(fn, min_time: float, min_calls: int = 3) -> float:
     return (time.process_time() - t0) / calls
 
 
-def bare_callables(atoms):
-    model = mlpot_plugins.load(MODEL)
+def bare_callables(atoms, model_name: str = MODEL):
+    model = mlpot_plugins.load(model_name)
     dt = model.dtype
     pos = torch.as_tensor(atoms.positions, dtype=dt)
     cell = torch.as_tensor(atoms.cell.array, dtype=dt)

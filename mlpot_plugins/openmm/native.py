@@ -61,11 +61,15 @@ def _shared_dir() -> Path:
     return lammps_sources()
 
 
-def _cuda_include() -> Optional[Path]:
-    """A CUDA toolkit's include folder with ``cuda.h`` ($CUDA_HOME, $CUDA_PATH, /usr/local/cuda), or None."""
-    for base in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if base and (Path(base) / "include" / "cuda.h").is_file():
-            return Path(base) / "include"
+def _cuda_include(torch_lib: Path) -> Optional[Path]:
+    """A CUDA toolkit's include folder (``cuda.h`` and ``crt/host_defines.h``, which OpenMM's CUDA headers
+    need): $CUDA_HOME, $CUDA_PATH, /usr/local/cuda, the newest /usr/local/cuda-*; or None."""
+    bases = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda",
+             *sorted(Path("/usr/local").glob("cuda-*"), reverse=True)]
+    for base in bases:
+        inc = Path(base) / "include" if base else None
+        if inc and (inc / "cuda.h").is_file() and (inc / "crt" / "host_defines.h").is_file():
+            return inc
     return None
 
 
@@ -78,7 +82,7 @@ def cuda_problem(cfg: Optional[dict] = None) -> Optional[str]:
     if not (cfg["openmm_include"] / "openmm" / "cuda" / "CudaContext.h").is_file():
         missing.append("OpenMM's CUDA platform headers")
     if cfg["cuda_include"] is None:
-        missing.append("a CUDA toolkit's cuda.h (set CUDA_HOME)")
+        missing.append("a CUDA toolkit's headers (cuda.h; set CUDA_HOME)")
     if not cfg["torch_cuda"]:
         missing.append("a CUDA build of torch")
     return "; ".join(missing) or None
@@ -89,7 +93,8 @@ def _build_config() -> dict:
     libs = openmm_dir.parent / "OpenMM.libs"
     cfg = {**torch_config(), "engine_version": openmm_version, "openmm_include": libs / "include",
            "openmm_lib": libs / "lib", "pretrained": Path(__file__).resolve().parent.parent / "pretrained",
-           "cuda_include": _cuda_include()}
+           }
+    cfg["cuda_include"] = _cuda_include(cfg["torch_lib"])
     cfg["torch_cuda"] = (cfg["torch_lib"] / "libtorch_cuda.so").is_file()
     if not (cfg["openmm_include"] / "openmm" / "Force.h").is_file():
         raise PluginBuildError(f"the installed OpenMM has no C++ headers in {cfg['openmm_include']} (the openmm "
@@ -119,7 +124,7 @@ def _targets(cfg: dict) -> List[Target]:
         plugins = str(cfg["openmm_lib"] / "plugins")
         out.append(Target(CUDA_LIBRARY, CUDA_SOURCES, TORCH_SOURCES,
                           (*link, f"-L{plugins}", f"-Wl,-rpath,{plugins}", "-l:libOpenMMCUDA.so", "-ltorch_cuda",
-                           "-lc10_cuda", "-lcuda")))
+                           "-lc10_cuda", "-l:libcuda.so.1")))
     return out
 
 
