@@ -23,28 +23,19 @@ from pathlib import Path
 import torch  # before openmm
 import openmm
 
-from mlpot_plugins import units
 from mlpot_plugins.openmm import native
 from mlpot_plugins.openmm.ml_region import resolve_region
 from mlpot_plugins.openmm.model_loading import load_for_openmm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openmm_overhead import bare_callables, cu_supercell, time_per_call  # noqa: E402
+from openmm_overhead import bare_callables, cpu_context, cu_supercell, time_per_call  # noqa: E402
 
 
 def native_stepper(atoms, model: str, threads: int, uncertainty: bool):
-    system = openmm.System()
-    for m in atoms.get_masses():
-        system.addParticle(m)
-    system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*v) for v in atoms.cell.array * units.NM_PER_ANGSTROM])
     loaded = load_for_openmm(model)
     force = native.create_native_force(loaded, resolve_region(loaded.species, ["Cu"] * len(atoms), None, True))
     tag = native.native_force_info(force)["tag"]
-    system.addForce(force)
-    integrator = openmm.VerletIntegrator(0.001)
-    ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": str(threads)})
-    ctx.setPositions(atoms.positions * units.NM_PER_ANGSTROM)
-    ctx.setVelocitiesToTemperature(300, 1)
+    integrator, ctx = cpu_context(atoms, force, threads)
     if uncertainty:
         native.request_uncertainty(tag, ctx, "always")
 

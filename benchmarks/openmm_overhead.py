@@ -83,16 +83,24 @@ def bare_callables(atoms, model_name: str = MODEL):
     return compute_only, nl_and_compute, wrapped, edge_index.shape[1]
 
 
-def openmm_stepper(atoms, backend: str, threads: int):
+def cpu_context(atoms, force, threads: int):
+    """(integrator, Context) of a periodic System of ``atoms`` holding ``force``, CPU platform, 300 K."""
     system = openmm.System()
     for m in atoms.get_masses():
         system.addParticle(m)
     system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*v) for v in atoms.cell.array * units.NM_PER_ANGSTROM])
-    system.addForce(create_force(MODEL, ["Cu"] * len(atoms), backend=backend, periodic=True))
+    system.addForce(force)
     integrator = openmm.VerletIntegrator(0.001)
     ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": str(threads)})
     ctx.setPositions(atoms.positions * units.NM_PER_ANGSTROM)
     ctx.setVelocitiesToTemperature(300, 1)
+    return integrator, ctx
+
+
+def openmm_stepper(atoms, backend: str, threads: int):
+    integrator, ctx = cpu_context(atoms, create_force(MODEL, ["Cu"] * len(atoms), backend=backend, periodic=True),
+                                  threads)
+
     def step():
         integrator.step(1)
         return ctx  # the closure keeps the Context alive

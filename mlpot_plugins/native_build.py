@@ -285,12 +285,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlpot_plugins"
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_hash(path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's content (read in 1 MiB blocks)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256(path: Path) -> str:
+    return file_hash(path, "sha256")
 
 
 class _Terminated(BaseException):

@@ -102,11 +102,11 @@ class CudaCalcMLPotForceKernel : public CalcMLPotForceKernel {
     auto stream = c10::cuda::getStreamFromExternal(cu.getCurrentStream(), cu.getDeviceIndex());
     c10::cuda::CUDAStreamGuard guard(stream);
     auto topts = torch::TensorOptions().dtype(model->dtype).device(model->device);
-    double energy = 0.0;
-    try {
+    int numAtoms = cu.getNumAtoms(), padded = cu.getPaddedNumAtoms();
+    context_owner = &context.getOwner();
+    auto inputs = [&]() {
       auto x = torch::empty({n, 3}, topts);
       void *xptr = x.data_ptr();
-      int numAtoms = cu.getNumAtoms(), padded = cu.getPaddedNumAtoms();
       double lengthScale = LENGTH_TO_MODEL;
       CUdeviceptr correction = cu.getUseMixedPrecision() ? cu.getPosqCorrection().getDevicePointer() : 0;
       void *gatherArgs[] = {&cu.getPosq().getDevicePointer(), &correction, &cu.getAtomIndexArray().getDevicePointer(),
@@ -122,26 +122,18 @@ class CudaCalcMLPotForceKernel : public CalcMLPotForceKernel {
       }
       torch::Tensor edges, shifts;
       model->neighbor_list_torch(x, box, edges, shifts);
-      const void *owner = context_owner = &context.getOwner();
-      const bool unc = f.ensembleSize > 1 && uncertainty_requested(f.tag, owner);
-      auto out = model->compute(x, edges, shifts, unc);
-      energy = model->output(out, "energy", {}).to(torch::kFloat64).item<double>() * ENERGY_FROM_MODEL;
-      if (includeForces) {
-        auto forces = model->output(out, "forces", {n, 3}).contiguous();
-        void *fptr = forces.data_ptr();
-        double forceScale = FORCE_FROM_MODEL;
-        void *forceArgs[] = {&fptr, &cu.getForce().getDevicePointer(), &cu.getAtomIndexArray().getDevicePointer(),
-                             &regionOfAtom.getDevicePointer(), &numAtoms, &padded, &forceScale};
-        cu.executeKernel(forceKernel, forceArgs, numAtoms);
-        keep = forces;    // alive until the kernel has read it (the next call replaces it)
-      }
-      if (unc) model->record_uncertainty(out, owner);
-    } catch (const OpenMMException &) {
-      throw;
-    } catch (const std::exception &e) {
-      rethrow_evaluation_error(e, f);
-    }
-    return energy;
+      return std::make_tuple(x, edges, shifts);
+    };
+    auto add_forces = [&](const torch::Tensor &out) {
+      auto forces = out.contiguous();
+      void *fptr = forces.data_ptr();
+      double forceScale = FORCE_FROM_MODEL;
+      void *forceArgs[] = {&fptr, &cu.getForce().getDevicePointer(), &cu.getAtomIndexArray().getDevicePointer(),
+                           &regionOfAtom.getDevicePointer(), &numAtoms, &padded, &forceScale};
+      cu.executeKernel(forceKernel, forceArgs, numAtoms);
+      keep = forces;    // alive until the kernel has read it (the next call replaces it)
+    };
+    return model->evaluate(context_owner, includeForces, inputs, add_forces);
   }
 
  private:

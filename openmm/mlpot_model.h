@@ -6,11 +6,13 @@
 
 #include "MLPotForce.h"
 
+#include "openmm/OpenMMException.h"
 #include "openmm/Vec3.h"
 
 #include <torch/script.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 // nm <-> Angstrom and eV <-> kJ/mol: mlpot_plugins/units.py (OPENMM_*), its one source, passed by the build
@@ -40,6 +42,9 @@ bool uncertainty_requested(const std::string &tag, const void *context);   // co
 void store_uncertainty(const std::string &tag, const void *context, Uncertainty &&u);
 void forget_uncertainty(const std::string &tag, const void *context);    // when the kernel goes
 
+// the OpenMMException for a torch error during an evaluation
+[[noreturn]] void rethrow_evaluation_error(const std::exception &e, const MLPotForce &force);
+
 class Model {
  public:
   // loads and checks the model file of `force` onto `device`; OpenMMException naming the fix otherwise
@@ -60,6 +65,27 @@ class Model {
   torch::Tensor output(const c10::impl::GenericDict &out, const char *key, std::vector<int64_t> shape) const;
   // record the committee statistics of `out` for (tag, context)
   void record_uncertainty(const c10::impl::GenericDict &out, const void *context);
+  // one evaluation of the kernels: inputs() -> (positions A, edge_index, shifts) on the model's device; the
+  // committee statistics when requested for this context; add_forces(forces [n,3], model device and dtype)
+  // when forces are wanted; returns the energy in kJ/mol. Torch errors become OpenMMExceptions naming the model.
+  template <class Inputs, class AddForces>
+  double evaluate(const void *context, bool include_forces, Inputs &&inputs, AddForces &&add_forces)
+  {
+    try {
+      torch::Tensor x, edge_index, shifts;
+      std::tie(x, edge_index, shifts) = inputs();
+      const bool unc = force.ensembleSize > 1 && uncertainty_requested(force.tag, context);
+      auto out = compute(x, edge_index, shifts, unc);
+      const double energy = output(out, "energy", {}).to(torch::kCPU, torch::kFloat64).item<double>();
+      if (include_forces) add_forces(output(out, "forces", {x.size(0), 3}));
+      if (unc) record_uncertainty(out, context);
+      return energy * ENERGY_FROM_MODEL;
+    } catch (const OpenMM::OpenMMException &) {
+      throw;
+    } catch (const std::exception &e) {
+      rethrow_evaluation_error(e, force);
+    }
+  }
 
   const MLPotForce force;    // a copy: the System may go before the Context
   torch::jit::Module module;
@@ -68,9 +94,6 @@ class Model {
   torch::Tensor types;    // [n_ml] int64 on device
   long long evaluations = 0;
 };
-
-// the OpenMMException for a torch error during an evaluation
-[[noreturn]] void rethrow_evaluation_error(const std::exception &e, const MLPotForce &force);
 
 }    // namespace MLPot
 

@@ -475,10 +475,8 @@ class ReferenceCalcMLPotForceKernel : public CalcMLPotForceKernel {
         for (int d = 0; d < 3; d++) box[3 * i + d] = v[i][d] * LENGTH_TO_MODEL;
     }
     if (!torch_neighbors) model->neighbor_list(x, f.periodic ? box : nullptr, edges, shifts);
-    const void *owner = context_owner = &context.getOwner();
-    const bool unc = f.ensembleSize > 1 && uncertainty_requested(f.tag, owner);
-    double energy = 0.0;
-    try {
+    context_owner = &context.getOwner();
+    auto inputs = [&]() {
       auto topts = torch::TensorOptions().dtype(model->dtype).device(model->device);
       // the CPU buffers are wrapped, not copied (a copy happens only for float32 models or a GPU)
       auto xt = torch::from_blob(x.data(), {n, 3}, torch::kFloat64).to(topts);
@@ -493,21 +491,15 @@ class ReferenceCalcMLPotForceKernel : public CalcMLPotForceKernel {
         et = torch::from_blob(edges.data(), {2, ne}, torch::kInt64).to(model->device);
         st = torch::from_blob(shifts.data(), {ne, 3}, torch::kFloat64).to(topts);
       }
-      auto out = model->compute(xt, et, st, unc);
-      energy = model->output(out, "energy", {}).to(torch::kCPU, torch::kFloat64).item<double>() * ENERGY_FROM_MODEL;
-      if (includeForces) {
-        auto ft = model->output(out, "forces", {n, 3}).to(torch::kCPU, torch::kFloat64).contiguous();
-        const double *fp = ft.data_ptr<double>();
-        for (int k = 0; k < n; k++)
-          for (int d = 0; d < 3; d++) frc[f.particles[k]][d] += fp[3 * k + d] * FORCE_FROM_MODEL;
-      }
-      if (unc) model->record_uncertainty(out, owner);
-    } catch (const OpenMMException &) {
-      throw;
-    } catch (const std::exception &e) {
-      rethrow_evaluation_error(e, f);
-    }
-    return energy;
+      return std::make_tuple(xt, et, st);
+    };
+    auto add_forces = [&](const torch::Tensor &forces) {
+      auto ft = forces.to(torch::kCPU, torch::kFloat64).contiguous();
+      const double *fp = ft.data_ptr<double>();
+      for (int k = 0; k < n; k++)
+        for (int d = 0; d < 3; d++) frc[f.particles[k]][d] += fp[3 * k + d] * FORCE_FROM_MODEL;
+    };
+    return model->evaluate(context_owner, includeForces, inputs, add_forces);
   }
 
  private:

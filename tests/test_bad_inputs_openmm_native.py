@@ -78,22 +78,22 @@ def _no_box_set(tmp_path):
     energy_forces(context_for(system, atoms))
 
 
-def _nan_position(tmp_path):
+def _evaluated_with(change):
+    """Evaluate the Morse force on the periodic system after ``change(positions)``."""
     atoms = periodic_cubic()
     system = empty_system(atoms)
     system.addForce(force_for(MODEL, atoms))
     pos = atoms.positions.copy()
-    pos[4, 1] = np.nan
+    change(pos)
     energy_forces(context_for(system, pos))
+
+
+def _nan_position(tmp_path):
+    _evaluated_with(lambda pos: pos.__setitem__((4, 1), np.nan))
 
 
 def _coincident_atoms(tmp_path):
-    atoms = periodic_cubic()
-    system = empty_system(atoms)
-    system.addForce(force_for(MODEL, atoms))
-    pos = atoms.positions.copy()
-    pos[7] = pos[3]
-    energy_forces(context_for(system, pos))
+    _evaluated_with(lambda pos: pos.__setitem__(7, pos[3]))
 
 
 def _xml_version(tmp_path):

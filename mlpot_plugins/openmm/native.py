@@ -15,7 +15,6 @@ through the plugin's ``extern "C"`` functions (ctypes), keyed by the force's tag
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -28,8 +27,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from .. import units
-from ..native_build import (NativePlugin, PluginBuildError, Target, package, torch_config, torch_flags,
-                            torch_link)
+from ..native_build import (NativePlugin, PluginBuildError, Target, file_hash, package, torch_config,
+                            torch_flags, torch_link)
 
 LIBRARY = "libMLPotPlugin.so"
 CUDA_LIBRARY = "libMLPotPluginCUDA.so"
@@ -181,11 +180,8 @@ def native_available() -> Tuple[bool, str]:
 
 
 def model_sha1(path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The content hash the plugin checks when a Context loads the model (c10::sha1 on the C++ side)."""
+    return file_hash(path, "sha1")
 
 
 def create_native_force(loaded, region, device: str = "cpu", name: Optional[str] = None):
