@@ -28,7 +28,7 @@ from mlpot_plugins.openmm.ml_region import resolve_region
 from mlpot_plugins.openmm.model_loading import load_for_openmm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from openmm_overhead import bare_callables, cpu_context, cu_supercell, time_per_call  # noqa: E402
+from openmm_overhead import bare_callables, cpu_context, cu_supercell, stepper, time_per_call  # noqa: E402
 
 
 def native_stepper(atoms, model: str, threads: int, uncertainty: bool):
@@ -38,12 +38,7 @@ def native_stepper(atoms, model: str, threads: int, uncertainty: bool):
     integrator, ctx = cpu_context(atoms, force, threads)
     if uncertainty:
         native.request_uncertainty(tag, ctx, "always")
-
-    def step():
-        integrator.step(1)
-        return ctx  # the closure keeps the Context alive
-
-    return step
+    return stepper(integrator, ctx)
 
 
 def main() -> None:

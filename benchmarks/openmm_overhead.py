@@ -97,15 +97,18 @@ def cpu_context(atoms, force, threads: int):
     return integrator, ctx
 
 
-def openmm_stepper(atoms, backend: str, threads: int):
-    integrator, ctx = cpu_context(atoms, create_force(MODEL, ["Cu"] * len(atoms), backend=backend, periodic=True),
-                                  threads)
-
+def stepper(integrator, ctx):
+    """One MD step per call."""
     def step():
         integrator.step(1)
         return ctx  # the closure keeps the Context alive
 
     return step
+
+
+def openmm_stepper(atoms, backend: str, threads: int):
+    return stepper(*cpu_context(atoms, create_force(MODEL, ["Cu"] * len(atoms), backend=backend, periodic=True),
+                                threads))
 
 
 def main() -> None:

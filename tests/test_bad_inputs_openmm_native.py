@@ -41,24 +41,23 @@ def _fewer_particles(tmp_path):
     context_for(system, periodic_cubic()[:10])
 
 
-def _moved_model(tmp_path):
+def _model_file_then(tmp_path, action):
+    """A force on a copy of the Morse model; ``action(model_file)``; then a Context."""
     atoms = periodic_cubic()
     model = tmp_path / "m.pt"
     shutil.copy(pretrained_dir() / f"{MODEL}.pt", model)
     system = empty_system(atoms)
     system.addForce(force_for(model, atoms))
-    model.unlink()
+    action(model)
     context_for(system, atoms)
+
+
+def _moved_model(tmp_path):
+    _model_file_then(tmp_path, lambda model: model.unlink())
 
 
 def _changed_model(tmp_path):
-    atoms = periodic_cubic()
-    model = tmp_path / "m.pt"
-    shutil.copy(pretrained_dir() / f"{MODEL}.pt", model)
-    system = empty_system(atoms)
-    system.addForce(force_for(model, atoms))
-    shutil.copy(pretrained_dir() / f"{COMMITTEE}.pt", model)
-    context_for(system, atoms)
+    _model_file_then(tmp_path, lambda model: shutil.copy(pretrained_dir() / f"{COMMITTEE}.pt", model))
 
 
 def _deleted_before_creation(tmp_path):
