@@ -192,6 +192,18 @@ void inverse3(const double m[9], double inv[9])
   inv[8] = (m[0] * m[4] - m[1] * m[3]) / det;
 }
 
+// at most a few cells per atom (a sparse cluster or a huge box would otherwise allocate and visit
+// billions of empty cells): halve the largest count until it fits; cells only get larger, so the search
+// reach (computed afterwards) stays correct
+void limit_cells(int nc[3], int n)
+{
+  const long long most = std::max(64LL, 4LL * n);
+  while ((long long) nc[0] * nc[1] * nc[2] > most) {
+    int k = nc[0] >= nc[1] && nc[0] >= nc[2] ? 0 : (nc[1] >= nc[2] ? 1 : 2);
+    nc[k] = std::max(1, nc[k] / 2);
+  }
+}
+
 [[noreturn]] void coincident(int i, int j, double d)
 {
   const std::string what = i == j ? "an atom and its own periodic image" : "two atoms";
@@ -230,11 +242,14 @@ void Model::neighbor_list(std::vector<double> &x, const double *box, std::vector
   inverse3(H, Hinv);
   // cells per direction (each at least a cutoff high) and the cell offsets to search
   int nc[3], reach[3];
+  double height[3];
   for (int k = 0; k < 3; k++) {
-    const double g = std::sqrt(Hinv[k] * Hinv[k] + Hinv[3 + k] * Hinv[3 + k] + Hinv[6 + k] * Hinv[6 + k]);
-    const double height = 1.0 / g;
-    nc[k] = std::max(1, std::min(1 << 10, (int) std::floor(height / rc)));
-    reach[k] = (int) std::ceil(rc * nc[k] / height - 1e-12);
+    height[k] = 1.0 / std::sqrt(Hinv[k] * Hinv[k] + Hinv[3 + k] * Hinv[3 + k] + Hinv[6 + k] * Hinv[6 + k]);
+    nc[k] = (int) std::max(1.0, std::min(1024.0, std::floor(height[k] / rc)));
+  }
+  limit_cells(nc, n);
+  for (int k = 0; k < 3; k++) {
+    reach[k] = (int) std::ceil(rc * nc[k] / height[k] - 1e-12);
     if (!periodic) reach[k] = std::min(reach[k], nc[k] - 1);
   }
   // wrap (periodic) and bin
@@ -336,11 +351,13 @@ void Model::neighbor_list_torch(torch::Tensor &x, const torch::Tensor &box, torc
   auto Hinv = torch::linalg_inv(H);
   auto heights = 1.0 / Hinv.norm(2, 0);    // column norms
   auto hcpu = heights.to(torch::kCPU, torch::kFloat64);
+  int nci[3];
   int64_t nc[3], reach[3];
+  for (int k = 0; k < 3; k++) nci[k] = (int) std::max(1.0, std::min(1024.0, std::floor(hcpu[k].item<double>() / rc)));
+  limit_cells(nci, (int) n);
   for (int k = 0; k < 3; k++) {
-    const double h = hcpu[k].item<double>();
-    nc[k] = std::max<int64_t>(1, std::min<int64_t>(1 << 10, (int64_t) std::floor(h / rc)));
-    reach[k] = (int64_t) std::ceil(rc * nc[k] / h - 1e-12);
+    nc[k] = nci[k];
+    reach[k] = (int64_t) std::ceil(rc * nc[k] / hcpu[k].item<double>() - 1e-12);
     if (!periodic) reach[k] = std::min(reach[k], nc[k] - 1);
   }
   auto s = torch::matmul(x - origin, Hinv);

@@ -190,3 +190,14 @@ def test_torch_neighbour_list_of_the_cuda_kernel(plugin, name, monkeypatch):
     atoms = SYSTEMS[name]()
     ctx = context_for(system_with(atoms, native_force(COMMITTEE, topology_of(atoms))), atoms)
     assert_close(energy_forces(ctx), ase_reference(atoms, COMMITTEE))
+
+
+@pytest.mark.parametrize("torch_neighbors", ["0", "1"])
+def test_sparse_cluster(plugin, torch_neighbors, monkeypatch):
+    """Atoms micrometres apart (a cell list as large as the extent would need 1e9 cells) still equal ASE."""
+    from ase import Atoms
+
+    monkeypatch.setenv("MLPOT_OPENMM_TORCH_NEIGHBORS", torch_neighbors)
+    atoms = Atoms("Cu2AuCu", positions=[[0, 0, 0], [2.5, 0.3, 0], [1e4, 0, 0], [1e4, 2.6, 0.4]])
+    ctx = context_for(system_with(atoms, native_force(MODEL, topology_of(atoms))), atoms)
+    assert_close(energy_forces(ctx), ase_reference(atoms))
