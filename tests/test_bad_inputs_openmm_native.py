@@ -25,11 +25,14 @@ def force_for(model, atoms, region=None, device="cpu", loaded=None):
     return native.create_native_force(loaded, resolve_region(loaded.species, topology_of(atoms), region), device)
 
 
-def xml_of(force, **attrs):
+def xml_of(force, particle_index=None, **attrs):
+    """The force's XML with ``attrs`` replaced (and particle 1's index set to ``particle_index``)."""
     import xml.etree.ElementTree as ET
 
     root = ET.fromstring(openmm.XmlSerializer.serialize(force))
     root.attrib.update(attrs)
+    if particle_index is not None:
+        list(root.iter("Particle"))[1].set("index", str(particle_index))
     return ET.tostring(root, encoding="unicode")
 
 
@@ -103,11 +106,23 @@ def _xml_precision(tmp_path):
     openmm.XmlSerializer.deserialize(xml_of(force_for(MODEL, periodic_cubic()), precision="float16"))
 
 
-def _xml_type_out_of_range(tmp_path):
+def _context_of_edited_xml(**edit):
     atoms = periodic_cubic()
     system = empty_system(atoms)
-    system.addForce(openmm.XmlSerializer.deserialize(xml_of(force_for(MODEL, atoms), numSpecies="1")))
+    system.addForce(openmm.XmlSerializer.deserialize(xml_of(force_for(MODEL, atoms), **edit)))
     context_for(system, atoms)
+
+
+def _xml_type_out_of_range(tmp_path):
+    _context_of_edited_xml(numSpecies="1")
+
+
+def _xml_repeated_particle(tmp_path):
+    _context_of_edited_xml(particle_index=0)
+
+
+def _xml_negative_particle(tmp_path):
+    _context_of_edited_xml(particle_index=-3)
 
 
 def _bad_device(tmp_path):
@@ -156,6 +171,9 @@ CASES = {
     "coincident-atoms": (_coincident_atoms, openmm.OpenMMException, ["coincident atoms", "3 and 7", "remove the duplicate"]),
     "xml-version": (_xml_version, openmm.OpenMMException, ["XML version 99", "upgrade mlpot_plugins"]),
     "xml-precision": (_xml_precision, openmm.OpenMMException, ["precision must be float32 or float64", "create_force"]),
+    "xml-repeated-particle": (_xml_repeated_particle, openmm.OpenMMException, ["particle 0 is listed twice",
+                                                                              "list each particle once"]),
+    "xml-negative-particle": (_xml_negative_particle, openmm.OpenMMException, ["refers to particle -3", "0..31"]),
     "xml-type-out-of-range": (_xml_type_out_of_range, openmm.OpenMMException, ["species index 1", "1 species"]),
     "bad-device": (_bad_device, ValueError, ["not a torch device name", "'cpu'"]),
     "cuda-without-gpu": (_cuda_device_without_gpu, openmm.OpenMMException, ["sees no CUDA GPU", "device='cpu'"]),
