@@ -190,3 +190,18 @@ def test_bad_input_is_a_clear_exception(plugin, tmp_path, case):
         make(tmp_path)
     for w in words:
         assert w in str(err.value), (w, str(err.value))
+
+
+def test_unwritable_cache_is_a_reason_not_a_crash(tmp_path):
+    """native_available() answers (False, why + fix) when the plugin cannot be built; it never raises."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "a-file").write_text("")
+    env = dict(os.environ, MLPOT_CACHE_DIR=str(tmp_path / "a-file" / "cache"))
+    code = "from mlpot_plugins.openmm import native; print(native.native_available())"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("(False, ") and "cannot write the OpenMM plugin cache" in res.stdout
+    assert "MLPOT_CACHE_DIR" in res.stdout
