@@ -201,3 +201,14 @@ def test_sparse_cluster(plugin, torch_neighbors, monkeypatch):
     atoms = Atoms("Cu2AuCu", positions=[[0, 0, 0], [2.5, 0.3, 0], [1e4, 0, 0], [1e4, 2.6, 0.4]])
     ctx = context_for(system_with(atoms, native_force(MODEL, topology_of(atoms))), atoms)
     assert_close(energy_forces(ctx), ase_reference(atoms))
+
+
+def test_force_group_is_respected_and_serialized(plugin):
+    atoms = SYSTEMS["cluster"]()
+    force = native_force(MODEL, topology_of(atoms))
+    force.setForceGroup(2)
+    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system_with(atoms, force)))
+    assert system.getForce(0).getForceGroup() == 2 and system.getForce(0).getName() == f"mlpot:{MODEL}"
+    ctx = context_for(system, atoms)
+    assert energy_forces(ctx, groups={0})[0] == 0.0
+    assert_close(energy_forces(ctx, groups={2}), ase_reference(atoms))
