@@ -214,10 +214,11 @@ def create_native_force(loaded, region, device: str = "cpu", name: Optional[str]
         "boxKnownDefault": str(int(region.box_known_default)), "precision": meta["dtype"], "device": str(device),
         "cutoff": repr(float(meta["cutoff"])), "ensembleSize": str(int(meta["ensemble_size"])),
         "numSpecies": str(len(meta["species"])), "tag": uuid.uuid4().hex})
-    parts = ET.SubElement(root, "Particles")
-    for p, t in zip(particles.tolist(), np.asarray(region.types).tolist()):
-        ET.SubElement(parts, "Particle", {"index": str(p), "type": str(t)})
-    return openmm.XmlSerializer.deserialize(ET.tostring(root, encoding="unicode"))
+    ET.SubElement(root, "Particles").text = "@PARTICLES@"  # filled as plain text: 10x faster for 1e5 atoms
+    rows = "".join(f'<Particle index="{p}" type="{t}"/>' for p, t in zip(particles.tolist(),
+                                                                         np.asarray(region.types).tolist()))
+    head, tail = ET.tostring(root, encoding="unicode").rsplit("@PARTICLES@", 1)  # the last one: never a path's
+    return openmm.XmlSerializer.deserialize(head + rows + tail)
 
 
 def native_force_info(force) -> Optional[dict]:
