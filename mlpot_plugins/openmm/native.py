@@ -150,8 +150,10 @@ def load_plugin():
         if "lib" in _LOADED:
             return _LOADED["lib"]
         path = plugin_path()
-        openmm.Platform.loadPluginLibrary(str(path))  # registers MLPotForce's proxy and the kernels
         cuda = path.parent / CUDA_LIBRARY
+        if cuda_problem() is None and PLUGIN.cached_problem(cuda) is not None:  # the CUDA kernel is checked
+            PLUGIN.build(force=True)                                             # against the manifest too
+        openmm.Platform.loadPluginLibrary(str(path))  # registers MLPotForce's proxy and the kernels
         if cuda.is_file() and any(openmm.Platform.getPlatform(i).getName() == "CUDA"
                                   for i in range(openmm.Platform.getNumPlatforms())):
             openmm.Platform.loadPluginLibrary(str(cuda))
