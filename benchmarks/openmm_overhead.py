@@ -52,8 +52,8 @@ def time_per_call(fn, min_time: float, min_calls: int = 3) -> float:
     return (time.process_time() - t0) / calls
 
 
-def bare_callables(atoms):
-    model = mlpot_plugins.load(MODEL)
+def bare_callables(atoms, model_name: str = MODEL):
+    model = mlpot_plugins.load(model_name)
     dt = model.dtype
     pos = torch.as_tensor(atoms.positions, dtype=dt)
     cell = torch.as_tensor(atoms.cell.array, dtype=dt)
@@ -83,21 +83,32 @@ def bare_callables(atoms):
     return compute_only, nl_and_compute, wrapped, edge_index.shape[1]
 
 
-def openmm_stepper(atoms, backend: str, threads: int):
+def cpu_context(atoms, force, threads: int):
+    """(integrator, Context) of a periodic System of ``atoms`` holding ``force``, CPU platform, 300 K."""
     system = openmm.System()
     for m in atoms.get_masses():
         system.addParticle(m)
     system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*v) for v in atoms.cell.array * units.NM_PER_ANGSTROM])
-    system.addForce(create_force(MODEL, ["Cu"] * len(atoms), backend=backend, periodic=True))
+    system.addForce(force)
     integrator = openmm.VerletIntegrator(0.001)
     ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"), {"Threads": str(threads)})
     ctx.setPositions(atoms.positions * units.NM_PER_ANGSTROM)
     ctx.setVelocitiesToTemperature(300, 1)
+    return integrator, ctx
+
+
+def stepper(integrator, ctx):
+    """One MD step per call."""
     def step():
         integrator.step(1)
         return ctx  # the closure keeps the Context alive
 
     return step
+
+
+def openmm_stepper(atoms, backend: str, threads: int):
+    return stepper(*cpu_context(atoms, create_force(MODEL, ["Cu"] * len(atoms), backend=backend, periodic=True),
+                                threads))
 
 
 def main() -> None:

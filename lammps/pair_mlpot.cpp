@@ -19,6 +19,7 @@
 #include "update.h"
 #include "utils.h"
 
+#include "mlpot_torch_util.h"
 #include "mlpot_units.h"
 
 #include <ATen/Parallel.h>
@@ -36,6 +37,8 @@
 #include <stdexcept>
 
 using namespace LAMMPS_NS;
+using mlpot_torch::dtype_name;
+using mlpot_torch::torch_message;
 
 #ifndef MLPOT_PRETRAINED_DIR
 #define MLPOT_PRETRAINED_DIR ""
@@ -85,39 +88,6 @@ std::string first_line(const std::string &text)
   return text.substr(0, pos == std::string::npos ? text.size() : pos);
 }
 
-// the useful line of a torch error: without the C++ backtrace, and for TorchScript interpreter errors
-// (whose first line is generic) the last line, which holds the Python-level exception
-std::string torch_message(const std::exception &e)
-{
-  const auto *c10e = dynamic_cast<const c10::Error *>(&e);
-  std::string text = c10e ? c10e->what_without_backtrace() : e.what();
-  std::vector<std::string> lines;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    auto end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(start, end - start);
-    if (line.find_first_not_of(" \t\r") != std::string::npos) lines.push_back(line);
-    start = end + 1;
-  }
-  if (lines.empty()) return "unknown error";
-  if (lines.front().find("failed in the TorchScript interpreter") != std::string::npos) {
-    auto last = lines.back();
-    return last.substr(last.find_first_not_of(" \t"));
-  }
-  return lines.front();
-}
-
-std::string dtype_name(torch::ScalarType t)
-{
-  switch (t) {
-    case torch::kFloat64: return "float64";
-    case torch::kFloat32: return "float32";
-    case torch::kFloat16: return "float16";
-    case torch::kBFloat16: return "bfloat16";
-    default: return c10::toString(t);
-  }
-}
 }    // namespace
 
 PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
@@ -357,10 +327,7 @@ void PairMLPot::load_model(const std::string &path_in)
     int ngpu = (int) torch::cuda::device_count();
     m->device = torch::Device(torch::kCUDA, node_rank % std::max(ngpu, 1));
   }
-  // the edge count changes every step: specialise on dynamic shapes instead of recompiling for each new
-  // one (same setting as mlpot_plugins.model_file.use_dynamic_shapes on the Python side)
-  torch::jit::FusionStrategy strategy = {{torch::jit::FusionBehavior::DYNAMIC, 2}};
-  torch::jit::setFusionStrategy(strategy);
+  mlpot_torch::use_dynamic_shapes();
   auto corrupt = [&](const std::exception &e) {
     error->all(FLERR, "pair_style mlpot: model file '{}' is corrupt: torch cannot load it ({}); re-export it "
                       "with mlpot_plugins.export()", path, torch_message(e));

@@ -7,10 +7,11 @@ from mlpot_plugins.openmm import create_force
 from openmm_systems import MODEL, empty_system, periodic_cubic, topology_of
 
 
-def nve_drift(platform, backend="torch", steps=300, dt_fs=1.0):
+def nve_drift(platform, backend="torch", steps=300, dt_fs=1.0, make_force=None):
+    """(drift, fluctuation, kinetic) per atom in kJ/mol; ``make_force(model, topology)`` replaces create_force."""
     atoms = periodic_cubic()
     system = empty_system(atoms)
-    system.addForce(create_force(MODEL, topology_of(atoms), backend=backend))
+    system.addForce((make_force or (lambda m, t: create_force(m, t, backend=backend)))(MODEL, topology_of(atoms)))
     integrator = openmm.VerletIntegrator(dt_fs * 1e-3)
     ctx = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
     ctx.setPositions(atoms.positions * 0.1)

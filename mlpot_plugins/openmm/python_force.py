@@ -14,7 +14,6 @@ is gone, so serialized Systems can move between machines with their models.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Optional
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from ..model_file import LoadedModel, torchscript_error
+from ..native_build import file_hash
 from .model_loading import load_for_openmm
 from .torch_module import OpenMMModelWrapper
 
@@ -30,11 +30,7 @@ MODEL_DIR_ENV = "MLPOT_MODEL_DIR"
 
 
 def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_hash(path, "sha256")
 
 
 class ModelNotFoundError(FileNotFoundError):
