@@ -496,6 +496,10 @@ void PairMLPot::coeff(int narg, char **arg)
   for (int t = 1; t <= ntypes; t++) {
     std::string el = arg[t + 1];
     elements.push_back(el);
+    if (el == "NULL" && lattice())
+      error->all(FLERR, "pair_coeff mlpot: atom type {} is NULL, but every atom of a lattice deck is a site of "
+                        "model {}; map every type to {} (pair_coeff * * {} ...)", t, model_path, species[0],
+                 species[0]);
     if (el == "NULL") continue;
     auto it = std::find(species.begin(), species.end(), el);
     if (it == species.end())

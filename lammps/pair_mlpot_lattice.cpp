@@ -98,9 +98,9 @@ void PairMLPot::lattice_init_style()
     n[d] = (int64_t) std::llround(width);
     if (n[d] < 1 || std::fabs(width - (double) n[d]) > SITE_TOLERANCE)
       error->all(FLERR, "pair_style mlpot: the box is {} wide in {}, which is not a whole number of lattice "
-                        "spacings a = {} ({} a); make it L*a wide ({} {} = {} {}); {}", domain->prd[d],
-                 d ? "y" : "x", a, width, d ? "ylo yhi" : "xlo xhi", domain->boxlo[d],
-                 domain->boxlo[d] + std::max<int64_t>(n[d], 1) * a, conv);
+                        "spacings a = {} ({} a); make it L*a wide (e.g. {} {} {}); {}", domain->prd[d],
+                 d ? "y" : "x", a, width, domain->boxlo[d], domain->boxlo[d] + std::max<int64_t>(n[d], 1) * a,
+                 d ? "ylo yhi" : "xlo xhi", conv);
   }
   if (n[0] != n[1])
     error->all(FLERR, "pair_style mlpot: lattice model {} is for a square L x L lattice, the box holds {} x {} "
@@ -109,10 +109,6 @@ void PairMLPot::lattice_init_style()
   if (atom->natoms != (bigint) (m.L * m.L))
     error->all(FLERR, "pair_style mlpot: a {} x {} lattice has {} sites but there are {} atoms; give exactly one "
                       "atom per site (missing or doubled sites); {}", m.L, m.L, m.L * m.L, atom->natoms, conv);
-  for (int t = 1; t <= atom->ntypes; t++)
-    if (type_map[t] < 0)
-      error->all(FLERR, "pair_style mlpot: atom type {} is NULL in pair_coeff, but every atom of a lattice deck "
-                        "is a site of model {}; use pair_coeff * * {} for every type", t, model_path, species[0]);
   if (comm->style == Comm::BRICK && comm->procgrid[2] > 1)
     error->all(FLERR, "pair_style mlpot: LAMMPS split z among {} ranks, but a lattice model needs each rank "
                       "to own whole columns of sites (z holds Q); add 'processors * * 1' before the box is "
