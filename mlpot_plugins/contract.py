@@ -86,6 +86,25 @@ against the metadata on load. Files exported before this method existed (their `
 the patch radius) still load and run ``compute_lattice``; asking them for the block method
 (``LoadedModel.compute_lattice_block``) raises ModelFormatError naming the fix: re-export with
 ``python -m mlpot_plugins.pretrained.reexport_holstein MODEL.pt`` (weights unchanged).
+
+Lattice ``compute_lattice_block_fallback(Q_block, halo, threshold)`` (exact local solver, optional)
+---------------------------------------------------------------------------------------------------
+A lattice committee may carry its exact local solver (Holstein: the windowed KPM site density, float64), so
+engines replace the force of every uncertain site by the exact one. Same block as ``compute_lattice_block``
+(one or more fields, open edges), ``halo >= fallback_range``; returns for the interior [..., nx, ny]:
+
+``forces``        the ML force, replaced by the exact (electronic + elastic) force on every site whose
+                  calibrated ML std > ``threshold``;
+``forces_std``    the calibrated ML committee std (before fallback);
+``fallback_mask`` float64, 1.0 where the site fell back, else 0.0.
+
+No cap on the number of sites (a cap would depend on the domain split). ``threshold`` <= 0 or NaN, or a halo
+below ``fallback_range`` raise ValueError naming the fix. Metadata (present exactly when the method is):
+``fallback_range`` (int, the halo it needs: max(interaction_range, window radius)) and ``fallback``
+(``{"radius": int, "n_moments": int}``, the solver's window radius and Chebyshev moments), mirrored by the
+module's int attributes ``fallback_range``, ``fallback_radius`` and ``fallback_moments``. Written by
+``mlpot holstein export MODEL --fallback-radius R --out FILE``; asking a model without it for the fallback
+(``LoadedModel.compute_lattice_block_fallback``) raises ModelFormatError naming that command.
 """
 from __future__ import annotations
 
@@ -99,6 +118,8 @@ METADATA_FILE = "metadata.json"
 KINDS = ("atomistic", "lattice")
 METHOD_FOR_KIND = {"atomistic": "compute", "lattice": "compute_lattice"}
 LATTICE_BLOCK_METHOD = "compute_lattice_block"  # domain-decomposed lattice evaluation (see Lattice above)
+LATTICE_FALLBACK_METHOD = "compute_lattice_block_fallback"  # the block method with the exact local solver
+FALLBACK_EXPORT_HINT = "mlpot holstein export MODEL --fallback-radius 6 --out MODEL-fallback.pt"
 UNCERTAINTY_METHOD = "force_uncertainty"
 DTYPES = ("float32", "float64")
 LENGTH_UNITS = ("angstrom", "lattice")
@@ -207,6 +228,17 @@ def validate_metadata(meta: Dict[str, Any], *, source: str = "metadata") -> Dict
               "Use 1.0 for an uncalibrated committee")
     if not isinstance(out["extra"], dict):
         _fail(f"{source}: 'extra' must be a JSON object", "Pass extra={...}")
+    if "fallback_range" in out or "fallback" in out:
+        fb, rng = out.get("fallback"), out.get("fallback_range")
+        good = (out["kind"] == "lattice" and isinstance(fb, dict) and set(fb) == {"radius", "n_moments"}
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in fb.values())
+                and fb["radius"] >= 1 and fb["n_moments"] >= 2
+                and isinstance(rng, int) and not isinstance(rng, bool)
+                and rng >= max(out["interaction_range"], fb["radius"]))
+        if not good:
+            _fail(f"{source}: fallback_range {rng!r} / fallback {fb!r} must be a lattice model's int halo >= "
+                  "max(interaction_range, radius) and {'radius': int >= 1, 'n_moments': int >= 2}",
+                  f"Re-export the model with `{FALLBACK_EXPORT_HINT}`")
     libs = out["torch_libraries"]
     if not isinstance(libs, list) or not all(
             isinstance(e, dict) and isinstance(e.get("python_module"), str)

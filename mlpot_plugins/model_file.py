@@ -36,7 +36,8 @@ def export(model: torch.nn.Module, path: PathLike, **metadata: Any) -> Path:
     """Script ``model`` and save it with its metadata to ``path``.
 
     Metadata not given is taken from the module (``species``, ``cutoff``, ``ensemble_size``,
-    ``uncertainty_scale``, ``interaction_range()``, ``kind``) and from its parameters (``dtype``).
+    ``uncertainty_scale``, ``interaction_range()``, ``kind``; lattice: ``halo``, and ``fallback_range``,
+    ``fallback`` for a model with the exact local solver) and from its parameters (``dtype``).
     """
     kind = metadata.get("kind", getattr(model, "kind", "atomistic"))
     meta: Dict[str, Any] = {
@@ -59,6 +60,9 @@ def export(model: torch.nn.Module, path: PathLike, **metadata: Any) -> Path:
         meta.update(species=list(getattr(model, "species", [])), cutoff=float(getattr(model, "cutoff", 0.0)),
                     interaction_range=float(getattr(model, "halo", getattr(model, "cutoff", 0.0))),
                     length_unit="lattice", energy_unit="t")
+        if hasattr(model, contract.LATTICE_FALLBACK_METHOD):  # the exact local solver (holstein.fallback)
+            meta.update(fallback_range=int(model.fallback_range),
+                        fallback={"radius": int(model.fallback_radius), "n_moments": int(model.fallback_moments)})
     meta.update(metadata)
     meta.setdefault("outputs", contract.outputs_for(kind, meta["ensemble_size"],
                                                     bool(getattr(model, "energy_based", True))))
@@ -121,6 +125,39 @@ class LoadedModel:
             raise ValueError(f"halo {halo!r} must be a whole number of sites; the model needs at least "
                              f"{self.interaction_range:g} (metadata interaction_range)")
         return self._call(self.module.compute_lattice_block, Q_block, int(halo), bool(need_uncertainty))
+
+    def compute_lattice_block_fallback(self, Q_block: torch.Tensor, halo: int,
+                                       threshold: float) -> Dict[str, torch.Tensor]:
+        """The block method with the exact local solver (contract, Lattice fallback): forces with every site whose
+        calibrated std > ``threshold`` replaced by the exact force, ``forces_std``, ``fallback_mask``. Models
+        exported without the solver: ModelFormatError naming the export command that adds it."""
+        threshold = self.check_fallback(threshold)
+        if isinstance(halo, bool) or int(halo) != halo:
+            raise ValueError(f"halo {halo!r} must be a whole number of sites; the fallback needs at least "
+                             f"{self.metadata['fallback_range']} (metadata fallback_range)")
+        return self._call(self.module.compute_lattice_block_fallback, Q_block, int(halo), threshold)
+
+    def check_fallback(self, threshold) -> float:
+        """``threshold`` as a float, after checking that this model carries the exact local solver and that the
+        threshold is a force std > 0 (engines call it when a fallback is asked for, before running anything);
+        ValueError or ModelFormatError naming the fix otherwise."""
+        if self.kind != "lattice":
+            raise ValueError(f"{self.path}: the uncertainty-gated fallback is for lattice models, this one is "
+                             f"{self.kind}; run it without a fallback threshold")
+        if not hasattr(self.module, contract.LATTICE_FALLBACK_METHOD):
+            raise ModelFormatError(
+                f"{self.path}: this lattice model carries no exact local solver ({contract.LATTICE_FALLBACK_METHOD}"
+                "() method), so an engine cannot fall back to exact forces on uncertain sites. Export it with "
+                f"the solver (weights unchanged): `mlpot holstein export {self.path} --fallback-radius 6 --out "
+                f"{self.path.with_name(self.path.stem + '-fallback.pt').name}`, or run without a fallback threshold")
+        try:
+            value = float(threshold)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not value > 0:
+            raise ValueError(f"fallback threshold {threshold!r} must be a force std > 0 (in the model's units: t per "
+                             "Q unit for a lattice model), e.g. 0.05; leave the fallback out for none")
+        return value
 
     @staticmethod
     def _call(method, *args) -> Dict[str, torch.Tensor]:
@@ -306,7 +343,8 @@ def check_module_against_metadata(module, meta: Dict[str, Any], source: str) -> 
     if the module has the attribute it must equal the metadata value; every floating parameter and
     buffer has the metadata dtype; the kind's method exists; atomistic committees have
     ``force_uncertainty``; a lattice module with ``compute_lattice_block`` has ``halo`` = metadata
-    ``interaction_range``. Raises ModelFormatError naming the field and the fix.
+    ``interaction_range``; a lattice module has ``compute_lattice_block_fallback`` exactly when the metadata has
+    ``fallback``, and then ``fallback_range``, ``fallback_radius``, ``fallback_moments`` equal it. Raises ModelFormatError naming the field and the fix.
     """
     method = contract.METHOD_FOR_KIND[meta["kind"]]
     if not hasattr(module, method):
@@ -316,6 +354,12 @@ def check_module_against_metadata(module, meta: Dict[str, Any], source: str) -> 
         raise ModelFormatError(f"{source}: metadata says ensemble_size={meta['ensemble_size']} but the module has "
                                f"no exported {contract.UNCERTAINTY_METHOD}() method. Export a committee model "
                                "(with @torch.jit.export force_uncertainty) or use ensemble_size=1")
+    has_fallback = meta["kind"] == "lattice" and hasattr(module, contract.LATTICE_FALLBACK_METHOD)
+    if has_fallback != ("fallback" in meta):
+        raise ModelFormatError(f"{source}: the module {'exports' if has_fallback else 'has no'} "
+                               f"{contract.LATTICE_FALLBACK_METHOD}() but the metadata "
+                               f"{'lacks' if has_fallback else 'has'} 'fallback'/'fallback_range'. Re-export the "
+                               f"model with `{contract.FALLBACK_EXPORT_HINT}`")
     checks = {"cutoff": meta["cutoff"], "ensemble_size": meta["ensemble_size"],
               "uncertainty_scale": meta["uncertainty_scale"]}
     fields = {attr: attr for attr in checks}  # module attribute -> metadata field
@@ -327,6 +371,11 @@ def check_module_against_metadata(module, meta: Dict[str, Any], source: str) -> 
                                    "integer attribute 'halo' (the block halo it needs, = metadata "
                                    "interaction_range). Add it to the model and re-export")
         checks["halo"], fields["halo"] = meta["interaction_range"], "interaction_range"
+    if has_fallback:
+        for attr, expected in (("fallback_range", meta["fallback_range"]),
+                               ("fallback_radius", meta["fallback"]["radius"]),
+                               ("fallback_moments", meta["fallback"]["n_moments"])):
+            checks[attr], fields[attr] = expected, attr.replace("_radius", ".radius").replace("_moments", ".n_moments")
     for attr, expected in checks.items():
         if hasattr(module, attr) and float(getattr(module, attr)) != float(expected):
             raise ModelFormatError(f"{source}: metadata {fields[attr]}={expected} contradicts the module's "

@@ -23,6 +23,16 @@ OPENMM_LENGTH_TO_MODEL = ANGSTROM_PER_NM  # nm -> Angstrom
 OPENMM_ENERGY_FROM_MODEL = KJ_PER_MOL_PER_EV  # eV -> kJ/mol
 OPENMM_FORCE_FROM_MODEL = KJ_PER_MOL_PER_EV * ANGSTROM_PER_NM  # eV/A -> kJ/mol/nm
 
+# OpenMM <-> lattice models (length "lattice", energy "t"): lattice units are read as OpenMM's own units.
+# 1 lattice length (Q and the site spacing a) = 1 nm, t = 1 kJ/mol; hence a lattice mass m = m dalton, the time
+# unit 1/t = 1 ps (kJ/mol = dalton nm^2/ps^2), forces t per Q = kJ/mol/nm, and kT (in t) is the temperature
+# T = kT / MOLAR_GAS_CONSTANT_KJ kelvin. mlpot's friction gamma (force per velocity) is OpenMM's Langevin
+# friction coefficient gamma / m (1/ps).
+OPENMM_LATTICE_LENGTH_NM = 1.0
+OPENMM_LATTICE_ENERGY_KJ_PER_MOL = 1.0
+BOLTZMANN_J_PER_K = 1.380649e-23  # exact, SI 2019
+MOLAR_GAS_CONSTANT_KJ = BOLTZMANN_J_PER_K * AVOGADRO / 1000.0  # kJ/mol/K, 0.0083144626...
+
 # LAMMPS unit style -> (engine length per model length, engine energy per model energy)
 LAMMPS_UNITS: Dict[str, Tuple[float, float]] = {
     "metal": (1.0, 1.0),

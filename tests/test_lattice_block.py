@@ -9,7 +9,7 @@ import mlpot_plugins
 from mlpot_plugins.contract import LATTICE_BLOCK_METHOD, ModelFormatError
 from mlpot_plugins.holstein.irreps import D4IrrepsForceField
 from mlpot_plugins.holstein.model import D4LatticeForceField
-from mlpot_plugins.holstein.params import HolsteinParams
+from mlpot_plugins.holstein.params import HolsteinParams, periodic_block
 from mlpot_plugins.model_file import check_module_against_metadata
 
 P = HolsteinParams().to_dict()
@@ -50,8 +50,7 @@ def models(tmp_path_factory):
 
 def block_of(Q, x0, x1, y0, y1, h):
     """Sites [x0 - h, x1 + h) x [y0 - h, y1 + h) of the periodic lattice Q, as one open block."""
-    n = Q.shape[-1]
-    return Q[..., torch.arange(x0 - h, x1 + h) % n, :][..., torch.arange(y0 - h, y1 + h) % n]
+    return periodic_block(Q, h, x0, x1, y0, y1)
 
 
 def evaluate_split(loaded, Q, rows, cols, h):

@@ -132,6 +132,17 @@ def _analyze(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from ..pretrained.reexport_holstein import reexport
+
+    rep = reexport(args.model, args.out, args.fallback_radius, args.fallback_moments, args.no_fallback)
+    fb = rep["fallback"]
+    print(f"wrote {rep['file']} (weights unchanged; compute_lattice bit-identical); "
+          + (f"exact local solver: KPM window radius {fb['radius']}, {fb['n_moments']} moments, block halo "
+             f"{rep['fallback_range']} (engines: fallback THRESHOLD)" if fb else "no exact local solver"))
+    return 0
+
+
 def register_cli(sub) -> None:
     h = sub.add_parser("holstein", help="Holstein-model CDW lattice dynamics (ED/KPM reference, D4 ML force field)")
     hs = h.add_subparsers(dest="holstein_command", required=True)
@@ -201,6 +212,14 @@ def register_cli(sub) -> None:
                    help="write the checkpoint and observables.json every N steps (atomically; also at the end "
                         "and on SIGINT/SIGTERM)")
     r.set_defaults(func=_run)
+    e = hs.add_parser("export", help="re-export a lattice committee (weights unchanged), optionally with its exact "
+                                     "local solver for the engines' uncertainty-gated fallback")
+    e.add_argument("model", help="lattice model file or shipped name (e.g. holstein-d4)")
+    e.add_argument("--out", required=True, help="output model file (.pt)")
+    from ..pretrained.reexport_holstein import add_fallback_options
+
+    add_fallback_options(e)
+    e.set_defaults(func=_export)
     a = hs.add_parser("analyze", help="growth exponent and log-log L(t) plot of a run")
     a.add_argument("observables", help="run folder or its observables.json")
     a.add_argument("--t-min", type=float, default=None)

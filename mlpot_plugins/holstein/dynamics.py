@@ -84,7 +84,8 @@ def make_forces(engine: str, p: HolsteinParams, model=None, threshold: float = 0
 
         if model.metadata["ensemble_size"] < 2:
             raise ValueError("ml+fallback needs a committee model (ensemble_size > 1) for its force std")
-        forces = GatedForces(model.module, p, threshold)
+        fb = model.metadata.get("fallback") or {}  # a model exported with its solver: the same window and moments
+        forces = GatedForces(model.module, p, threshold, **fb)  # fb: {"radius", "n_moments"} (contract)
     forces.warning = warn_if_untrained(model, p)  # run_quench records it with the observables
     return forces
 

@@ -11,15 +11,16 @@ exponentially small and unbiased. c must divide L (the colouring is then periodi
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as Fn
 from torch import Tensor
 
 from .params import HolsteinParams, check_field, nn_sum
 
 
-def jackson_kernel(M: int, dtype=torch.float64, device=None) -> Tensor:
+def jackson_kernel(M: int, dtype: torch.dtype = torch.float64, device: Optional[torch.device] = None) -> Tensor:
     n = torch.arange(M, dtype=dtype, device=device)
     q = math.pi / (M + 1)
     return ((M - n + 1) * torch.cos(q * n) + torch.sin(q * n) / math.tan(q)) / (M + 1)
@@ -32,38 +33,90 @@ def fermi_chebyshev_coefficients(a: Tensor, b: Tensor, M: int, kT: float, mu: fl
     e = a.unsqueeze(-1) * torch.cos(theta) + b.unsqueeze(-1)
     f = torch.sigmoid(-(e - mu) / kT) if kT > 0 else (e < mu).to(e.dtype)
     n = torch.arange(M, dtype=a.dtype, device=a.device)
-    c = (2.0 / K) * f @ torch.cos(n[:, None] * theta[None, :]).T
+    c = (2.0 / K) * f @ torch.cos(n.unsqueeze(1) * theta.unsqueeze(0)).t()
     c[..., 0] *= 0.5
     return c
 
 
-def spectral_bounds(Q: Tensor, p: HolsteinParams, extra: float = 0.0):
-    """Centre b and half-width a [...] with spec h within (b - a, b + a): |-t T| <= 4|t|, V = -g Q."""
-    V = -p.g * Q.flatten(-2)
-    lo = V.min(-1).values - 4 * abs(p.t)
-    hi = V.max(-1).values + 4 * abs(p.t)
+def spectral_bounds_of(Q: Tensor, t: float, g: float, extra: float = 0.0) -> Tuple[Tensor, Tensor]:
+    """Half-width a and centre b [...] with spec h within (b - a, b + a) for fields Q [..., L, L]:
+    |-t T| <= 4|t|, V = -g Q."""
+    V = -g * Q.flatten(-2)
+    lo = V.min(-1).values - 4 * abs(t)
+    hi = V.max(-1).values + 4 * abs(t)
     a = 0.5 * (hi - lo) * 1.02 + 1e-3 + extra
     return a, 0.5 * (hi + lo)
 
 
-def chebyshev_diagonal(Q: Tensor, probes: Tensor, p: HolsteinParams, M: int, periodic: bool = True) -> Tensor:
-    """sum_probes probe * f(h) probe for fields Q [..., L, L] and probes [..., P, L, L] -> [..., L, L]."""
-    a, b = spectral_bounds(Q, p)
-    coef = fermi_chebyshev_coefficients(a, b, M, p.kT, p.mu) * jackson_kernel(M, Q.dtype, Q.device)
-    ex = (...,) + (None,) * 3  # broadcast [...] over [P, L, L]
-    V = (-p.g * Q).unsqueeze(-3)
-    scale = 1.0 / a[ex]
-    shift = b[ex]
+def spectral_bounds(Q: Tensor, p: HolsteinParams, extra: float = 0.0):
+    """``spectral_bounds_of`` with the parameters ``p``."""
+    return spectral_bounds_of(Q, p.t, p.g, extra)
 
-    def apply(v: Tensor) -> Tensor:
-        return (-p.t * nn_sum(v, periodic) + V * v - shift * v) * scale
 
-    v_prev, v = probes, apply(probes)
-    acc = coef[..., 0][ex] * v_prev + coef[..., 1][ex] * v
+def _over_lattice(x: Tensor) -> Tensor:
+    """[...] -> [..., 1, 1, 1]: broadcast a per-field value over [..., P, L, L]."""
+    return x.unsqueeze(-1).unsqueeze(-1).unsqueeze(-1)
+
+
+def chebyshev_diagonal_of(Q: Tensor, probes: Tensor, t: float, g: float, kT: float, mu: float, M: int,
+                          periodic: bool = True) -> Tensor:
+    """sum_probes probe * f(h) probe for fields Q [..., L, L] and probes [..., P, L, L] -> [..., L, L]
+    (h = -t T - g Q, f the Fermi function at kT, mu; M Jackson-damped Chebyshev moments). TorchScript-able:
+    the exported exact fallback solver (fallback.WindowedKPM) runs this same function."""
+    a, b = spectral_bounds_of(Q, t, g)
+    coef = fermi_chebyshev_coefficients(a, b, M, kT, mu) * jackson_kernel(M, Q.dtype, Q.device)
+    V = (-g * Q).unsqueeze(-3)
+    scale = 1.0 / _over_lattice(a)
+    shift = _over_lattice(b)
+    v_prev = probes
+    v = (-t * nn_sum(probes, periodic) + V * probes - shift * probes) * scale
+    acc = _over_lattice(coef[..., 0]) * v_prev + _over_lattice(coef[..., 1]) * v
     for n in range(2, M):
-        v_prev, v = v, 2 * apply(v) - v_prev
-        acc = acc + coef[..., n][ex] * v
+        v_next = 2 * ((-t * nn_sum(v, periodic) + V * v - shift * v) * scale) - v_prev
+        v_prev, v = v, v_next
+        acc = acc + _over_lattice(coef[..., n]) * v
     return (probes * acc).sum(-3)
+
+
+def chebyshev_diagonal(Q: Tensor, probes: Tensor, p: HolsteinParams, M: int, periodic: bool = True) -> Tensor:
+    """``chebyshev_diagonal_of`` with the parameters ``p``."""
+    return chebyshev_diagonal_of(Q, probes, p.t, p.g, p.kT, p.mu, M, periodic)
+
+
+def window_site_density(windows: Tensor, t: float, g: float, kT: float, mu: float, M: int) -> Tensor:
+    """Density of the centre site of each open window [S, w, w] (w = 2 radius + 1) -> [S]: KPM with the exact
+    unit probe e_c on the centre site, n_c = sum_m c_m g_m mu_m with the moments mu_m = <e_c|T_m(h~)|e_c> from
+    the Chebyshev vectors v_k = T_k(h~) e_c by doubling (mu_2k = 2 <v_k|v_k> - mu_0, mu_2k+1 = 2 <v_k+1|v_k> -
+    mu_1: M/2 matrix-vector steps, the same Jackson-damped sum as ``chebyshev_diagonal``). The one
+    implementation of the windowed (nearsighted) site density, used by ``kpm_site_density`` and by the exported
+    fallback solver (TorchScript)."""
+    S, w = windows.shape[0], windows.shape[-1]
+    r = w // 2
+    a, b = spectral_bounds_of(windows, t, g)
+    coef = fermi_chebyshev_coefficients(a, b, M, kT, mu) * jackson_kernel(M, windows.dtype, windows.device)
+    scale = (2.0 / a).reshape(S, 1, 1, 1)  # 2 h~ v = hop * nn_sum(v) + diag * v
+    diag = (-g * windows.unsqueeze(1) - b.reshape(S, 1, 1, 1)) * scale
+    hop = -t * scale
+    cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=windows.dtype,
+                         device=windows.device).reshape(1, 1, 3, 3)
+    v_prev = torch.zeros([S, 1, w, w], dtype=windows.dtype, device=windows.device)
+    v_prev[:, 0, r, r] = 1.0  # v_0 = e_c
+    v = 0.5 * (hop * Fn.conv2d(v_prev, cross, padding=1) + diag * v_prev)  # v_1 = h~ e_c
+    mu1 = v[:, 0, r, r]
+    dots = []  # <v_k|v_k>, <v_k+1|v_k> for k = 1, 2, ...
+    for k in range(1, (M + 1) // 2):
+        v_next = hop * Fn.conv2d(v, cross, padding=1) + diag * v - v_prev
+        dots.append((v * v).sum([1, 2, 3]))
+        dots.append((v_next * v).sum([1, 2, 3]))
+        v_prev, v = v, v_next
+    moments = torch.ones([S, M], dtype=windows.dtype, device=windows.device)
+    if M > 1:
+        moments[:, 1] = mu1
+    if len(dots) > 0:
+        d = torch.stack(dots, 1)[:, :M - 2]  # mu_2, mu_3, ... = 2 <.|.> - mu_0 or mu_1
+        base = torch.stack([torch.ones_like(mu1), mu1], 1).repeat(1, (M - 1) // 2 + 1)[:, :M - 2]
+        moments[:, 2:] = 2 * d - base
+    return (coef * moments).sum(1)
 
 
 def default_moments(Q: Tensor, p: HolsteinParams, tol: float = 1e-4) -> int:
@@ -101,10 +154,8 @@ def kpm_site_density(Q: Tensor, sites: Tensor, p: HolsteinParams, n_moments: Opt
     xs = (sites[:, 0, None] + off) % L
     ys = (sites[:, 1, None] + off) % L
     windows = Q[xs[:, :, None], ys[:, None, :]]  # [S, w, w]
-    probe = torch.zeros(sites.shape[0], 1, w, w, dtype=Q.dtype, device=Q.device)
-    probe[:, 0, radius, radius] = 1.0
     M = n_moments or default_moments(windows, p)
-    return chebyshev_diagonal(windows, probe, p, M, periodic=False)[:, radius, radius]
+    return window_site_density(windows, p.t, p.g, p.kT, p.mu, M)
 
 
 class KPMForces:

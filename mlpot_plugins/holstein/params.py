@@ -10,7 +10,7 @@ Energies are in units of t, lengths (Q) in the lattice model's displacement unit
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor
@@ -102,6 +102,19 @@ def nn_sum(v: Tensor, periodic: bool = True) -> Tensor:
     out[..., 1:, :] += v[..., :-1, :]
     out[..., :-1, :] += v[..., 1:, :]
     return out
+
+
+def periodic_block(Q: Tensor, halo: int, x0: int = 0, x1: Optional[int] = None, y0: int = 0,
+                   y1: Optional[int] = None) -> Tensor:
+    """Sites [x0 - halo, x1 + halo) x [y0 - halo, y1 + halo) of the periodic lattice Q [..., L, L] as one open
+    block (default: the whole lattice with a periodic halo): the input of ``compute_lattice_block``.
+    TorchScript-able (the OpenMM lattice force pads with it)."""
+    Lx, Ly = Q.shape[-2], Q.shape[-1]
+    x1 = Lx if x1 is None else x1
+    y1 = Ly if y1 is None else y1
+    rows = torch.arange(x0 - halo, x1 + halo, device=Q.device) % Lx
+    cols = torch.arange(y0 - halo, y1 + halo, device=Q.device) % Ly
+    return Q.index_select(Q.dim() - 2, rows).index_select(Q.dim() - 1, cols)
 
 
 def stagger(L: int, dtype=torch.float64, device=None) -> Tensor:

@@ -18,7 +18,7 @@ BACKENDS = ("torch", "python")
 
 def create_force(model, topology_or_elements, atoms: Optional[Iterable[int]] = None, device: str = "cpu",
                  dtype: Union[None, str, torch.dtype] = None, backend: str = "torch",
-                 periodic: Optional[bool] = None, cuda_graphs: bool = False):
+                 periodic: Optional[bool] = None, cuda_graphs: bool = False, fallback: Optional[float] = None):
     """Return an OpenMM Force computing the model's energy and forces.
 
     model: path to an exported .pt file, a shipped model name, or a :class:`~mlpot_plugins.LoadedModel`.
@@ -31,6 +31,8 @@ def create_force(model, topology_or_elements, atoms: Optional[Iterable[int]] = N
         "python" -> ``openmm.PythonForce`` (any torch build, model run from Python each step).
     periodic: default: periodic when the topology has a box (an element list: not periodic).
     cuda_graphs: with a cuda device, ask openmm-torch to capture the model in a CUDA graph.
+    fallback: lattice models only: the force-std threshold above which a site gets the exact force of the
+        model's own solver (:mod:`mlpot_plugins.openmm.lattice`, where the lattice topology and units are).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)}")
@@ -38,6 +40,12 @@ def create_force(model, topology_or_elements, atoms: Optional[Iterable[int]] = N
     # device follows OpenMM's platform, so a force built on a CPU machine may run on a GPU one)
     resolve_device(device, available=backend == "python")
     loaded = load_for_openmm(model, device if backend == "python" else "cpu", dtype)
+    if loaded.kind == "lattice":  # particle k = lattice site k, Q = z (mlpot_plugins/openmm/lattice.py)
+        from .lattice import create_lattice_force
+
+        return create_lattice_force(loaded, topology_or_elements, atoms, backend, fallback)
+    if fallback is not None:
+        loaded.check_fallback(fallback)  # names why: the fallback is for lattice models
     if backend == "torch" and loaded.metadata.get("torch_libraries"):
         raise ValueError(f"{loaded.path}: the model holds TorchScript extension objects "
                          f"({', '.join(e['python_module'] for e in loaded.metadata['torch_libraries'])}) that "

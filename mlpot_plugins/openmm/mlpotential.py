@@ -63,7 +63,7 @@ class MLPotPotentialImpl(MLPotentialImpl):
 
         # load once now: a missing or invalid file fails at MLPotential(...), not deep in createSystem
         force_args_for(force_args)  # a bad precision= fails here too
-        self.model = load_for_openmm(modelPath, "cpu")
+        self.model = load_for_openmm(modelPath, "cpu", kinds=("atomistic",))  # lattice models: create_force
         self.force_args = force_args
 
     def addForces(self, topology, system, atoms, forceGroup: int, **args) -> None:

@@ -12,6 +12,10 @@ calculator's) and records the contract's uncertainty outputs under their contrac
   :func:`read_uncertainty`;
 * ``pdb`` (optional): a MODEL per report with the per-atom force std as B-factor, in meV/A (capped at 999.99).
 
+A lattice model (``create_force`` with ``lattice_topology(L)``) reports the per-site calibrated force std of
+``compute_lattice`` in its own units (t per Q unit, = kJ/mol/nm in the OpenMM mapping) where the text says
+eV/A; its ``energies_std`` and ``energy_std`` are NaN (the lattice contract has no energy std).
+
 Files are checked before the run (their folder must exist; a path must not be a folder). An existing
 file is continued: a new reporter on the same files (a restarted run) appends its records after the
 earlier ones (a record cut short by a killed run is dropped first); ``append=False`` starts the files
@@ -122,6 +126,11 @@ class UncertaintyReporter:
 
     def report(self, simulation, state) -> None:
         region = self._region_for(simulation)
+        if self.model.kind == "lattice":  # per-site std of a lattice model (mlpot_plugins/openmm/lattice.py)
+            from .lattice import site_uncertainty
+
+            out = site_uncertainty(self.model, state.getPositions(asNumpy=True)._value)
+            return self._write(simulation.currentStep, out, region, simulation.topology, state)
         pos_A = np.asarray(state.getPositions(asNumpy=True)._value) * units.OPENMM_LENGTH_TO_MODEL
         if region.indices is not None:
             pos_A = pos_A[region.indices]
@@ -147,6 +156,10 @@ class UncertaintyReporter:
         return self.evaluate_all(positions_A, cell_A, region)["forces_std"]
 
     def _region_for(self, simulation):
+        if self._region is None and self.model.kind == "lattice":
+            from .lattice import lattice_region
+
+            self._region = lattice_region(self.model, simulation.topology, self._atoms)
         if self._region is None:
             # the System decides periodicity; a periodic System without a real box is caught by check_box
             region = resolve_region(self.model.species, simulation.topology, self._atoms, periodic=False)

@@ -2,16 +2,23 @@
 ``python -m mlpot_plugins.pretrained.reexport_holstein`` rewrites the shipped ones, ``... reexport_holstein
 MODEL.pt [...]`` rewrites files you trained (in place). Use it after speed-only changes to model.py, or to give a
 file exported before ``compute_lattice_block`` existed that method (contract, Lattice).
+``--fallback-radius R [--fallback-moments M]`` adds (or changes) the exact local solver
+(``compute_lattice_block_fallback``, contract Lattice fallback); a file that has one keeps it unless
+``--no-fallback``. ``mlpot holstein export MODEL ... --out FILE`` is the same with a new output file.
 
 Checked before the old file is replaced: ``compute_lattice`` gives bit-identical results (after a warm-up call), the metadata is
-unchanged except ``interaction_range`` (now the block halo), and the block method equals ``compute_lattice``."""
+unchanged except ``interaction_range`` (now the block halo) and the fallback fields, the block method equals
+``compute_lattice``, and the fallback method with an infinite threshold equals the block method."""
 import argparse
 import os
 from pathlib import Path
+from typing import Optional
 
 import torch
 
-from ..holstein.params import HolsteinParams
+from ..cli_types import positive_int
+from ..holstein.fallback import DEFAULT_MOMENTS, with_fallback
+from ..holstein.params import HolsteinParams, periodic_block
 from ..holstein.train import build_model
 from ..model_file import export, load
 
@@ -20,7 +27,8 @@ HERE = Path(__file__).resolve().parent
 
 def eager_model(old) -> torch.nn.Module:
     """The eager (nn.Module) model of a loaded Holstein lattice file, with its weights and calibration (in the
-    file's dtype; ``.double()`` of it gives a float64 twin for fp64 parity checks)."""
+    file's dtype; ``.double()`` of it gives a float64 twin for fp64 parity checks), without a fallback solver
+    (``with_fallback`` adds one)."""
     meta, extra = old.metadata, old.metadata["extra"]
     if meta["kind"] != "lattice" or "architecture" not in extra or "holstein" not in extra:
         raise ValueError(f"{old.path} is not a Holstein lattice model written by `mlpot holstein train` (kind "
@@ -34,12 +42,20 @@ def eager_model(old) -> torch.nn.Module:
     return m
 
 
-def reexport(model: str) -> dict:
-    """Re-export a shipped model name or a model file in place; returns what was checked."""
+def reexport(model: str, out: Optional[str] = None, fallback_radius: Optional[int] = None,
+             fallback_moments: Optional[int] = None, no_fallback: bool = False) -> dict:
+    """Re-export a shipped model name or a model file in place (or to ``out``); returns what was checked.
+    ``fallback_radius``/``fallback_moments``: add or change the exact local solver (default: keep the file's)."""
+    if no_fallback and (fallback_radius or fallback_moments):
+        raise ValueError("--no-fallback contradicts --fallback-radius/--fallback-moments; pass one of them")
     old = load(model)
-    target = Path(model) if Path(model).is_file() else HERE / f"{model}.pt"
+    target = Path(out) if out is not None else Path(model) if Path(model).is_file() else HERE / f"{model}.pt"
     meta, extra = old.metadata, old.metadata["extra"]
     m = eager_model(old)
+    had = meta.get("fallback") or {}
+    if not no_fallback and (had or fallback_radius or fallback_moments):
+        m = with_fallback(m, HolsteinParams.from_dict(extra["holstein"]), fallback_radius or had.get("radius", 6),
+                          fallback_moments or had.get("n_moments", DEFAULT_MOMENTS))
     gen = torch.Generator().manual_seed(0)
     fields = [torch.randn(2, 12, 12, generator=gen) * 3, torch.randn(24, 24, generator=gen) * 3]
     # compare after one warm-up pass: the TorchScript executor's first (profiling) call of an energy model may
@@ -48,7 +64,7 @@ def reexport(model: str) -> dict:
     tmp = target.with_name(f".{target.name}.reexport.pt")
     try:
         export(m, tmp, kind="lattice", name=meta["name"], description=meta["description"],
-               references=meta["references"], extra=extra)
+               references=meta["references"], extra=extra)  # fallback metadata: from the module
         new = load(tmp)
         outs = [new.module.compute_lattice(Q, True) for Q in fields + fields][len(fields):]
         for out, ref in zip(outs, refs):
@@ -56,30 +72,45 @@ def reexport(model: str) -> dict:
             for k in ref:
                 assert torch.equal(ref[k], out[k]), f"compute_lattice {k} changed by re-export"
         changed = {k for k in set(meta) | set(new.metadata) if meta.get(k) != new.metadata.get(k)}
-        assert changed <= {"interaction_range"}, f"metadata changed: {sorted(changed)}"
+        assert changed <= {"interaction_range", "fallback_range", "fallback"}, f"metadata changed: {sorted(changed)}"
         halo = int(new.metadata["interaction_range"])
         Q = fields[1]
-        block = torch.cat([Q[-halo:], Q, Q[:halo]], 0)
-        block = torch.cat([block[:, -halo:], block, block[:, :halo]], 1)  # the whole lattice as one block
-        out = new.compute_lattice_block(block, halo, True)
+        out = new.compute_lattice_block(periodic_block(Q, halo), halo, True)  # the whole lattice as one block
         block_err = {k: (out[k] - refs[1][k]).abs().max().item() / (1.0 + refs[1][k].abs().max().item())
                      for k in refs[1]}  # relative: the energy is a sum over 576 sites in float32
         assert max(block_err.values()) < 1e-5, f"block method differs from compute_lattice by {block_err}"
+        if "fallback" in new.metadata:  # the solver never changes a site below the threshold
+            rng = new.metadata["fallback_range"]
+            fb = new.compute_lattice_block_fallback(periodic_block(Q, rng), rng, float("inf"))
+            assert torch.equal(fb["fallback_mask"], torch.zeros(24, 24, dtype=torch.float64))
+            assert torch.allclose(fb["forces"], refs[1]["forces"], rtol=1e-5, atol=1e-5), "fallback method differs"
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     report = {"file": str(target), "interaction_range": [meta["interaction_range"], new.metadata["interaction_range"]],
-              "compute_lattice_bit_identical": True, "block_vs_full_max_rel": block_err}
+              "compute_lattice_bit_identical": True, "block_vs_full_max_rel": block_err,
+              "fallback": new.metadata.get("fallback"), "fallback_range": new.metadata.get("fallback_range")}
     print("re-exported", report)
     return report
+
+
+def add_fallback_options(ap) -> None:
+    """The solver options of this tool and of `mlpot holstein export`."""
+    ap.add_argument("--fallback-radius", type=positive_int, default=None,
+                    help="add (or change) the exact local solver: KPM window radius in sites (6: 13x13 windows)")
+    ap.add_argument("--fallback-moments", type=positive_int, default=None,
+                    help=f"Chebyshev moments of the solver (default {DEFAULT_MOMENTS}, or the file's)")
+    ap.add_argument("--no-fallback", action="store_true", help="drop the solver a file carries")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", default=["holstein-d4", "holstein-d4-energy"],
                     help="model files or shipped names (default: the shipped Holstein models)")
-    for name in ap.parse_args(argv).models:
-        reexport(name)
+    add_fallback_options(ap)
+    args = ap.parse_args(argv)
+    for name in args.models:
+        reexport(name, None, args.fallback_radius, args.fallback_moments, args.no_fallback)
 
 
 if __name__ == "__main__":
