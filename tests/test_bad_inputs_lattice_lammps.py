@@ -9,6 +9,7 @@ import torch
 
 import mlpot_plugins
 from lammps_util import lattice_sites, plugin, run_lmp, write_lattice_data  # noqa: F401
+from mlpot_plugins.pretrained.reexport_holstein import eager_model
 
 L = 12
 
@@ -82,7 +83,7 @@ CASES = {
                              ["off the lattice", "fix setforce 0.0 0.0 NULL"]),
     "old file without block method": (sites(), "legacy", "", {}, 1,
                                       ["no compute_lattice_block() method", "reexport_holstein"]),
-    "fallback without solver": (sites(), "holstein-d4", "fallback 0.1", {}, 1,
+    "fallback without solver": (sites(), "no-solver", "fallback 0.1", {}, 1,
                                 ["carries no exact local solver", "mlpot holstein export", "--fallback-radius"]),
     "fallback 0": (sites(), "holstein-d4", "fallback 0", {}, 1, ["THRESHOLD must be a force std > 0", "got 0"]),
     "fallback -1": (sites(), "holstein-d4", "fallback -1", {}, 1, ["THRESHOLD must be a force std > 0"]),
@@ -93,14 +94,19 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def legacy(tmp_path_factory):
-    return mlpot_plugins.export(LegacyLattice(), tmp_path_factory.mktemp("legacy") / "old.pt", kind="lattice")
+    """Files without a method pair_style mlpot needs: no block method (old export), no exact solver."""
+    d = tmp_path_factory.mktemp("legacy")
+    old = mlpot_plugins.load("holstein-d4")
+    return {"legacy": mlpot_plugins.export(LegacyLattice(), d / "old.pt", kind="lattice"),
+            "no-solver": mlpot_plugins.export(eager_model(old), d / "no-solver.pt", kind="lattice",
+                                              name=old.metadata["name"], extra=old.metadata["extra"])}
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_bad_lattice_deck_gives_lammps_error(tmp_path, plugin, legacy, case):
     (xyz, box), model, options, pieces, ranks, words = CASES[case]
     write_lattice_data(tmp_path / "lat.data", xyz, (*box, 20.0))
-    model = legacy if model == "legacy" else model
+    model = legacy.get(model, model)
     deck = f"""units {pieces.get('units', 'lj')}
 {pieces.get('processors', 'processors * * 1')}
 atom_style atomic

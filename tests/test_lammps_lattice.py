@@ -3,7 +3,8 @@
 Forces (F_z) and the calibrated per-site std of 1, 2 and 4 ranks equal `compute_lattice` on the whole periodic
 grid (float64 twins of the shipped committees: 1e-12; the shipped float32 files by name: float32 round-off),
 including a lattice smaller than twice the halo (ghost images wrap several times); the energy model's pe is
-its total energy; write_restart/read_restart continue (to 1e-12); Langevin (fix langevin + fix setforce
+its total energy; `fallback THRESHOLD` gives the Python GatedForces' forces and its count of fallen-back
+sites through `compute ID all pair mlpot` (c_ID[1]); write_restart/read_restart continue (to 1e-12); Langevin (fix langevin + fix setforce
 0 0 NULL + fix nve) runs and keeps the sites on the lattice; model_devi writes the per-site std."""
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import torch
 
 import mlpot_plugins
 from lammps_util import lattice_sites, plugin, read_dump, run_lmp, write_lattice_data  # noqa: F401
+from mlpot_plugins.holstein.fallback import GatedForces, with_fallback
+from mlpot_plugins.holstein.params import HolsteinParams
 from mlpot_plugins.pretrained.reexport_holstein import eager_model
 
 MODELS = ("holstein-d4", "holstein-d4-energy")  # halo 3 and 6
@@ -149,3 +152,46 @@ def test_model_devi_writes_the_per_site_std(tmp_path, plugin, twins):
     per_site = values[6:]
     assert np.allclose(per_site, d["c_u[1]"] / scale, rtol=1e-6, atol=1e-12)  # uncalibrated, as DeePMD writes it
     assert np.isclose(values[3], per_site.max(), rtol=1e-6) and np.isclose(values[5], per_site.mean(), rtol=1e-6)
+
+
+FALLBACK_RADIUS, FALLBACK_MOMENTS = 3, 96  # a small KPM window keeps the test fast
+
+
+@pytest.fixture(scope="module")
+def fallback_twin(tmp_path_factory):
+    """The float64 twin of holstein-d4 carrying a small exact solver (the shipped files carry radius 6)."""
+    old = mlpot_plugins.load("holstein-d4")
+    p = HolsteinParams.from_dict(old.metadata["extra"]["holstein"])
+    m = with_fallback(eager_model(old).double(), p, FALLBACK_RADIUS, FALLBACK_MOMENTS)
+    path = mlpot_plugins.export(m, tmp_path_factory.mktemp("fb") / "fb.pt", kind="lattice",
+                                name=old.metadata["name"], extra=old.metadata["extra"])
+    return mlpot_plugins.load(path), p
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_fallback_equals_python_gated_forces(tmp_path, plugin, fallback_twin, nprocs):
+    loaded, p = fallback_twin
+    L = 14
+    Q = hot_field(L, seed=13, scale=1.5)
+    std = loaded.module.compute_lattice(torch.tensor(Q), True)["forces_std"].numpy().ravel()
+    s = np.sort(std)
+    threshold = float(0.5 * (s[len(s) // 3] + s[len(s) // 3 + 1]))  # two thirds fall back, none near it
+    gate = GatedForces(loaded.module, p, threshold, radius=FALLBACK_RADIUS, n_moments=FALLBACK_MOMENTS,
+                       max_fraction=None)
+    ref = gate(torch.tensor(Q)).numpy().ravel()
+    write_lattice_data(tmp_path / "lat.data", lattice_sites(Q), (L, L, 20.0))
+    # c_fb[1] is extensive: thermo shows the fraction of sites under units lj's default thermo_modify norm yes
+    body = ("compute fb all pair mlpot\nthermo_style custom step c_fb[1] c_u[1]\nthermo_modify norm no\n"
+            + DUMP.format(every=1, name="out.dump") + "\nrun 0")
+    res = run_lmp(deck(plugin, loaded.path, f"fallback {threshold!r}", body), tmp_path, nprocs=nprocs)
+    d = read_dump(tmp_path / "out.dump")
+    assert np.abs(d["fz"] - ref).max() < 1e-10, np.abs(d["fz"] - ref).max()
+    assert np.abs(d["c_u[1]"] - std).max() < 1e-12  # the ML committee std, before the fallback
+    lines = res.stdout.splitlines()
+    row = lines[[k for k, l in enumerate(lines) if l.split()[:2] == ["Step", "c_fb[1]"]][0] + 1].split()
+    n_fell = int(gate.last_mask.sum())
+    assert float(row[1]) == n_fell and 0 < n_fell < L * L
+    ml = loaded.module.compute_lattice(torch.tensor(Q), False)["forces"].numpy().ravel()
+    fell = gate.last_mask.numpy().ravel()
+    assert np.abs(d["fz"] - ml)[~fell].max() < 1e-12  # the others keep the ML force
+    assert np.median(np.abs(d["fz"] - ml)[fell]) > 1e-3  # the fallen-back sites' forces did change
