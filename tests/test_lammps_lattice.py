@@ -56,11 +56,15 @@ thermo_modify norm no format float %.17g
 DUMP = "dump d all custom {every} {name} id x y z vx vy vz fx fy fz c_u[1]\ndump_modify d sort id format float %.17g"
 
 
-def lammps_forces(tmp_path, plugin, model, Q, nprocs, options=""):
-    """(F_z, per-site std, pe) of a `run 0` on the field Q, in site order."""
-    write_lattice_data(tmp_path / "lat.data", lattice_sites(Q), (Q.shape[0], Q.shape[1], 20.0))
+def lammps_forces(tmp_path, plugin, model, Q, nprocs, options="", xyz=None, check=True):
+    """(F_z, per-site std, pe) of a `run 0` on the field Q (sites at xyz, default exactly on the lattice), in
+    site order."""
+    xyz = lattice_sites(Q) if xyz is None else xyz
+    write_lattice_data(tmp_path / "lat.data", xyz, (Q.shape[0], Q.shape[1], 20.0))
     body = DUMP.format(every=1, name="out.dump") + "\nrun 0"
-    res = run_lmp(deck(plugin, model, options, body), tmp_path, nprocs=nprocs)
+    res = run_lmp(deck(plugin, model, options, body), tmp_path, nprocs=nprocs, check=check)
+    if not check:
+        return res
     d = read_dump(tmp_path / "out.dump")
     assert np.array_equal(d["fx"], np.zeros_like(d["fx"])) and np.array_equal(d["fy"], np.zeros_like(d["fy"]))
     assert np.array_equal(d["z"], Q.ravel())
@@ -90,6 +94,22 @@ def test_ranks_equal_full_grid_fp64(tmp_path, plugin, twins, name, nprocs):
         assert abs(pe - ref["energy"]) < 1e-10 * max(1.0, abs(ref["energy"]))
     else:  # a direct-force model has no energy
         assert pe == 0.0
+
+
+def test_sites_a_hair_across_the_rank_edge(tmp_path, plugin, twins):
+    """Every other site of column 10 sits 5e-5 a left of x = 10 (within the on-lattice tolerance), so the rank
+    split at x = 10 gives those to the left rank: forces still equal the full grid; the energy model cannot split
+    its energy between the ranks then and says so."""
+    L = 20
+    Q = hot_field(L, seed=3)
+    xyz = lattice_sites(Q)
+    xyz[10 * L:11 * L:2, 0] -= 5e-5
+    fz, std, _ = lammps_forces(tmp_path, plugin, twins["holstein-d4"], Q, 2, xyz=xyz)
+    ref = reference(twins["holstein-d4"], Q)
+    assert np.abs(fz - ref["forces"]).max() < 1e-12 and np.abs(std - ref["forces_std"]).max() < 1e-12
+    res = lammps_forces(tmp_path, plugin, twins["holstein-d4-energy"], Q, 2, xyz=xyz, check=False)
+    errors = [l for l in (res.stdout + res.stderr).splitlines() if l.startswith("ERROR")]
+    assert res.returncode > 0 and errors and "energy cannot be split between ranks" in errors[0], errors
 
 
 @pytest.mark.parametrize("name", MODELS)
