@@ -77,7 +77,7 @@ def reference(model, Q):
     m = mlpot_plugins.load(model)
     Qt = torch.tensor(Q, dtype=m.module.compute_lattice(torch.zeros(8, 8, dtype=torch.float64), False)["forces"].dtype)
     out = m.module.compute_lattice(Qt, True)
-    return {k: v.detach().double().numpy().ravel() if v.dim() else float(v) for k, v in out.items()}
+    return {k: v.detach().double().numpy().ravel() if v.dim() else float(v.detach()) for k, v in out.items()}
 
 
 @pytest.mark.parametrize("nprocs", [1, 2, 4])
