@@ -83,7 +83,9 @@ def reference(model, Q):
 @pytest.mark.parametrize("nprocs", [1, 2, 4])
 @pytest.mark.parametrize("name", MODELS)
 def test_ranks_equal_full_grid_fp64(tmp_path, plugin, twins, name, nprocs):
-    L = 12 if nprocs == 1 else 20  # 12 < 2 * halo + 1 for the energy model: images wrap several times
+    # 12 < 2 * halo + 1 for the energy model: on 1 rank its images wrap several times, on 4 ranks (6 x 6 sites
+    # each) its halo reaches past the neighbouring ranks; 20 x 20 on 2 ranks: blocks of 10 x 20
+    L = 20 if nprocs == 2 else 12
     Q = hot_field(L, seed=nprocs)
     fz, std, pe = lammps_forces(tmp_path, plugin, twins[name], Q, nprocs)
     ref = reference(twins[name], Q)
