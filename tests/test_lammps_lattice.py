@@ -217,3 +217,17 @@ def test_fallback_equals_python_gated_forces(tmp_path, plugin, fallback_twin, np
     fell = gate.last_mask.numpy().ravel()
     assert np.abs(d["fz"] - ml)[~fell].max() < 1e-12  # the others keep the ML force
     assert np.median(np.abs(d["fz"] - ml)[fell]) > 1e-3  # the fallen-back sites' forces did change
+
+
+def test_tiled_rcb_decomposition_on_three_ranks(tmp_path, plugin, twins):
+    """comm_style tiled + balance rcb (sub-domains that are not a processor grid) on 3 ranks = full grid."""
+    L = 14
+    Q = hot_field(L, seed=17)
+    write_lattice_data(tmp_path / "lat.data", lattice_sites(Q), (L, L, 20.0))
+    model = twins["holstein-d4-energy"]
+    text = deck(plugin, model, body=DUMP.format(every=1, name="out.dump") + "\nrun 0")
+    text = text.replace("processors * * 1\n", "comm_style tiled\n").replace("pair_style", "balance 1.0 rcb\npair_style", 1)
+    run_lmp(text, tmp_path, nprocs=3)
+    d = read_dump(tmp_path / "out.dump")
+    ref = reference(model, Q)
+    assert np.abs(d["fz"] - ref["forces"]).max() < 1e-12 and np.abs(d["c_u[1]"] - ref["forces_std"]).max() < 1e-12
