@@ -53,3 +53,15 @@ def test_cu_emt_active(tmp_path, plugin):
     assert np.all(devi[:, 1] > 0)  # member virials of the re-exported model
     scale = load(pretrained_path("cu-emt")).metadata["uncertainty_scale"]
     assert devi[1, 4] == pytest.approx(umax / scale, rel=1e-5)
+
+
+def test_holstein_lattice(tmp_path, plugin):
+    """The lattice deck: shipped holstein-d4 on a 24 x 24 lattice, two ranks, dump of Q and the per-site std."""
+    res = run_example(tmp_path, "in.holstein_lattice", nprocs=2, L=24, steps=20)
+    assert "Loop time" in res.stdout
+    frames = (tmp_path / "holstein_lattice.dump").read_text().split("ITEM: TIMESTEP")[1:]
+    assert len(frames) == 1 and "id x y z c_u[1]" in frames[0]
+    rows = np.array([l.split() for l in frames[0].splitlines()[9:]], dtype=float)
+    assert rows.shape == (576, 5) and np.all(rows[:, 4] > 0)
+    sites = {(x, y) for x, y in rows[:, 1:3].tolist()}  # every site once, still exactly on the lattice
+    assert sites == {(float(i), float(j)) for i in range(24) for j in range(24)}

@@ -25,14 +25,10 @@ from ..model_file import export, load
 HERE = Path(__file__).resolve().parent
 
 
-def reexport(model: str, out: Optional[str] = None, fallback_radius: Optional[int] = None,
-             fallback_moments: Optional[int] = None, no_fallback: bool = False) -> dict:
-    """Re-export a shipped model name or a model file in place (or to ``out``); returns what was checked.
-    ``fallback_radius``/``fallback_moments``: add or change the exact local solver (default: keep the file's)."""
-    if no_fallback and (fallback_radius or fallback_moments):
-        raise ValueError("--no-fallback contradicts --fallback-radius/--fallback-moments; pass one of them")
-    old = load(model)
-    target = Path(out) if out is not None else Path(model) if Path(model).is_file() else HERE / f"{model}.pt"
+def eager_model(old) -> torch.nn.Module:
+    """The eager (nn.Module) model of a loaded Holstein lattice file, with its weights and calibration (in the
+    file's dtype; ``.double()`` of it gives a float64 twin for fp64 parity checks), without a fallback solver
+    (``with_fallback`` adds one)."""
     meta, extra = old.metadata, old.metadata["extra"]
     if meta["kind"] != "lattice" or "architecture" not in extra or "holstein" not in extra:
         raise ValueError(f"{old.path} is not a Holstein lattice model written by `mlpot holstein train` (kind "
@@ -43,6 +39,19 @@ def reexport(model: str, out: Optional[str] = None, fallback_radius: Optional[in
     m = m.to(old.dtype)
     m.load_state_dict(old.module.state_dict())
     m.uncertainty_scale = meta["uncertainty_scale"]
+    return m
+
+
+def reexport(model: str, out: Optional[str] = None, fallback_radius: Optional[int] = None,
+             fallback_moments: Optional[int] = None, no_fallback: bool = False) -> dict:
+    """Re-export a shipped model name or a model file in place (or to ``out``); returns what was checked.
+    ``fallback_radius``/``fallback_moments``: add or change the exact local solver (default: keep the file's)."""
+    if no_fallback and (fallback_radius or fallback_moments):
+        raise ValueError("--no-fallback contradicts --fallback-radius/--fallback-moments; pass one of them")
+    old = load(model)
+    target = Path(out) if out is not None else Path(model) if Path(model).is_file() else HERE / f"{model}.pt"
+    meta, extra = old.metadata, old.metadata["extra"]
+    m = eager_model(old)
     had = meta.get("fallback") or {}
     if not no_fallback and (had or fallback_radius or fallback_moments):
         m = with_fallback(m, HolsteinParams.from_dict(extra["holstein"]), fallback_radius or had.get("radius", 6),
