@@ -36,21 +36,25 @@ def _side(n: int, path) -> int:
     return L
 
 
+def _not_a_dump(path, what: str) -> str:
+    return (f"{path} is not an observables.json of `mlpot holstein run` (pass the run's --out folder) nor a LAMMPS "
+            f"text dump ({what}); write dumps with `dump ID all custom N FILE id x y z` (not atom/xyz/binary styles)")
+
+
 def read_lammps_dump(path, dt: float) -> Tuple[np.ndarray, torch.Tensor]:
     """(times, Q [frames, L, L]) from a LAMMPS text dump with columns id and z (x, y used when present)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"LAMMPS dump {path} does not exist; run the deck (lmp -in in.holstein) first")
     frames = {}
-    with open(path) as fh:
+    with open(path, errors="replace") as fh:  # a binary file shows as a first line that is no dump header
         while True:
             line = fh.readline()
             if not line:
                 break
             if not line.startswith("ITEM: TIMESTEP"):
                 if line.strip():
-                    raise ValueError(f"{path} is not a LAMMPS text dump (line {line.strip()[:60]!r}); write it "
-                                     "with `dump ID all custom N FILE id x y z` (not atom/xyz/binary styles)")
+                    raise ValueError(_not_a_dump(path, f"line {line.strip()[:60]!r}"))
                 continue
             try:
                 step = int(fh.readline())
