@@ -55,7 +55,8 @@ def check_fallback_model(model, threshold: float) -> float:
                          "(e.g. --fallback 0.05)")
     if not hasattr(model.module, method):
         raise ValueError(f"{model.path} has no exact local solver ({method}), so LAMMPS cannot fall back: "
-                         "re-export the model together with its KPM solver (the lattice fallback export), or "
+                         "re-export the model with its KPM solver (`mlpot holstein export MODEL --fallback-radius 6 --out "
+                         "MODEL-fallback.pt`) and use that file, or "
                          "drop --fallback")
     return float(threshold)
 

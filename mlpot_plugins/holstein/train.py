@@ -280,37 +280,18 @@ def export_saved(state_dict_path, out_path, config: Optional[dict] = None):
     return export_committee(model, out_path, config, saved["metrics"])
 
 
-def rebuild_from_export(loaded):
-    """(model, config) of an exported D4 committee (a ``model_file.load`` result): the architecture from its
-    metadata, the weights and uncertainty scale from its TorchScript module, in the module's dtype. The
-    one reconstruction for re-export (pretrained/reexport_holstein.py) and fine-tuning (weights_from_export)."""
-    meta, ex = loaded.metadata, loaded.metadata.get("extra", {})
-    try:
-        if meta["kind"] != "lattice":
-            raise KeyError("kind lattice")
-        arch = ex["architecture"]
-        config = dict(arch=arch.get("arch", "conv"), radius2=ex["patch"]["radius2"], channels=arch["channels"],
-                      hidden=arch["hidden"], ensemble_size=meta["ensemble_size"], energy_based=arch["energy_based"],
-                      name=meta["name"], data_L=ex.get("lattice", {}).get("trained_L"), holstein=ex["holstein"])
-    except KeyError as exc:
-        raise ValueError(f"{loaded.path} is not a Holstein lattice model written by `mlpot holstein train` (no "
-                         f"{exc} in its metadata; kind {meta.get('kind')!r}, extra {sorted(ex)}); only those can "
-                         "be rebuilt from their weights") from None
-    model = build_model(HolsteinParams.from_dict(config["holstein"]), config["arch"], config["radius2"],
-                        config["channels"], config["hidden"], config["ensemble_size"], config["energy_based"])
-    model = model.to(loaded.dtype)
-    model.load_state_dict(loaded.module.state_dict())
-    model.uncertainty_scale = float(meta.get("uncertainty_scale", 1.0))
-    return model, config
-
-
 def weights_from_export(model_path, state_dict_path) -> Path:
     """Write the weights file (.sd, as ``train(state_dict_path=...)`` does) of an exported D4 committee. The
     shipped .pt files come without their .sd; this recovers it to fine-tune a shipped model (``init_state_dict``)."""
     from ..model_file import load
+    from ..pretrained.reexport_holstein import eager_model
 
     loaded = load(model_path)
-    model, config = rebuild_from_export(loaded)
-    return torch_save_atomic({"state_dict": model.state_dict(), "uncertainty_scale": model.uncertainty_scale,
-                              "metrics": dict(loaded.metadata["extra"].get("training", {})), "config": config},
-                             state_dict_path)
+    model = eager_model(loaded)  # refuses files that `mlpot holstein train` did not write
+    meta, ex = loaded.metadata, loaded.metadata["extra"]
+    arch = ex["architecture"]
+    config = dict(arch=arch.get("arch", "conv"), radius2=ex["patch"]["radius2"], channels=arch["channels"],
+                  hidden=arch["hidden"], ensemble_size=meta["ensemble_size"], energy_based=arch["energy_based"],
+                  name=meta["name"], data_L=ex.get("lattice", {}).get("trained_L"), holstein=ex["holstein"])
+    return torch_save_atomic({"state_dict": model.state_dict(), "uncertainty_scale": float(model.uncertainty_scale),
+                              "metrics": dict(ex.get("training", {})), "config": config}, state_dict_path)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ..holstein.train import rebuild_from_export
+from ..holstein.params import HolsteinParams
+from ..holstein.train import build_model
 from ..model_file import export, load
 
 HERE = Path(__file__).resolve().parent
@@ -22,7 +23,15 @@ def reexport(model: str) -> dict:
     old = load(model)
     target = Path(model) if Path(model).is_file() else HERE / f"{model}.pt"
     meta, extra = old.metadata, old.metadata["extra"]
-    m, _ = rebuild_from_export(old)
+    if meta["kind"] != "lattice" or "architecture" not in extra or "holstein" not in extra:
+        raise ValueError(f"{old.path} is not a Holstein lattice model written by `mlpot holstein train` (kind "
+                         f"{meta['kind']!r}, extra {sorted(extra)}); only those can be re-exported from their weights")
+    arch = extra["architecture"]
+    m = build_model(HolsteinParams.from_dict(extra["holstein"]), arch.get("arch", "conv"), extra["patch"]["radius2"],
+                    arch["channels"], arch["hidden"], meta["ensemble_size"], arch["energy_based"])
+    m = m.to(old.dtype)
+    m.load_state_dict(old.module.state_dict())
+    m.uncertainty_scale = meta["uncertainty_scale"]
     gen = torch.Generator().manual_seed(0)
     fields = [torch.randn(2, 12, 12, generator=gen) * 3, torch.randn(24, 24, generator=gen) * 3]
     # compare after one warm-up pass: the TorchScript executor's first (profiling) call of an energy model may
