@@ -34,6 +34,14 @@ inline bool lammps_factors(const char *style, Factors &out)
 
 constexpr const char *SUPPORTED = "metal, real";
 
+// lattice models (kind lattice): lengths in lattice units, energies in the hopping t, masses in the model's m
+// units: LAMMPS `units lj` with sigma = 1 lattice unit, epsilon = t, k_B = 1 (no conversion)
+constexpr const char *LATTICE_SUPPORTED = "lj";
+inline bool lattice_units(const char *style)
+{
+  return std::strcmp(style, "lj") == 0;
+}
+
 }    // namespace mlpot_units
 
 #endif

