@@ -25,6 +25,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+OTHER_FORMATS = (".xtc", ".trr", ".nc", ".netcdf", ".h5", ".xyz", ".gro", ".bin", ".npy", ".npz")
 LATTICE_TOL = 1e-4  # a site farther than this (in units of a) from its lattice point is an error
 
 
@@ -205,6 +206,10 @@ def load_trajectories(paths: List[str], dt: Optional[float] = None, frame_dt: Op
         p = Path(p)
         if p.is_dir() and (p / INFO_NAME).is_file():
             p = p / json.loads((p / INFO_NAME).read_text()).get("dump", "holstein.dump")
+        if p.suffix.lower() in OTHER_FORMATS:
+            raise ValueError(f"{p}: unknown trajectory type {p.suffix!r}; analyze reads a run folder or "
+                             "observables.json, LAMMPS text dumps (any other name) and OpenMM .dcd/.pdb (convert "
+                             "it, e.g. with mdtraj, or write a DCDReporter)")
         if p.suffix.lower() in (".dcd", ".pdb"):
             runs.append((p, *read_openmm(p, frame_dt, q_unit_nm)))
         else:
