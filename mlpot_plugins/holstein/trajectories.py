@@ -42,8 +42,8 @@ def _not_a_dump(path, what: str) -> str:
             f"text dump ({what}); write dumps with `dump ID all custom N FILE id x y z` (not atom/xyz/binary styles)")
 
 
-def read_lammps_dump(path, dt: float) -> Tuple[np.ndarray, torch.Tensor]:
-    """(times, Q [frames, L, L]) from a LAMMPS text dump with columns id and z (x, y used when present)."""
+def read_lammps_dump(path) -> Tuple[np.ndarray, torch.Tensor]:
+    """(timesteps, Q [frames, L, L]) from a LAMMPS text dump with columns id and z (x, y used when present)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"LAMMPS dump {path} does not exist; run the deck (lmp -in in.holstein) first")
@@ -81,7 +81,7 @@ def read_lammps_dump(path, dt: float) -> Tuple[np.ndarray, torch.Tensor]:
     shapes = {frames[s].shape for s in steps}
     if len(shapes) > 1:
         raise ValueError(f"{path}: frames of different lattice sizes {sorted(shapes)}; one dump per run")
-    return np.asarray(steps, float) * dt, torch.stack([frames[s] for s in steps])
+    return np.asarray(steps, float), torch.stack([frames[s] for s in steps])
 
 
 def _dump_frame(path, step, cols, data, bounds) -> torch.Tensor:
@@ -213,7 +213,8 @@ def load_trajectories(paths: List[str], dt: Optional[float] = None, frame_dt: Op
         if p.suffix.lower() in (".dcd", ".pdb"):
             runs.append((p, *read_openmm(p, frame_dt, q_unit_nm)))
         else:
-            runs.append((p, *read_lammps_dump(p, lammps_dt(p, dt))))
+            steps, Q = read_lammps_dump(p)
+            runs.append((p, steps * lammps_dt(p, dt), Q))
     t0 = runs[0][1]
     for p, t, Q in runs[1:]:
         if len(t) != len(t0) or not np.allclose(t, t0) or Q.shape[1:] != runs[0][2].shape[1:]:
