@@ -3,6 +3,7 @@ trajectories: the written lattice is exactly the runner's t = 0 state on the con
 observables read back from engine output equal those computed directly from the Q field."""
 import json
 import math
+import subprocess
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from mlpot_plugins.holstein.dynamics import quench_initial_state
 from mlpot_plugins.holstein.observables import domain_length, s_pi_pi
 from mlpot_plugins.holstein.params import HolsteinParams
 from mlpot_plugins.holstein.trajectories import read_dcd
+
+from lammps_util import plugin  # noqa: F401 (fixture: the compiled LAMMPS plugin)
 
 
 def read_data_file(path):
@@ -114,3 +117,36 @@ def test_analyze_reads_an_openmm_dcd(tmp_path):
     assert rec["t"] == [0.0, 2.5, 5.0, 7.5]
     assert rec["s_pi_pi"] == pytest.approx([float(s_pi_pi(q)) for q in frames], rel=1e-5)
     assert math.isfinite(rec["domain_length"][-1])
+
+
+def test_deck_runs_a_lammps_quench_end_to_end(tmp_path, plugin):
+    """The written deck under the real `lmp` (2 ranks): the t = 0 frame is the runner's state, the per-site
+    std is the model's, temp is <P^2/m>, sites stay on the lattice, and `-var continue 1` continues from the
+    newest write_restart file; `mlpot holstein analyze` reads the folder."""
+    import mlpot_plugins
+    from lammps_util import VENV_BIN, run_lmp
+
+    out = tmp_path / "deck"
+    assert main(["holstein", "lammps", "--out", str(out), "--L", "8", "--steps", "10", "--seed", "4",
+                 "--every", "5", "--restart-every", "5"]) == 0
+    deck = (out / "in.holstein").read_text()
+    run_lmp(deck, out, nprocs=2)
+    p = HolsteinParams()
+    Q0, P0 = quench_initial_state(8, p, seed=4)
+    frame0 = (out / "holstein.dump").read_text().split("ITEM: TIMESTEP")[1].splitlines()
+    cols = frame0[8].split()[2:]
+    rows = np.array([[float(v) for v in ln.split()] for ln in frame0[9:9 + 64]])
+    assert np.array_equal(rows[:, cols.index("z")], Q0.numpy().ravel())
+    std = mlpot_plugins.load("holstein-d4").module.compute_lattice(Q0.float(), True)["forces_std"]
+    assert np.allclose(rows[:, cols.index("c_u[1]")], std.double().numpy().ravel(), rtol=1e-5, atol=1e-7)
+    log = (out / "log.lammps").read_text().splitlines()
+    head = next(k for k, ln in enumerate(log) if ln.split()[:3] == ["Step", "Time", "Temp"])
+    assert float(log[head + 1].split()[2]) == pytest.approx(float((P0 ** 2 / p.m).mean()), rel=1e-6)
+    assert sorted(x.name for x in out.glob("holstein.restart.*")) == ["holstein.restart.10", "holstein.restart.5"]
+    res = subprocess.run([str(VENV_BIN / "lmp"), "-in", "in.holstein", "-var", "continue", "1", "-var", "steps", "15"],
+                         cwd=out, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert main(["holstein", "analyze", str(out)]) == 0
+    rec = json.loads((out / "analysis.json").read_text())
+    assert rec["t"] == pytest.approx([0.0, 0.25, 0.5, 0.75]) and rec["L"] == 8
+    assert rec["s_pi_pi"][0] == pytest.approx(float(s_pi_pi(Q0)), rel=1e-12)
