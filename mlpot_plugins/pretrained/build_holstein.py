@@ -11,8 +11,8 @@ The last quench and the last domain trajectory are held out.
 4. the t = 0 regime (``--hot-finetune`` seconds; ``--only-hot`` runs just this stage on the shipped file): the
    40x40 data keep quench snapshots from t = 0.5 on, so the hot random state every quench starts from was
    not in them (force error 7% of the force std there, 4.6% at t = 0.5-5). Fine-tuning (lr 5e-4, one CPU
-   thread) on 24x24 ED data (out/holstein-hot-L24.pt, ~25 min on the CPU: 400 hot t = 0 states, 8 quenches of
-   400 steps with a snapshot every 4 steps, 8 domain runs of 200 steps; the hot states' forces are local, so
+   thread) on 24x24 ED data (out/holstein-hot-L24.pt, ~30 min on the loaded CPU: 240 hot t = 0 states, 8 quenches of
+   400 steps with a snapshot every 4 steps, 8 domain runs of 150 steps; the hot states' forces are local, so
    24x24 labels equal 40x40 ones) from the stage-3 weights brings every regime under 3%
    (benchmarks/holstein_regimes.py, docs/holstein.md).
 holstein-d4-energy (energy-based variant, C=12, H=32): ED data on 16x16 (5 + 5 trajectories, out/holstein-
@@ -89,8 +89,8 @@ def hot_finetune(data: Path, seconds: float, lr: float = 5e-4) -> dict:
     """Stage 4: fine-tune the shipped holstein-d4 on hot-state + quench + domain ED data (24x24) and re-export
     it; the metrics of the earlier stages stay in the metadata (prefix ``stage3_``)."""
     if not data.is_file():
-        generate(data, L=24, n_quench=8, n_domain=8, quench_steps=400, domain_steps=200, stride=4, seed=24,
-                 n_hot=400)
+        generate(data, L=24, n_quench=8, n_domain=8, quench_steps=400, domain_steps=150, stride=4, seed=24,
+                 n_hot=240)
     before = Path("out/holstein-d4-stage3.sd")
     weights_from_export(HERE / "holstein-d4.pt", before)
     earlier = torch.load(before, weights_only=False)["metrics"]
@@ -103,7 +103,7 @@ def hot_finetune(data: Path, seconds: float, lr: float = 5e-4) -> dict:
     saved["config"]["data_L"] = cfg["data_L"]  # the main training lattice (40); the 24x24 stage is recorded below
     saved["metrics"] = {**{k if k.startswith("stage") else f"stage3_{k}": v for k, v in earlier.items()},
                         **{f"hot_stage_{k}": v for k, v in saved["metrics"].items()},
-                        "hot_stage_data": f"{data.name}: 24x24 ED, 400 hot t=0 states + 8 quenches + 8 domain runs"}
+                        "hot_stage_data": f"{data.name}: 24x24 ED, 240 hot t=0 states + 8 quenches (t <= 20) + 8 domain runs (t <= 7.5)"}
     torch.save(saved, final)
     export_saved(final, HERE / "holstein-d4.pt")
     print("holstein-d4 hot stage", json.dumps(saved["metrics"], indent=1))
