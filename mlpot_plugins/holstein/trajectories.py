@@ -20,7 +20,7 @@ import json
 import math
 import struct
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -42,8 +42,9 @@ def _not_a_dump(path, what: str) -> str:
             f"text dump ({what}); write dumps with `dump ID all custom N FILE id x y z` (not atom/xyz/binary styles)")
 
 
-def read_lammps_dump(path) -> Tuple[np.ndarray, torch.Tensor]:
-    """(timesteps, Q [frames, L, L]) from a LAMMPS text dump with columns id and z (x, y used when present)."""
+def read_lammps_dump(path, extra: Sequence[str] = ()):
+    """(timesteps, Q [frames, L, L]) from a LAMMPS text dump with columns id and z (x, y used when present);
+    with ``extra`` column names (e.g. "vz", "c_u[1]") a third item {name: [frames, L, L]} in the same site order."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"LAMMPS dump {path} does not exist; run the deck (lmp -in in.holstein) first")
@@ -74,21 +75,26 @@ def read_lammps_dump(path) -> Tuple[np.ndarray, torch.Tensor]:
             if data.shape != (n, len(cols)):
                 raise ValueError(f"{path}: timestep {step} holds {data.shape[0]} of {n} atom lines (truncated "
                                  "file?); rerun or cut the file at the last whole frame")
-            frames[step] = _dump_frame(path, step, cols, data, bounds)
+            frames[step] = _dump_frame(path, step, cols, data, bounds, ("z",) + tuple(extra))
     if not frames:
         raise ValueError(f"{path} holds no dump frames; run the deck longer than one dump interval")
     steps = sorted(frames)
-    shapes = {frames[s].shape for s in steps}
+    shapes = {frames[s]["z"].shape for s in steps}
     if len(shapes) > 1:
         raise ValueError(f"{path}: frames of different lattice sizes {sorted(shapes)}; one dump per run")
-    return np.asarray(steps, float), torch.stack([frames[s] for s in steps])
+    fields = {c: torch.stack([frames[s][c] for s in steps]) for c in ("z",) + tuple(extra)}
+    Q = fields.pop("z")
+    return (np.asarray(steps, float), Q, fields) if extra else (np.asarray(steps, float), Q)
 
 
-def _dump_frame(path, step, cols, data, bounds) -> torch.Tensor:
+def _dump_frame(path, step, cols, data, bounds, want) -> dict:
     col = {c: k for k, c in enumerate(cols)}
     if "z" not in col:
         raise ValueError(f"{path}: the dump has no z column (columns {cols}); Q is the z coordinate: dump "
                          "`id x y z` (unscaled z, not zs/zu)")
+    missing = [c for c in want if c not in col]
+    if missing:
+        raise ValueError(f"{path}: the dump has no column(s) {missing} (columns {cols}); add them to the dump")
     L = _side(len(data), path)
     if "x" in col and "y" in col:
         (xlo, xhi), (ylo, yhi) = bounds[0], bounds[1]
@@ -112,9 +118,12 @@ def _dump_frame(path, step, cols, data, bounds) -> torch.Tensor:
     if k.min() < 0 or k.max() >= L * L or len(np.unique(k)) != L * L:
         raise ValueError(f"{path}: timestep {step}: sites are missing or doubled ({len(np.unique(k))} distinct "
                          f"of {L * L}); dump every site once (group all)")
-    Q = np.empty(L * L)
-    Q[k] = data[:, col["z"]]
-    return torch.from_numpy(Q.reshape(L, L))
+    out = {}
+    for c in want:
+        v = np.empty(L * L)
+        v[k] = data[:, col[c]]
+        out[c] = torch.from_numpy(v.reshape(L, L))
+    return out
 
 
 def read_dcd(path) -> Tuple[np.ndarray, float]:
