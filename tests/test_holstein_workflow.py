@@ -150,3 +150,15 @@ def test_deck_runs_a_lammps_quench_end_to_end(tmp_path, plugin):
     rec = json.loads((out / "analysis.json").read_text())
     assert rec["t"] == pytest.approx([0.0, 0.25, 0.5, 0.75]) and rec["L"] == 8
     assert rec["s_pi_pi"][0] == pytest.approx(float(s_pi_pi(Q0)), rel=1e-12)
+
+
+def test_fallback_deck_counts_fallback_sites_in_thermo():
+    """With a threshold the deck asks pair_style mlpot for the fallback and prints the count per step
+    (`compute fb all pair mlpot`, c_fb[1], the pair style's extra global value)."""
+    from mlpot_plugins.holstein.lammps_deck import FALLBACK_THERMO, deck_text
+
+    deck = deck_text("m.pt", HolsteinParams(), 16, 100, 0, 0.05, 10, 10, 50, "cuda")
+    assert "pair_style mlpot m.pt device cuda fallback 0.05\n" in deck
+    assert "compute fb all pair mlpot" in deck and FALLBACK_THERMO == "c_fb[1]"
+    thermo = next(ln for ln in deck.splitlines() if ln.startswith("thermo_style"))
+    assert thermo.split()[-1] == "c_fb[1]" and deck.index("compute fb") < deck.index("thermo_style")
