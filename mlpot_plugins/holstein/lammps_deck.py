@@ -97,7 +97,9 @@ def write_lammps_inputs(out_dir, model_ref: str = "holstein-d4", L: int = 64, st
     Q0, P0 = (x.double().numpy() for x in quench_initial_state(L, p, seed, 1, kT_hot))
     zmax = Z_MARGIN * max(float(np.abs(Q0).max()), trained.cdw_amplitude())
     model_arg = model_ref if not Path(model_ref).exists() else str(Path(model_ref).resolve())
-    _write_data(out_dir / DATA_NAME, Q0, P0 / p.m, p.m, a, zmax, seed, kT_hot)
+    write_lattice_data(out_dir / DATA_NAME, Q0, P0 / p.m, p.m, a, zmax,
+                       f"Holstein {L}x{L} quench, t = 0 hot state of `mlpot holstein run --seed {seed}` (kT_hot "
+                       f"{kT_hot:g})")
     deck = deck_text(model_arg, p, L, steps, seed, fallback, dump_every, thermo_every, restart_every, device,
                      boundary_z)
     atomic_write_text(out_dir / DECK_NAME, deck)
@@ -111,15 +113,17 @@ def write_lammps_inputs(out_dir, model_ref: str = "holstein-d4", L: int = 64, st
     return {"data": out_dir / DATA_NAME, "deck": out_dir / DECK_NAME, "info": out_dir / INFO_NAME}
 
 
-def _write_data(path: Path, Q: np.ndarray, vz: np.ndarray, m: float, a: float, zmax: float, seed: int,
-                kT_hot: float) -> None:
+def write_lattice_data(path: Path, Q: np.ndarray, vz: np.ndarray, m: float, a: float, zmax: float,
+                       title: str = "Holstein lattice") -> None:
+    """LAMMPS atomic data file of an L x L lattice field (issue 13 conventions): site (i, j) = atom i L + j + 1
+    at x = i a, y = j a, z = Q[i, j] (17 digits), velocity (0, 0, vz[i, j]); box [0, L a)^2 x [-zmax, zmax]."""
+    Q, vz = np.asarray(Q, float), np.asarray(vz, float)
     L = Q.shape[-1]
     i, j = np.meshgrid(np.arange(L), np.arange(L), indexing="ij")  # row-major: id = i L + j + 1
     ids = np.arange(1, L * L + 1)
     atoms = np.column_stack([ids, np.ones(L * L, int), (i * a).ravel(), (j * a).ravel(), Q.ravel()])
     vel = np.column_stack([ids, np.zeros(L * L), np.zeros(L * L), vz.ravel()])
-    head = (f"# Holstein {L}x{L} quench, t = 0 hot state of `mlpot holstein run --seed {seed}` (kT_hot {kT_hot:g}); "
-            f"site (i,j) = atom i*L+j+1 at x = i*a, y = j*a, Q = z\n\n{L * L} atoms\n1 atom types\n\n"
+    head = (f"# {title}; site (i,j) = atom i*L+j+1 at x = i*a, y = j*a, Q = z\n\n{L * L} atoms\n1 atom types\n\n"
             f"0 {L * a!r} xlo xhi\n0 {L * a!r} ylo yhi\n{-zmax!r} {zmax!r} zlo zhi\n\nMasses\n\n1 {m!r}\n\n"
             "Atoms # atomic\n\n")
 
