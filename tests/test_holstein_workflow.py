@@ -162,3 +162,30 @@ def test_fallback_deck_counts_fallback_sites_in_thermo():
     assert "compute fb all pair mlpot" in deck and FALLBACK_THERMO == "c_fb[1]"
     thermo = next(ln for ln in deck.splitlines() if ln.startswith("thermo_style"))
     assert thermo.split()[-1] == "c_fb[1]" and deck.index("compute fb") < deck.index("thermo_style")
+
+
+def test_generate_hot_states_are_ed_labelled_t0_states(tmp_path):
+    """`generate --hot N`: N extra t = 0 hot states (kind "hot", exact ED labels); the trajectories are the
+    same as without them."""
+    from mlpot_plugins.holstein.data import generate
+    from mlpot_plugins.holstein.ed import ed_solve
+
+    a = generate(tmp_path / "a.pt", L=6, n_quench=1, n_domain=0, quench_steps=2, stride=2, progress=False)
+    b = generate(tmp_path / "b.pt", L=6, n_quench=1, n_domain=0, quench_steps=2, stride=2, progress=False, n_hot=3)
+    assert b["kind"] == ["quench", "hot", "hot", "hot"] and torch.equal(b["Q"][:1], a["Q"])
+    assert b["time"][1:].tolist() == [0.0] * 3 and len(set(b["traj"].tolist())) == 4
+    assert torch.allclose(b["f_el"][1:], ed_solve(b["Q"][1:], HolsteinParams())["electronic_forces"], atol=1e-12)
+    assert 1.5 < float(b["Q"][1:].std()) < 3.0  # N(0, kT_hot / k0 = 5)
+
+
+def test_weights_from_an_export_rebuild_it_exactly(tmp_path):
+    """The shipped file's weights (for fine-tuning) re-export to the same forces and std."""
+    import mlpot_plugins
+    from mlpot_plugins.holstein.train import export_saved, weights_from_export
+
+    weights_from_export("holstein-d4", tmp_path / "w.sd")
+    export_saved(tmp_path / "w.sd", tmp_path / "again.pt")
+    Q = torch.randn(2, 12, 12, generator=torch.Generator().manual_seed(0)) * 2
+    x = mlpot_plugins.load("holstein-d4").module.compute_lattice(Q, True)
+    y = mlpot_plugins.load(tmp_path / "again.pt").module.compute_lattice(Q, True)
+    assert torch.equal(x["forces"], y["forces"]) and torch.equal(x["forces_std"], y["forces_std"])
