@@ -1,4 +1,4 @@
-"""``mlpot holstein generate|train|run|analyze|export`` and the demo stage."""
+"""``mlpot holstein generate|train|run|lammps|analyze|export`` and the demo stage."""
 from __future__ import annotations
 
 import json
@@ -54,7 +54,7 @@ def _generate(args) -> int:
     d = generate(Path(args.out), L=args.L, n_quench=args.quench, n_domain=args.domains,
                  quench_steps=args.steps, domain_steps=args.domain_steps, stride=args.stride,
                  p=_params(args.param), seed=args.seed, device=args.device, resume=args.resume,
-                 save_every=args.save_every)
+                 save_every=args.save_every, n_hot=args.hot)
     print(f"wrote {args.out}: {len(d['Q'])} snapshots of {args.L}x{args.L} with ED electronic forces")
     return 0
 
@@ -111,24 +111,81 @@ def _run(args) -> int:
     return 0
 
 
-def _analyze(args) -> int:
-    from .observables import growth_exponent, plot_growth
+def _lammps(args) -> int:
+    from ..model_file import load as load_model
+    from .dynamics import model_params
+    from .lammps_deck import write_lammps_inputs
 
-    path = Path(args.observables)
+    base = model_params(load_model(args.model)).to_dict()
+    p = HolsteinParams.from_dict({**base, **_overrides(args.param)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = write_lammps_inputs(args.out, args.model, L=args.L, steps=args.steps, seed=args.seed, params=p,
+                                    fallback=args.fallback, dump_every=args.every, thermo_every=args.every,
+                                    restart_every=args.restart_every, device=args.device)
+    for w in caught:
+        print(f"mlpot holstein lammps: warning: {w.message}", file=sys.stderr)
+    print(f"wrote {paths['data']} ({args.L}x{args.L} sites, the t = 0 state of `mlpot holstein run --seed "
+          f"{args.seed}`), {paths['deck']} and {paths['info']}; run: cd {args.out} && lmp -in in.holstein "
+          f"(then: mlpot holstein analyze {args.out})")
+    return 0
+
+
+def _read_run(path: Path) -> dict:
+    """observables.json of `mlpot holstein run` (a run folder or the file)."""
     if path.is_dir():
         path = path / "observables.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; write it with `mlpot holstein run --out DIR`")
     try:
         rec = json.loads(path.read_text())
-        t, lengths = rec["t"], rec["domain_length"]
+        rec["t"], rec["domain_length"], rec["s_pi_pi"]
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} is not an observables.json written by `mlpot holstein run` ({exc}); pass "
                          "the run's --out folder") from None
+    return rec
+
+
+def _is_own_run(path: Path) -> bool:
+    return path.name == "observables.json" or (path.is_dir() and (path / "observables.json").is_file())
+
+
+def _analyze(args) -> int:
+    from .observables import growth_exponent, plot_growth, plot_snapshot, plot_spipi, record_frame
+    from .dynamics import new_record
+    from ..runsafe import atomic_write_text, check_output_dir
+
+    paths = [Path(x) for x in args.inputs]
+    if all(_is_own_run(p) for p in paths) and len(paths) == 1:
+        rec = _read_run(paths[0])
+        out = Path(args.out) if args.out else (paths[0] if paths[0].is_dir() else paths[0].parent)
+        last_Q = None
+    else:
+        if any(_is_own_run(p) for p in paths):
+            raise ValueError("analyze one `mlpot holstein run` folder at a time (its seeds are already in it), "
+                             "or several LAMMPS dumps / OpenMM trajectories (one per seed)")
+        from .trajectories import load_trajectories
+
+        times, Q = load_trajectories(args.inputs, dt=args.dt, frame_dt=args.frame_dt, q_unit_nm=args.q_unit_nm)
+        rec = new_record(_source_params(paths[0]), int(Q.shape[-1]), int(Q.shape[1]), None)
+        rec["sources"] = [str(p) for p in paths]
+        for t, Qf in zip(times, Q):
+            record_frame(rec, float(t), Qf)
+        out = Path(args.out) if args.out else (paths[0] if paths[0].is_dir() else paths[0].parent)
+        out = check_output_dir(out, "--out folder")
+        atomic_write_text(out / "analysis.json", json.dumps(rec, indent=1))
+        last_Q = Q[-1, 0]
+    t, lengths = rec["t"], rec["domain_length"]
     fit = growth_exponent(t, lengths, args.t_min, args.t_max)
-    png = plot_growth(t, lengths, path.parent / "domain_growth.png", fit)
+    png = plot_growth(t, lengths, out / "domain_growth.png", fit)
+    spng = plot_spipi(t, rec["s_pi_pi"], out / "s_pi_pi.png", rec.get("s_pi_pi_per_sample"))
+    if last_Q is not None:
+        plot_snapshot(last_Q, out / "final_order_field.png", f"order field, L={last_Q.shape[-1]}, t={t[-1]:.1f}")
+    print(f"S(pi,pi)/N {rec['s_pi_pi'][0]:.4f} -> {rec['s_pi_pi'][-1]:.4f}, L(t) {lengths[0]:.2f} -> "
+          f"{lengths[-1]:.2f} over t = {t[0]:g}..{t[-1]:g} ({rec['batch']} seed(s), {rec['L']}x{rec['L']})")
     print(f"growth exponent n = {fit['exponent']:.3f} ± {fit['exponent_err']:.3f} over {fit['n_points']} "
-          f"points (Allen-Cahn: 0.5); plot: {png}")
+          f"points (Allen-Cahn: 0.5); plots: {png}, {spng}" + ("" if last_Q is None else
+                                                             f"; observables: {out / 'analysis.json'}"))
     return 0
 
 
@@ -143,6 +200,17 @@ def _export(args) -> int:
     return 0
 
 
+def _source_params(path: Path) -> HolsteinParams:
+    """The Holstein parameters of a LAMMPS deck folder (holstein-lammps.json), else the defaults."""
+    from .lammps_deck import INFO_NAME
+
+    info = (path if path.is_dir() else path.parent) / INFO_NAME
+    try:
+        return HolsteinParams.from_dict(json.loads(info.read_text())["params"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return HolsteinParams()
+
+
 def register_cli(sub) -> None:
     h = sub.add_parser("holstein", help="Holstein-model CDW lattice dynamics (ED/KPM reference, D4 ML force field)")
     hs = h.add_subparsers(dest="holstein_command", required=True)
@@ -151,6 +219,8 @@ def register_cli(sub) -> None:
     g.add_argument("--L", type=lattice_size, default=16, help="lattice size (issue target 40; ED cost ~ L^6)")
     g.add_argument("--quench", type=nonneg_int, default=5, help="hot-random-state quench trajectories")
     g.add_argument("--domains", type=nonneg_int, default=5, help="trajectories from random CDW domain states")
+    g.add_argument("--hot", type=nonneg_int, default=0,
+                   help="hot random states at t = 0 (the state a quench starts from), ED-labelled, no dynamics")
     g.add_argument("--steps", type=positive_int, default=600, help="steps per quench trajectory")
     g.add_argument("--domain-steps", type=positive_int, default=200, help="steps per domain trajectory")
     g.add_argument("--stride", type=positive_int, default=6, help="keep every stride-th step")
@@ -220,10 +290,35 @@ def register_cli(sub) -> None:
 
     add_fallback_options(e)
     e.set_defaults(func=_export)
-    a = hs.add_parser("analyze", help="growth exponent and log-log L(t) plot of a run")
-    a.add_argument("observables", help="run folder or its observables.json")
+    d = hs.add_parser("lammps", help="write a LAMMPS data file + deck for an L x L quench (pair_style mlpot)")
+    d.add_argument("--out", required=True, help="folder for holstein.data, in.holstein, holstein-lammps.json")
+    d.add_argument("--model", default="holstein-d4", help="exported lattice model or shipped name")
+    d.add_argument("--L", type=lattice_size, default=64, help="lattice size (sites L x L)")
+    d.add_argument("--steps", type=positive_int, default=2000, help="Langevin steps (the deck's ${steps})")
+    d.add_argument("--seed", type=int, default=0,
+                   help="initial state = that of `mlpot holstein run --seed SEED` (default 0)")
+    d.add_argument("--every", type=positive_int, default=50, help="dump and thermo every N steps")
+    d.add_argument("--restart-every", type=positive_int, default=500, help="write_restart every N steps")
+    d.add_argument("--fallback", type=positive_float, default=None, metavar="THRESHOLD",
+                   help="exact-solver fallback above this calibrated force std (pair_style mlpot ... fallback)")
+    d.add_argument("--device", default=None, choices=["cpu", "cuda"], help="pair_style mlpot device keyword")
+    d.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="override the model's parameters for the thermostat (m, gamma, dt, kT); " + PARAM_HELP)
+    d.set_defaults(func=_lammps)
+    a = hs.add_parser("analyze", help="S(pi,pi,t), L(t), growth exponent and PNGs of a run, LAMMPS dumps or "
+                                      "OpenMM trajectories")
+    a.add_argument("inputs", nargs="+",
+                   help="a `holstein run` folder (or its observables.json); or LAMMPS dumps / deck folders of "
+                        "`holstein lammps`, or OpenMM .dcd/.pdb trajectories (several = seeds, averaged)")
     a.add_argument("--t-min", type=float, default=None)
     a.add_argument("--t-max", type=float, default=None)
+    a.add_argument("--out", default=None, help="folder for the PNGs and analysis.json (default: the input's)")
+    a.add_argument("--dt", type=positive_float, default=None,
+                   help="LAMMPS timestep (1/t) when no holstein-lammps.json lies next to the dump")
+    a.add_argument("--frame-dt", type=positive_float, default=None,
+                   help="OpenMM: time between trajectory frames in 1/t (report interval x dt)")
+    a.add_argument("--q-unit-nm", type=positive_float, default=1.0,
+                   help="OpenMM: nm per Q unit (Q = z / this; default 1)")
     a.set_defaults(func=_analyze)
 
 

@@ -59,7 +59,7 @@ def partial_path(out) -> Path:
 def generate(out: Path, L: int = 20, n_quench: int = 6, n_domain: int = 6, quench_steps: int = 800,
              domain_steps: int = 200, stride: int = 8, p: Optional[HolsteinParams] = None, seed: int = 0,
              kT_hot: float = 5.0, progress: bool = True, device: str = "cpu", resume: bool = False,
-             save_every: int = DEFAULT_GENERATE_SAVE_EVERY) -> dict:
+             save_every: int = DEFAULT_GENERATE_SAVE_EVERY, n_hot: int = 0) -> dict:
     """Run the trajectories and save {Q, f_el, traj, time, kind, params} to ``out`` (torch.save).
 
     The initial states come from a CPU generator (the same for every device); ``device="cuda"`` runs the
@@ -69,13 +69,18 @@ def generate(out: Path, L: int = 20, n_quench: int = 6, n_domain: int = 6, quenc
     integrator state (Q, P, F, noise generator, step) are written atomically to ``OUT.partial``; a signal
     then raises ``RunInterrupted``. ``resume=True`` continues from it (same options required) and writes
     the same ``out`` bit for bit as an uninterrupted run on the same device; ``OUT.partial`` is deleted at
-    the end."""
+    the end.
+
+    ``n_hot`` adds that many independent hot random states at t = 0 (the state every quench starts from,
+    kind "hot", one trajectory each, ED labels, no dynamics): quench snapshots are kept only from step
+    ``stride`` on, so without them the t = 0 regime is not in the data."""
     p = p or HolsteinParams()
     L = check_lattice_size(L)
     n_quench, n_domain = bounded_int(n_quench, "n_quench (--quench)", 0), bounded_int(n_domain, "n_domain (--domains)", 0)
     stride = bounded_int(stride, "stride", 1)
     save_every = bounded_int(save_every, "save_every (--save-every)", 1)
-    if n_quench + n_domain == 0:
+    n_hot = bounded_int(n_hot, "n_hot (--hot)", 0)
+    if n_quench + n_domain + n_hot == 0:
         raise ValueError("no trajectories to run: --quench and --domains are both 0; ask for at least one "
                          "(training holds out one trajectory of each kind, so use >= 2 of a kind)")
     for n, steps, opt in ((n_quench, quench_steps, "--steps"), (n_domain, domain_steps, "--domain-steps")):
@@ -86,6 +91,8 @@ def generate(out: Path, L: int = 20, n_quench: int = 6, n_domain: int = 6, quenc
     partial = partial_path(out)
     config = {"L": L, "quench": n_quench, "domains": n_domain, "steps": quench_steps, "domain_steps": domain_steps,
               "stride": stride, "seed": seed, "kT_hot": float(kT_hot), "device": str(device), **p.to_dict()}
+    if n_hot:  # only then: partial files written before the option existed still resume
+        config["hot"] = n_hot
     saved = resume_state(partial, STATE_KIND, config, resume, "mlpot holstein generate")
     gen = torch.Generator().manual_seed(seed)
     runs = []
@@ -138,6 +145,13 @@ def generate(out: Path, L: int = 20, n_quench: int = 6, n_domain: int = 6, quenc
             bar.close()
             offset += Q0.shape[0]
             save(None, index + 1)  # this kind is done: a later interruption restarts from the next one
+    if n_hot:  # t = 0 hot states: own generator (the trajectories above do not change), chunked ED
+        hot_gen = torch.Generator().manual_seed(seed + 1_000_003)
+        Qh = hot_random_state(L, (n_hot,), kT_hot, p, hot_gen)[0]
+        for chunk in Qh.split(16):
+            Qs.append(chunk.clone()); Fs.append(ed_solve(chunk.to(device), p)["electronic_forces"].cpu())
+            traj.append(torch.arange(chunk.shape[0]) + offset); offset += chunk.shape[0]
+            times.append(torch.zeros(chunk.shape[0])); kinds.extend(["hot"] * chunk.shape[0])
     data = {"Q": torch.cat(Qs), "f_el": torch.cat(Fs), "traj": torch.cat(traj), "time": torch.cat(times),
             "kind": [sys.intern(k) for k in kinds], "params": p.to_dict(), "L": L, "kT_hot": kT_hot, "seed": seed}
     torch_save_atomic(data, out)  # interned kind names: the pickle of a resumed run is the same, byte for byte

@@ -15,7 +15,7 @@ from ..runsafe import StopSignals, atomic_write_text, check_output, check_output
 from .ed import EDForces
 from .kpm import KPMForces
 from .langevin import DEFAULT_SAVE_EVERY, LangevinIntegrator
-from .observables import domain_length, plot_snapshot, s_pi_pi
+from .observables import plot_snapshot, record_frame
 from .params import HolsteinParams, check_lattice_size, hot_random_state
 
 ENGINES = ("ml", "ed", "kpm", "ml+fallback")
@@ -90,6 +90,14 @@ def make_forces(engine: str, p: HolsteinParams, model=None, threshold: float = 0
     return forces
 
 
+def quench_initial_state(L: int, p: HolsteinParams, seed: int = 0, batch: int = 1, kT_hot: float = 5.0):
+    """The hot random state (Q, P) a quench of ``run_quench`` (``mlpot holstein run``) starts from, for a
+    seed: the one definition the runner, the LAMMPS deck writer and the benchmarks share. ``batch`` > 1
+    gives [batch, L, L] (seed k of a batched run is its row k), else [L, L]."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return hot_random_state(L, (batch,) if batch > 1 else (), kT_hot, p, gen)
+
+
 def run_quench(forces, p: HolsteinParams, L: int, steps: int, seed: int = 0, batch: int = 1,
                record_every: int = 100, kT_hot: float = 5.0, out_dir: Optional[Path] = None,
                snapshots: int = 0, checkpoint: Optional[Path] = None, restart: bool = False,
@@ -144,8 +152,7 @@ def run_quench(forces, p: HolsteinParams, L: int, steps: int, seed: int = 0, bat
                                  "--restart --checkpoint CHECKPOINT, or choose a new --out/--checkpoint "
                                  "(or delete the file)")
         batch, seed = batch or 1, seed or 0
-        gen = torch.Generator().manual_seed(seed)
-        Q0, P0 = hot_random_state(L, (batch,) if batch > 1 else (), kT_hot, p, gen)
+        Q0, P0 = quench_initial_state(L, p, seed, batch, kT_hot)
         integ = LangevinIntegrator(forces, p, Q0, P0, seed=seed + 1)
         rec = new_record(p, L, batch, seed)
     warning = getattr(forces, "warning", None)
@@ -156,11 +163,7 @@ def run_quench(forces, p: HolsteinParams, L: int, steps: int, seed: int = 0, bat
 
     def observe(s):
         if s.step_count % record_every == 0:
-            rec["t"].append(s.time)
-            sp = s_pi_pi(s.Q)
-            rec["s_pi_pi"].append(float(sp.mean()))
-            rec["s_pi_pi_per_sample"].append(sp.reshape(-1).tolist())
-            rec["domain_length"].append(float(domain_length(s.Q).mean()))
+            record_frame(rec, s.time, s.Q)
         if out_dir is not None and s.step_count in snap_at:
             Q = s.Q if s.Q.dim() == 2 else s.Q.reshape(-1, *s.Q.shape[-2:])[0]
             plot_snapshot(Q, out_dir / f"snapshot_t{s.time:08.1f}.png",

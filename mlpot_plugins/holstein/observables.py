@@ -42,6 +42,17 @@ def domain_length(Q: Tensor, k_max: float = math.pi / 2) -> Tensor:
     return torch.clamp(2 * math.pi * num / den.clamp_min(1e-300), max=float(L))
 
 
+def record_frame(rec: dict, t: float, Q: Tensor) -> None:
+    """Append one time of a run record: t, S(pi,pi)/N (mean over the samples and per sample) and the mean
+    domain length of the field(s) Q [..., L, L]. The one definition of the recorded observables for
+    `mlpot holstein run` and for the trajectories `mlpot holstein analyze` reads (LAMMPS, OpenMM)."""
+    sp = s_pi_pi(Q)
+    rec["t"].append(float(t))
+    rec["s_pi_pi"].append(float(sp.mean()))
+    rec["s_pi_pi_per_sample"].append(sp.reshape(-1).tolist())
+    rec["domain_length"].append(float(domain_length(Q).mean()))
+
+
 def growth_exponent(times: Sequence[float], lengths: Sequence[float], t_min: float = None,
                     t_max: float = None) -> Dict[str, float]:
     """Least-squares slope of log L vs log t over [t_min, t_max] (Allen-Cahn predicts 1/2)."""
@@ -113,5 +124,22 @@ def plot_growth(times, lengths, path, fit: Dict[str, float] = None, label: str =
         ax.loglog(tt, fit["prefactor"] * tt[-1] ** (fit["exponent"] - 0.5) * tt ** 0.5, ":", c="gray",
                   label="Allen-Cahn $t^{1/2}$")
     ax.set_xlabel("time t (1/t_hop)"); ax.set_ylabel("domain length L(t)")
+    ax.legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def plot_spipi(times, s_mean, path, per_sample=None) -> Path:
+    """S(pi,pi,t)/N: the mean over seeds with the standard error (and each seed, thin)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 3.6), dpi=110)
+    t = np.asarray(times, float)
+    if per_sample is not None and len(per_sample) and len(per_sample[0]) > 1:
+        s = np.asarray(per_sample, float)
+        ax.plot(t, s, lw=0.5, alpha=0.4, c="gray")
+        err = s.std(1, ddof=1) / np.sqrt(s.shape[1])
+        ax.errorbar(t, s.mean(1), err, fmt="o-", ms=3, capsize=2, label=f"mean of {s.shape[1]} seeds ± s.e.")
+    else:
+        ax.plot(t, np.asarray(s_mean, float), "o-", ms=3, label="S(π,π)/N")
+    ax.set_xlabel("time t (1/t_hop)"); ax.set_ylabel(r"$S(\pi,\pi,t)/N$")
     ax.legend(fontsize=8)
     return _save(plt, fig, path)

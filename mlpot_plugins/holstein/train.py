@@ -278,3 +278,20 @@ def export_saved(state_dict_path, out_path, config: Optional[dict] = None):
     load_weights(model, state_dict_path)
     model.uncertainty_scale = float(saved["uncertainty_scale"])
     return export_committee(model, out_path, config, saved["metrics"])
+
+
+def weights_from_export(model_path, state_dict_path) -> Path:
+    """Write the weights file (.sd, as ``train(state_dict_path=...)`` does) of an exported D4 committee. The
+    shipped .pt files come without their .sd; this recovers it to fine-tune a shipped model (``init_state_dict``)."""
+    from ..model_file import load
+    from ..pretrained.reexport_holstein import eager_model
+
+    loaded = load(model_path)
+    model = eager_model(loaded)  # refuses files that `mlpot holstein train` did not write
+    meta, ex = loaded.metadata, loaded.metadata["extra"]
+    arch = ex["architecture"]
+    config = dict(arch=arch.get("arch", "conv"), radius2=ex["patch"]["radius2"], channels=arch["channels"],
+                  hidden=arch["hidden"], ensemble_size=meta["ensemble_size"], energy_based=arch["energy_based"],
+                  name=meta["name"], data_L=ex.get("lattice", {}).get("trained_L"), holstein=ex["holstein"])
+    return torch_save_atomic({"state_dict": model.state_dict(), "uncertainty_scale": float(model.uncertainty_scale),
+                              "metrics": dict(ex.get("training", {})), "config": config}, state_dict_path)
