@@ -42,6 +42,9 @@ def files(tmp_path_factory):
     (d / "run").mkdir()
     (d / "run" / "observables.json").write_text('{"t": [1, 2, 3], "domain_length": [1, 2, 3], "s_pi_pi": [0, 0, 0]}')
     (d / "afile").write_text("x")
+    from mlpot_plugins.pretrained.reexport_holstein import reexport
+
+    reexport("holstein-d4", d / "plain.pt", None, None, True)  # the shipped model without its exact solver
     return {"dir": d}
 
 
@@ -55,7 +58,7 @@ CASES = [
     (LAMMPS, ["--every", "0"], ["--every", "positive"]),
     (LAMMPS, ["--fallback", "0"], ["--fallback", "> 0"]),
     (LAMMPS, ["--fallback", "nan"], ["--fallback"]),
-    (LAMMPS, ["--fallback", "0.05"], ["no exact local solver", "--fallback-radius", "drop --fallback"]),
+    (LAMMPS, ["--model", "{dir}/plain.pt", "--fallback", "0.05"], ["no exact local solver", "--fallback-radius", "drop --fallback"]),
     (LAMMPS, ["--param", "gamma=0"], ["gamma=0", "friction > 0"]),
     (LAMMPS, ["--param", "dt=-1"], ["dt > 0"]),
     (LAMMPS, ["--param", "foo=1"], ["unknown Holstein parameter", "foo"]),
