@@ -1,8 +1,8 @@
 """Alanine dipeptide in vacuum: phi/psi distribution of an ML-driven run (with committee credible intervals by
 reweighting to each member) vs an xTB-driven run of equal length; Jensen-Shannon divergence.
 
-    python benchmarks/ala2_ramachandran.py run --driver ml  --seed 0 --ps 5 --out out/rama/ml-s0.npz
-    python benchmarks/ala2_ramachandran.py run --driver xtb --seed 0 --ps 5 --out out/rama/xtb-s0.npz
+    python benchmarks/ala2_ramachandran.py run --driver ml  --seed 0 --ps 3 --out out/rama/ml-s0.npz
+    python benchmarks/ala2_ramachandran.py run --driver xtb --seed 0 --ps 3 --out out/rama/xtb-s0.npz
     python benchmarks/ala2_ramachandran.py analyse --ml out/rama/ml-s*.npz --xtb out/rama/xtb-s*.npz \
         --png docs/img/ala2-ramachandran.png
 
@@ -132,7 +132,7 @@ def main():
     r.add_argument("--driver", choices=["ml", "xtb"], required=True)
     r.add_argument("--model", default="ala2-xtb")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--ps", type=float, default=5.0)
+    r.add_argument("--ps", type=float, default=3.0)
     r.add_argument("--temperature", type=float, default=300.0)
     r.add_argument("--out", required=True)
     a = sub.add_parser("analyse")
