@@ -76,6 +76,10 @@ def analyse(args) -> None:
 
     ml = [load(p) for p in args.ml]
     xtb = [load(p) for p in args.xtb]
+    for path, (d, _, _) in zip(args.ml, ml):
+        if str(d["driver"]) != "ml":
+            raise SystemExit(f"{path} is a {d['driver']}-driven run without member energies; pass ML-driven runs "
+                             "(run --driver ml) to --ml and the others to --xtb")
     bins = args.bins
     member_hists, ess, summary = [], [], {"bins": bins, "runs": {}}
     for path, (d, phi, psi) in zip(args.ml, ml):

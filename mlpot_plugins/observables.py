@@ -72,9 +72,13 @@ def member_weights(member_energy, temperature: float) -> np.ndarray:
     if e.shape[1] < 2:
         raise ValueError(f"member_energy has {e.shape[1]} member column(s); reweighting needs a committee "
                          "(ensemble_size > 1): pass the [frames, members] energies")
-    if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive number of kelvin, got {temperature!r}")
-    beta = 1.0 / (KB_EV_PER_K * float(temperature))
+    from .cli_types import bounded_float
+
+    try:
+        temperature = bounded_float(temperature, "temperature (K)", 0.0, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; pass the trajectory's thermostat temperature in kelvin") from None
+    beta = 1.0 / (KB_EV_PER_K * temperature)
     log_w = -beta * (e - e.mean(axis=1, keepdims=True))  # [T, K]
     log_w -= log_w.max(axis=0, keepdims=True)
     w = np.exp(log_w)
@@ -93,9 +97,10 @@ def histogram2d(phi, psi, weights=None, bins: int = 36) -> np.ndarray:
     psi = _finite_array(psi, "psi", 1)
     if phi.shape != psi.shape:
         raise ValueError(f"phi and psi must have the same number of frames, got {phi.shape[0]} and {psi.shape[0]}")
-    if int(bins) < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}")
-    edges = np.linspace(-180.0, 180.0, int(bins) + 1)
+    from .cli_types import bounded_int
+
+    bins = bounded_int(bins, "bins", 1)
+    edges = np.linspace(-180.0, 180.0, bins + 1)
 
     def one(w):
         h, _, _ = np.histogram2d(phi, psi, bins=[edges, edges], weights=w)
