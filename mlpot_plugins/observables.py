@@ -165,7 +165,11 @@ def plot_ramachandran(phi, psi, member_hists, path, reference=None, title: str =
     im = ax[1].imshow(rel.T, origin="lower", extent=[-180, 180, -180, 180], cmap="magma")
     fig.colorbar(im, ax=ax[1], label="member std / mean")
     ax[1].set_title("committee relative uncertainty")
-    for a in ax[:2]:
+    all_phi = np.concatenate([np.ravel(phi)] + ([np.ravel(reference[0])] if reference is not None else []))
+    all_psi = np.concatenate([np.ravel(psi)] + ([np.ravel(reference[1])] if reference is not None else []))
+    for a in ax[:2]:  # zoom on the sampled region
+        a.set_xlim(max(all_phi.min() - 20, -180), min(all_phi.max() + 20, 180))
+        a.set_ylim(max(all_psi.min() - 20, -180), min(all_psi.max() + 20, 180))
         a.set_xlabel("phi [deg]")
         a.set_ylabel("psi [deg]")
     for k, (a, axis, name) in enumerate(((ax[2], 1, "phi"), (ax[3], 0, "psi"))):
