@@ -165,18 +165,24 @@ def test_lammps_example_deck_runs_and_reports_uncertainty_in_kcal(plugin, tmp_pa
                                rtol=1e-8)
 
 
-def test_openmm_example_in_water_runs(tmp_path):
+@pytest.mark.parametrize("threshold", [None, 0.01], ids=["calibrated", "tiny"])
+def test_openmm_example_in_water_runs_and_stops_on_the_threshold(tmp_path, threshold):
+    """The calibrated threshold does not fire in 20 steps at 300 K from the minimum; a tiny one stops the run
+    at the first report, with the frame saved."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), MLPOT_EXAMPLE_QUICK="1", OMP_NUM_THREADS="1")
+    extra = [] if threshold is None else ["--threshold", str(threshold)]
     res = subprocess.run([sys.executable, str(ROOT / "examples" / "openmm_ala2_water.py"), "--out",
-                          str(tmp_path / "out")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+                          str(tmp_path / "out"), *extra], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "22 ML atoms" in res.stdout and "TIP3P waters" in res.stdout
     out = tmp_path / "out"
     assert (out / "start.pdb").stat().st_size > 0 and (out / "trajectory.dcd").stat().st_size > 0
     rows = np.loadtxt(out / "uncertainty.txt", usecols=(0, 1), ndmin=2)
-    assert list(rows[:, 0]) == [5, 10, 15, 20] or "stopped: step" in res.stdout
     assert (rows[:, 1] > 0).all()
-    if "stopped: step" in res.stdout:
-        assert rows[-1, 1] > uncertainty_threshold(MODEL) and (out / "extrapolating.pdb").is_file()
-    else:
+    if threshold is None:
+        assert list(rows[:, 0]) == [5, 10, 15, 20] and "stopped" not in res.stdout
         assert (rows[:, 1] <= uncertainty_threshold(MODEL)).all()
+    else:
+        assert "stopped: step 5" in res.stdout and list(rows[:, 0]) == [5]
+        assert rows[0, 1] > threshold and (out / "extrapolating.pdb").stat().st_size > 0
