@@ -117,8 +117,8 @@ def test_shipped_model_against_xtb_in_and_out_of_distribution():
         atoms.calc = MLPotCalculator(MODEL)
         errs[name] = np.sqrt(np.mean((atoms.get_forces() - ref) ** 2))
         sigmas[name] = np.median(atoms.calc.get_property("forces_std", atoms))
-    assert errs["id"] < 0.25 * np.std(ref) + 0.1, errs
-    assert sigmas["ood"] > sigmas["id"], sigmas
+    assert errs["id"] < 0.3, errs  # held-out test RMSE 0.12 eV/A (docs/molecules.md); xTB forces here ~1 eV/A
+    assert errs["ood"] > errs["id"] and sigmas["ood"] > 1.5 * sigmas["id"], (errs, sigmas)
 
 
 # ---- engines -------------------------------------------------------------------------------------------
