@@ -87,6 +87,7 @@ def test_shipped_model_loads_with_calibration_and_threshold():
     meta = model.metadata
     assert meta["species"] == ["H", "C", "N", "O"] and meta["ensemble_size"] == 4
     assert meta["uncertainty_scale"] > 0 and meta["dtype"] == "float64"
+    assert any("GFN2-xTB" in r for r in meta["references"])  # export_checkpoint(references=...) replaced EMT's
     threshold = uncertainty_threshold(model)
     assert 0 < threshold < 5.0
     # the ASE calculator returns exactly the model's contract outputs
