@@ -130,19 +130,21 @@ def analyse(args) -> None:
 
 
 def main():
+    from mlpot_plugins.cli_types import nonneg_int, positive_float, positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("--driver", choices=["ml", "xtb"], required=True)
     r.add_argument("--model", default="ala2-xtb")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--ps", type=float, default=3.0)
-    r.add_argument("--temperature", type=float, default=300.0)
+    r.add_argument("--seed", type=nonneg_int, default=0)
+    r.add_argument("--ps", type=positive_float, default=3.0)
+    r.add_argument("--temperature", type=positive_float, default=300.0)
     r.add_argument("--out", required=True)
     a = sub.add_parser("analyse")
     a.add_argument("--ml", nargs="+", required=True)
     a.add_argument("--xtb", nargs="+", required=True)
-    a.add_argument("--bins", type=int, default=36)
+    a.add_argument("--bins", type=positive_int, default=36)
     a.add_argument("--png")
     args = parser.parse_args()
     run(args) if args.cmd == "run" else analyse(args)

@@ -28,6 +28,7 @@ import openmm.app as app
 import openmm.unit as unit
 from openmmml import MLPotential
 
+from mlpot_plugins.cli_types import positive_float, positive_int
 from mlpot_plugins.openmm import UncertaintyExceeded, UncertaintyReporter
 from mlpot_plugins.pretrained.build_ala2_xtb import uncertainty_threshold
 
@@ -38,9 +39,9 @@ PDB = Path(__file__).resolve().parent / "ala2.pdb"
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="ala2-water")
-    parser.add_argument("--steps", type=int, default=5000, help="MD steps of 1 fs")
-    parser.add_argument("--padding", type=float, default=1.0, help="water around the peptide, nm")
-    parser.add_argument("--threshold", type=float, default=None,
+    parser.add_argument("--steps", type=positive_int, default=5000, help="MD steps of 1 fs")
+    parser.add_argument("--padding", type=positive_float, default=1.0, help="water around the peptide, nm")
+    parser.add_argument("--threshold", type=positive_float, default=None,
                         help="stop threshold, eV/A (default: the model's calibrated one)")
     parser.add_argument("--quick", action="store_true", default=bool(os.environ.get("MLPOT_EXAMPLE_QUICK")),
                         help="small box, few steps (smoke test; also MLPOT_EXAMPLE_QUICK=1)")

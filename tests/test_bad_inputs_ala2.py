@@ -64,3 +64,19 @@ def test_benchmark_refuses_an_xtb_run_as_ml(tmp_path):
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "xtb-driven run without member energies" in res.stderr and "--driver ml" in res.stderr
+
+
+@pytest.mark.parametrize("script,args,words", [
+    ("examples/openmm_ala2_water.py", ["--steps", "0"], ["--steps", "positive"]),
+    ("examples/openmm_ala2_water.py", ["--padding", "-1"], ["--padding", "> 0"]),
+    ("examples/openmm_ala2_water.py", ["--threshold", "nan"], ["--threshold", "finite"]),
+    ("benchmarks/ala2_ramachandran.py", ["run", "--driver", "ml", "--ps", "0", "--out", "x.npz"], ["--ps", "> 0"]),
+    ("benchmarks/ala2_ramachandran.py", ["run", "--driver", "ml", "--seed", "-1", "--out", "x.npz"], ["--seed"]),
+], ids=["steps0", "padding-1", "threshold-nan", "ps0", "seed-1"])
+def test_script_arguments(tmp_path, script, args, words):
+    res = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    for w in words:
+        assert w in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "x.npz").exists()
