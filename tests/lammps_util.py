@@ -14,6 +14,13 @@ VENV_BIN = Path(sys.executable).parent
 MASSES = {"Cu": 63.546, "Au": 196.96657}
 
 
+def mass(element: str) -> float:
+    """Atomic mass (amu) for a data file: the table above, else ASE's standard atomic weight."""
+    from ase.data import atomic_masses, atomic_numbers
+
+    return MASSES.get(element, float(atomic_masses[atomic_numbers[element]]))
+
+
 def lammps_cell(a, b, c, alpha=90.0, beta=90.0, gamma=90.0) -> np.ndarray:
     """Cell rows in LAMMPS' prism form: a along x, b in the xy plane (so no rotation is needed)."""
     from ase.geometry import cellpar_to_cell
@@ -43,7 +50,7 @@ def write_data(path: Path, atoms: Atoms, elements=("Cu", "Au")) -> None:
     lines = ["mlpot test system", "", f"{len(atoms)} atoms", f"{len(elements)} atom types", "",
              f"0 {cell[0, 0]:.17g} xlo xhi", f"0 {cell[1, 1]:.17g} ylo yhi", f"0 {cell[2, 2]:.17g} zlo zhi",
              f"{cell[1, 0]:.17g} {cell[2, 0]:.17g} {cell[2, 1]:.17g} xy xz yz", "", "Masses", ""]
-    lines += [f"{t + 1} {MASSES[e]}" for t, e in enumerate(elements)]
+    lines += [f"{t + 1} {mass(e)}" for t, e in enumerate(elements)]
     lines += ["", "Atoms # atomic", ""]
     for i, (s, x) in enumerate(zip(atoms.get_chemical_symbols(), atoms.positions)):
         lines.append(f"{i + 1} {elements.index(s) + 1} {x[0]:.17g} {x[1]:.17g} {x[2]:.17g}")

@@ -124,8 +124,10 @@ def final_report(trainer, log=print) -> Dict[str, Any]:
     return summary
 
 
-def export_checkpoint(checkpoint, out, dtype: str = "float64", name: str = "", description: str = ""):
-    """Rebuild the model of a `mlpot train` checkpoint and write it through the exported-model contract."""
+def export_checkpoint(checkpoint, out, dtype: str = "float64", name: str = "", description: str = "",
+                      references=None, more=None):
+    """Rebuild the model of a `mlpot train` checkpoint and write it through the exported-model contract
+    (``references`` replace the default ones; ``more`` entries are added to the metadata's ``extra``)."""
     from .checkpoint import read_checkpoint
     from .train import model_from_checkpoint
 
@@ -143,5 +145,6 @@ def export_checkpoint(checkpoint, out, dtype: str = "float64", name: str = "", d
     if metrics:
         extra["metrics"] = {s: {k: round(v, 6) for k, v in m.items() if isinstance(v, float)}
                             for s, m in metrics.items()}
-    return export(model, out, name=name or Path(out).stem, description=desc, references=REFERENCES,
-                  extra=extra)
+    extra.update(more or {})
+    return export(model, out, name=name or Path(out).stem, description=desc,
+                  references=REFERENCES if references is None else list(references), extra=extra)
