@@ -59,6 +59,8 @@ def export(model: torch.nn.Module, path: PathLike, **metadata: Any) -> Path:
         meta.update(species=list(getattr(model, "species", [])), cutoff=float(getattr(model, "cutoff", 0.0)),
                     interaction_range=float(getattr(model, "halo", getattr(model, "cutoff", 0.0))),
                     length_unit="lattice", energy_unit="t")
+    if all(hasattr(model, name) for name in contract.LAYERWISE_METHODS):
+        meta["message_passing"] = {"layers": int(model.mp_layers), "feature_dim": int(model.mp_feature_dim)}
     meta.update(metadata)
     meta.setdefault("outputs", contract.outputs_for(kind, meta["ensemble_size"],
                                                     bool(getattr(model, "energy_based", True))))
@@ -306,7 +308,8 @@ def check_module_against_metadata(module, meta: Dict[str, Any], source: str) -> 
     if the module has the attribute it must equal the metadata value; every floating parameter and
     buffer has the metadata dtype; the kind's method exists; atomistic committees have
     ``force_uncertainty``; a lattice module with ``compute_lattice_block`` has ``halo`` = metadata
-    ``interaction_range``. Raises ModelFormatError naming the field and the fix.
+    ``interaction_range``; a module exporting the layer-wise methods has all of them and metadata
+    ``message_passing`` whose layers/feature_dim equal its ``mp_layers``/``mp_feature_dim`` (and vice versa). Raises ModelFormatError naming the field and the fix.
     """
     method = contract.METHOD_FOR_KIND[meta["kind"]]
     if not hasattr(module, method):
@@ -331,6 +334,20 @@ def check_module_against_metadata(module, meta: Dict[str, Any], source: str) -> 
         if hasattr(module, attr) and float(getattr(module, attr)) != float(expected):
             raise ModelFormatError(f"{source}: metadata {fields[attr]}={expected} contradicts the module's "
                                    f"{attr}={getattr(module, attr)}. Re-export the model")
+    layerwise = [name for name in contract.LAYERWISE_METHODS if hasattr(module, name)]
+    mp = meta.get("message_passing") or {}
+    if layerwise and (len(layerwise) < len(contract.LAYERWISE_METHODS) or not mp):
+        missing = [name for name in contract.LAYERWISE_METHODS if name not in layerwise]
+        raise ModelFormatError(f"{source}: the module exports {layerwise} of the layer-wise contract but "
+                               f"{'lacks ' + str(missing) if missing else 'metadata has no message_passing field'}"
+                               ". Re-export the model with mlpot_plugins.export()")
+    if mp and not layerwise:
+        raise ModelFormatError(f"{source}: metadata message_passing={mp} but the module exports none of "
+                               f"{list(contract.LAYERWISE_METHODS)}. Re-export the model with mlpot_plugins.export()")
+    for attr, key in (("mp_layers", "layers"), ("mp_feature_dim", "feature_dim")):
+        if mp and int(getattr(module, attr, -1)) != mp[key]:
+            raise ModelFormatError(f"{source}: metadata message_passing {key}={mp[key]} contradicts the module's "
+                                   f"{attr}={getattr(module, attr, None)}. Re-export the model")
     named = list(module.named_parameters()) + list(module.named_buffers())
     bad = [(n, t.dtype) for n, t in named if t.is_floating_point() and str(t.dtype).replace("torch.", "") != meta["dtype"]]
     if bad:
