@@ -3,6 +3,7 @@
    per-atom virials and member forces are summed into their owners by reverse communication. */
 
 #include "pair_mlpot.h"
+#include "pair_mlpot_model.h"
 
 #include "atom.h"
 #include "comm.h"
@@ -34,6 +35,7 @@
 #include <fstream>
 #include <limits>
 #include <stdexcept>
+#include <tuple>
 
 using namespace LAMMPS_NS;
 
@@ -46,32 +48,7 @@ using namespace LAMMPS_NS;
 #define MLPOT_TORCH_EXTENSIONS "{}"
 #endif
 
-struct PairMLPot::Model {
-  torch::jit::Module module;
-  torch::Device device{torch::kCPU};
-  torch::Dtype dtype{torch::kFloat64};
-  // buffers reused from step to step (capacity kept): no per-step allocation on the CPU side
-  std::vector<int> row_of_atom;     // LAMMPS local+ghost index -> model row (-1: not seen)
-  std::vector<int> atom_of_row;     // model row -> LAMMPS index
-  std::vector<int64_t> edges;       // src of each edge, then (after build_inputs) dst: the [2, E] input
-  std::vector<int64_t> dst;         // dst of each edge while the list is built
-  std::vector<int> accepted;        // neighbours of one centre within the cutoff
-  std::vector<double> accepted_rsq;
-  std::vector<double> pos;          // [nrows, 3] model-unit positions
-  std::vector<int64_t> types;       // [nrows]
-  std::vector<double> local_f;      // [K, n_local_rows, 3] member forces after reverse communication
-  torch::Tensor zero_shifts;        // [capacity, 3] zeros, reused: ghosts carry the image positions
-  c10::IValue out;                  // the model's output dict of this evaluation
-  int n_local_rows = 0, nrows = 0;
-  int64_t nedges = 0;
-};
-
 namespace {
-// a problem found in the inputs or outputs of one evaluation, reported as is
-struct MLPotError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 std::string join(const std::vector<std::string> &words)
 {
   std::string out;
@@ -141,6 +118,11 @@ PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
   nmax_unc = k_alloc = 0;
   unc = unc_e = member_f = nullptr;
   have_member_virial = warned_member_virial = false;
+  layerwise_opt = -1;
+  layered = false;
+  layered_flag = 0.0;
+  mp_layers = mp_feature_dim = comm_stride = 0;
+  comm_buf = nullptr;
 }
 
 PairMLPot::~PairMLPot()
@@ -174,11 +156,11 @@ void PairMLPot::allocate()
 }
 
 /* pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N]
-                          [model_devi FILE every N [calibrated] [atomic]] */
+                          [model_devi FILE every N [calibrated] [atomic]] [layerwise yes|no] */
 void PairMLPot::settings(int narg, char **arg)
 {
   const char *usage = "expected: pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N] "
-                      "[model_devi FILE every N [calibrated] [atomic]]";
+                      "[model_devi FILE every N [calibrated] [atomic]] [layerwise yes|no]";
   if (narg < 1) error->all(FLERR, "Illegal pair_style mlpot command: no model file; {}", usage);
   mlpot_units::Factors fac;
   if (!mlpot_units::lammps_factors(update->unit_style, fac))
@@ -189,6 +171,7 @@ void PairMLPot::settings(int narg, char **arg)
 
   device_name = "cpu";
   unc_every = devi_every = devi_calibrated = devi_atomic = 0;
+  layerwise_opt = -1;
   devi_file.clear();
   int iarg = 1;
   auto every = [&](int at, const char *what) {
@@ -206,6 +189,10 @@ void PairMLPot::settings(int narg, char **arg)
       device_name = arg[iarg + 1];
       if (device_name != "cpu" && device_name != "cuda")
         error->all(FLERR, "pair_style mlpot device must be cpu or cuda, got '{}'", device_name);
+      iarg += 2;
+    } else if (word == "layerwise") {
+      if (iarg + 1 >= narg) error->all(FLERR, "pair_style mlpot layerwise: expected yes or no after it; {}", usage);
+      layerwise_opt = utils::logical(FLERR, arg[iarg + 1], false, lmp);
       iarg += 2;
     } else if (word == "uncertainty") {
       unc_every = every(iarg + 1, "uncertainty");
@@ -474,12 +461,30 @@ void PairMLPot::load_model(const std::string &path_in)
   if (nmembers > 1 && !mod.find_method("force_uncertainty"))
     error->all(FLERR, "pair_style mlpot: committee model '{}' (ensemble_size {}) has no exported "
                       "force_uncertainty() method; {}", path, nmembers, fix);
+  std::tie(mp_layers, mp_feature_dim) = layerwise_contract(error, meta, mod, path);
+  if (layerwise_opt == 1 && mp_layers == 0)
+    error->all(FLERR, "pair_style mlpot layerwise yes: model '{}' does not export the layer-wise methods (mp_*, "
+                      "see mlpot_plugins/contract.py); drop the option (it then runs on a ghost shell of "
+                      "interaction_range) or re-export the model with mlpot_plugins.export()", path);
   model = std::move(m);
   model_path = path;
   cut_lmp = cutoff_model * len_factor;
   range_lmp = range_model * len_factor;
-  ghostneigh = range_model > cutoff_model ? 1 : 0;
-  comm_reverse = nmembers > 1 ? 3 * nmembers : 0;
+  // layer by layer: ghosts one cutoff deep, their features forward- and gradients reverse-communicated
+  layered = mp_layers > 0 && layerwise_opt != 0;
+  ghostneigh = range_model > cutoff_model && !layered ? 1 : 0;
+  layered_flag = layered ? 1.0 : 0.0;
+  comm_forward = layered ? mp_feature_dim : 0;
+  comm_reverse = std::max(nmembers > 1 ? 3 * nmembers : 0, layered ? mp_feature_dim : 0);
+  if (comm->me == 0 && range_model > cutoff_model) {
+    if (layered)
+      utils::logmesg(lmp, "pair_style mlpot: {} runs layer by layer ({} layers, up to {} features per atom "
+                          "exchanged between layers): ghost atoms one cutoff deep\n", path, mp_layers, mp_feature_dim);
+    else
+      utils::logmesg(lmp, "pair_style mlpot: {} runs as one call on ghost atoms up to its interaction_range {} "
+                          "({}){}\n", path, range_model, mp_layers ? "layerwise no" : "no layer-wise methods",
+                     mp_layers ? "" : "; re-export it with the layer-wise methods if its family has them");
+  }
 }
 
 /* pair_coeff * * El1 El2 ... (one element or NULL per atom type) */
@@ -600,8 +605,12 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty, bool need_mem
   unc_step = -1;
   try {
     build_inputs();
-    stage = "its compute() method";
-    call_model((write_forces && (vflag_global || vflag_atom)) || (need_unc && need_member_virial), need_unc);
+    stage = layered ? "its layer-wise methods (mp_*)" : "its compute() method";
+    const bool need_virial = (write_forces && (vflag_global || vflag_atom)) || (need_unc && need_member_virial);
+    if (layered)
+      call_model_layered(need_virial, need_unc);
+    else
+      call_model(need_virial, need_unc);
     stage = "reading its outputs";
     if (write_forces) scatter_outputs();
     stage = "the committee statistics";
@@ -822,6 +831,8 @@ void PairMLPot::committee_statistics()
       dstp[1] = srcp[1];
       dstp[2] = srcp[2];
     }
+  comm_buf = member_f;
+  comm_stride = stride;
   comm->reverse_comm(this);
   m.local_f.resize((std::size_t) K * nl * 3);
   double *lp = m.local_f.data();
@@ -857,25 +868,25 @@ void *PairMLPot::extract(const char *name, int &dim)
   if (strcmp(name, "time_model") == 0) return (void *) &time_model;
   if (strcmp(name, "cutoff") == 0) return (void *) &cut_lmp;
   if (strcmp(name, "interaction_range") == 0) return (void *) &range_lmp;
+  if (strcmp(name, "layerwise") == 0) return (void *) &layered_flag;
   return nullptr;
 }
 
+/* reverse communication of comm_buf (member forces, or layer feature gradients): ghost rows summed into owners */
 int PairMLPot::pack_reverse_comm(int n, int first, double *buf)
 {
-  const int stride = 3 * nmembers;
-  int m = 0;
-  for (int i = first; i < first + n; i++)
-    for (int k = 0; k < stride; k++) buf[m++] = member_f[(bigint) i * stride + k];
-  return m;
+  const std::size_t count = (std::size_t) n * comm_stride;
+  std::memcpy(buf, comm_buf + (bigint) first * comm_stride, count * sizeof(double));
+  return (int) count;
 }
 
 void PairMLPot::unpack_reverse_comm(int n, int *list_, double *buf)
 {
-  const int stride = 3 * nmembers;
+  const int stride = comm_stride;
   int m = 0;
   for (int i = 0; i < n; i++) {
-    const int j = list_[i];
-    for (int k = 0; k < stride; k++) member_f[(bigint) j * stride + k] += buf[m++];
+    double *row = comm_buf + (bigint) list_[i] * stride;
+    for (int k = 0; k < stride; k++) row[k] += buf[m++];
   }
 }
 

