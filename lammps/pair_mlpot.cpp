@@ -192,7 +192,11 @@ void PairMLPot::settings(int narg, char **arg)
       iarg += 2;
     } else if (word == "layerwise") {
       if (iarg + 1 >= narg) error->all(FLERR, "pair_style mlpot layerwise: expected yes or no after it; {}", usage);
-      layerwise_opt = utils::logical(FLERR, arg[iarg + 1], false, lmp);
+      const std::string value = arg[iarg + 1];
+      if (value != "yes" && value != "no")
+        error->all(FLERR, "pair_style mlpot layerwise must be yes or no, got '{}' (no: run a message-passing model "
+                          "as one call on a ghost shell of its interaction_range)", value);
+      layerwise_opt = value == "yes" ? 1 : 0;
       iarg += 2;
     } else if (word == "uncertainty") {
       unc_every = every(iarg + 1, "uncertainty");

@@ -37,10 +37,13 @@ std::pair<int, int> LAMMPS_NS::layerwise_contract(Error *error, const json &meta
   const bool in_meta = meta.contains("message_passing") && meta["message_passing"].is_object() &&
       !meta["message_passing"].empty();
   if (have.empty() && !in_meta) return {0, 0};
+  if (have.empty())
+    error->all(FLERR, "pair_style mlpot: metadata.json of model '{}' has a message_passing field but the module "
+                      "exports none of the layer-wise methods ({}); {}", path, missing, fix);
   if (!missing.empty() || !in_meta)
-    error->all(FLERR, "pair_style mlpot: model '{}' is half a layer-wise model: it exports [{}]{}{}; {}", path, have,
-               missing.empty() ? "" : " but not [" + missing + "]",
-               in_meta ? "" : ", and its metadata.json has no message_passing field", fix);
+    error->all(FLERR, "pair_style mlpot: model '{}' is half a layer-wise model: it exports [{}]{}; {}", path, have,
+               missing.empty() ? ", but its metadata.json has no message_passing field" : " but not [" + missing + "]",
+               fix);
   const json &mp = meta["message_passing"];
   int values[2] = {0, 0};
   const char *keys[2] = {"layers", "feature_dim"}, *attrs[2] = {"mp_layers", "mp_feature_dim"};

@@ -131,10 +131,18 @@ class EquivariantPotential(AtomisticPotential):
         """Layer ``layer``: features of all rows h [N, F_t] -> features of rows < n_local [n_local, F_t+1];
         every edge's centre must be below n_local."""
         copies, n = edge_attr.shape[0], h.shape[0]
+        if layer < 0 or layer >= self.n_layers:
+            raise ValueError("mp_layer: layer " + str(layer) + " does not exist (the model has "
+                             + str(self.n_layers) + ", numbered from 0)")
         sh, basis = edge_attr[:, :, :self.n_sh], edge_attr[:, :, self.n_sh:]
         out = h[:0]
         for t, block in enumerate(self.layers):
             if t == layer:
+                need = copies * block.channels * sum([2 * l + 1 for l in block.ls_in])
+                if need != h.shape[1]:
+                    raise ValueError("mp_layer(" + str(layer) + "): features have " + str(h.shape[1])
+                                     + " columns, the layer needs " + str(need) + " (copies " + str(copies)
+                                     + "); pass the features of the previous layer, exchanged for the ghosts")
                 feats: List[Tensor] = []
                 offset = 0
                 for l in block.ls_in:  # [N, copies * C * (2l+1)] slices -> [copies, N, C, 2l+1]
@@ -142,15 +150,8 @@ class EquivariantPotential(AtomisticPotential):
                     feats.append(h[:, offset:offset + width].reshape(n, copies, block.channels, 2 * l + 1)
                                  .permute(1, 0, 2, 3))
                     offset += width
-                if offset != h.shape[1]:
-                    raise ValueError("mp_layer(" + str(layer) + "): features have " + str(h.shape[1])
-                                     + " columns, the layer needs " + str(offset) + " (copies " + str(copies)
-                                     + "); pass the features of the previous layer, exchanged for the ghosts")
                 new = block(feats, sh, basis, edge_index[0], edge_index[1], types, n_local)
                 out = torch.cat([f.permute(1, 0, 2, 3).reshape(n_local, -1) for f in new], dim=1)
-        if layer < 0 or layer >= self.n_layers:
-            raise ValueError("mp_layer: layer " + str(layer) + " does not exist (the model has "
-                             + str(self.n_layers) + ", numbered from 0)")
         return out
 
     @torch.jit.export
