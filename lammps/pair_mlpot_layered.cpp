@@ -103,13 +103,14 @@ void PairMLPot::call_model_layered(bool need_virial, bool need_uncertainty)
   auto typ_local = typ.narrow(0, 0, nl);
   torch::jit::Module &mod = m.module;
 
-  // one LAMMPS-atom-indexed buffer for both directions; rows of atoms without a model row stay zero
+  // one LAMMPS-atom-indexed buffer for both directions
   auto exchange = [&](const torch::Tensor &rows_t, bool forward) {
     const double tc = platform::walltime();
     const int64_t width = rows_t.size(1), nr = rows_t.size(0);
     if (m.mp_buf.size() < (std::size_t) nall * width) m.mp_buf.resize((std::size_t) nall * width);
     double *b = m.mp_buf.data();
-    std::fill(b, b + (std::size_t) nall * width, 0.0);
+    // reverse: every row not set below must add zero; forward: ghost rows are overwritten by the communication
+    if (!forward) std::fill(b, b + (std::size_t) nall * width, 0.0);
     const double *src = rows_t.data_ptr<double>();
     for (int64_t r = 0; r < nr; r++)
       std::memcpy(b + (bigint) m.atom_of_row[r] * width, src + r * width, width * sizeof(double));
