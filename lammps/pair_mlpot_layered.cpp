@@ -33,7 +33,10 @@ std::pair<int, int> LAMMPS_NS::layerwise_contract(Error *error, const json &meta
 {
   const std::string fix = "re-export the model with mlpot_plugins.export()";
   std::string have, missing;
-  for (const char *name : METHODS) (mod.find_method(name) ? have : missing) += std::string(have.empty() ? "" : " ") + name;
+  for (const char *name : METHODS) {
+    std::string &list = mod.find_method(name) ? have : missing;
+    list += (list.empty() ? "" : " ") + std::string(name);
+  }
   const bool in_meta = meta.contains("message_passing") && meta["message_passing"].is_object() &&
       !meta["message_passing"].empty();
   if (have.empty() && !in_meta) return {0, 0};

@@ -309,7 +309,8 @@ def check_module_against_metadata(module, meta: Dict[str, Any], source: str) -> 
     buffer has the metadata dtype; the kind's method exists; atomistic committees have
     ``force_uncertainty``; a lattice module with ``compute_lattice_block`` has ``halo`` = metadata
     ``interaction_range``; a module exporting the layer-wise methods has all of them and metadata
-    ``message_passing`` whose layers/feature_dim equal its ``mp_layers``/``mp_feature_dim`` (and vice versa). Raises ModelFormatError naming the field and the fix.
+    ``message_passing`` whose layers/feature_dim equal its ``mp_layers``/``mp_feature_dim`` (and vice versa).
+    Raises ModelFormatError naming the field and the fix.
     """
     method = contract.METHOD_FOR_KIND[meta["kind"]]
     if not hasattr(module, method):
