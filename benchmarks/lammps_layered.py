@@ -34,7 +34,8 @@ MODEL = "cu-emt"
 
 
 def interleaved(n: int, steps: int, rounds: int, pair_extra: str = ""):
-    """(median LAMMPS/ASE ratio, best LAMMPS s/step, best ASE s/call) in one process."""
+    """(median LAMMPS/ASE ratio, best LAMMPS s/step, best ASE s/call, median ratio of CPU times) in one process.
+    With one thread, the process CPU time counts the work done whatever the other processes on the machine do."""
     from mlpot_plugins.lammps import lammps_instance
 
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
@@ -46,22 +47,27 @@ def interleaved(n: int, steps: int, rounds: int, pair_extra: str = ""):
         for cmd in deck_lines(n, MODEL, pair_extra) + ["run 1"]:
             lmp.command(cmd)
         atoms.get_forces()
-        ratios, t_lmp, t_ase = [], [], []
+        ratios, cpu_ratios, t_lmp, t_ase = [], [], [], []
+        clocks = (time.perf_counter, time.process_time)
         for _ in range(rounds):
-            t0 = time.perf_counter()
+            t0 = [c() for c in clocks]
             lmp.command(f"run {steps + 1} pre no post no")
-            t1 = time.perf_counter()
+            t1 = [c() for c in clocks]
             lmp.command("run 1 pre no post no")
-            t_lmp.append((t1 - t0 - (time.perf_counter() - t1)) / steps)
-            t0 = time.perf_counter()
+            t2 = [c() for c in clocks]
+            lmp_round = [(b - a - (c - b)) / steps for a, b, c in zip(t0, t1, t2)]
+            t0 = [c() for c in clocks]
             for _ in range(steps):
                 atoms.positions = base + rng.normal(scale=0.01, size=base.shape)
                 atoms.get_forces()
-            t_ase.append((time.perf_counter() - t0) / steps)
-            ratios.append(t_lmp[-1] / t_ase[-1])
+            ase_round = [(c() - a) / steps for c, a in zip(clocks, t0)]
+            t_lmp.append(lmp_round[0])
+            t_ase.append(ase_round[0])
+            ratios.append(lmp_round[0] / ase_round[0])
+            cpu_ratios.append(lmp_round[1] / ase_round[1])
     finally:
         lmp.close()
-    return float(np.median(ratios)), min(t_lmp), min(t_ase)
+    return float(np.median(ratios)), min(t_lmp), min(t_ase), float(np.median(cpu_ratios))
 
 
 def main() -> None:
@@ -76,17 +82,18 @@ def main() -> None:
     plugin = plugin_path()
     print(f"# {os.cpu_count()} CPUs, torch {torch.__version__}, model {MODEL} (K=4, 2 layers, fp64, cutoff 4 A)")
     print("# s/step (LAMMPS, no thermo output) and s/call (ASE get_forces); ratio = median of interleaved rounds")
-    head = f"{'atoms':>7} {'ase':>8} {'lammps':>8} {'ratio':>6}"
-    head += f" {'old':>8} {'old ratio':>9}" if args.old else ""
+    print("# of wall-clock times, cpu ratio = the same with process CPU times (robust on a busy machine)")
+    head = f"{'atoms':>7} {'ase':>8} {'lammps':>8} {'ratio':>6} {'cpu ratio':>9}"
+    head += f" {'old':>8} {'old ratio':>9} {'old cpu':>9}" if args.old else ""
     head += f" {'lmp 1r':>8} {'lmp 2r':>8} {'2r speed-up':>11}" if args.ranks else ""
     print(head, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            ratio, t_lmp, t_ase = interleaved(n, args.steps, args.rounds)
-            line = f"{4 * n ** 3:7d} {t_ase:8.3f} {t_lmp:8.3f} {ratio:6.2f}"
+            ratio, t_lmp, t_ase, cpu_ratio = interleaved(n, args.steps, args.rounds)
+            line = f"{4 * n ** 3:7d} {t_ase:8.3f} {t_lmp:8.3f} {ratio:6.2f} {cpu_ratio:9.2f}"
             if args.old:
-                old_ratio, t_old, _ = interleaved(n, max(1, args.steps // 2), 2, "layerwise no")
-                line += f" {t_old:8.3f} {old_ratio:9.2f}"
+                old_ratio, t_old, _, old_cpu = interleaved(n, max(1, args.steps // 2), 2, "layerwise no")
+                line += f" {t_old:8.3f} {old_ratio:9.2f} {old_cpu:9.2f}"
             if args.ranks:
                 t1, _ = lammps_time(n, args.steps, 1, plugin, Path(tmp), 2, MODEL, warmup=1)
                 t2, _ = lammps_time(n, args.steps, 2, plugin, Path(tmp), 2, MODEL, warmup=1)

@@ -137,3 +137,25 @@ def test_md_on_one_and_two_ranks_agree(tmp_path, plugin):
     f1, f2 = (np.stack([d["fx"], d["fy"], d["fz"]], 1) for d in (d1, d2))
     assert np.abs(f1).max() > 0.1  # the crystal is hot: real forces
     np.testing.assert_allclose(f2, f1, rtol=0, atol=1e-9 * np.abs(f1).max())
+
+
+def test_rank_without_atoms(tmp_path, plugin):
+    """A cluster in one half of an open box on 2 ranks: the other rank has no atoms (and no edges) but takes
+    part in every exchange; energy and forces equal ASE's for the free cluster."""
+    from ase.cluster import Octahedron
+
+    atoms = Octahedron("Cu", 3, 0)  # 19 atoms
+    atoms.rattle(0.05, rng=np.random.default_rng(2))
+    atoms.set_cell([30.0, 12.0, 12.0])
+    atoms.positions += np.array([7.0, 6.0, 6.0]) - atoms.positions.mean(0)  # all at x < 15
+    atoms.pbc = False
+    work = tmp_path / "cluster"
+    work.mkdir()
+    write_data(work / "system.data", atoms, elements=("Cu",))
+    deck = DECK.replace("boundary p p p", "boundary f f f")
+    res = run_lmp("processors 2 1 1\n" + deck.format(plugin=plugin, model=MODEL, extra=""), work, 2, timeout=300)
+    r, d = results(res.stdout), read_dump(work / "dump.atoms")
+    atoms.calc = MLPotCalculator(MODEL)
+    assert r["pe"] == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
+    f = np.stack([d["fx"], d["fy"], d["fz"]], 1)
+    np.testing.assert_allclose(f, atoms.get_forces(), rtol=0, atol=1e-10 * np.abs(f).max())

@@ -123,7 +123,7 @@ class EquivariantPotential(AtomisticPotential):
     def mp_embed(self, types: Tensor, copies: int) -> Tensor:
         """[N] -> input features of layer 0 [N, copies * C] (depends on the species only)."""
         h0 = self.embedding.index_select(1, types).expand(copies, -1, -1)  # [copies, N, C]
-        return h0.permute(1, 0, 2).reshape(types.shape[0], -1)
+        return h0.permute(1, 0, 2).reshape(types.shape[0], copies * self.channels)
 
     @torch.jit.export
     def mp_layer(self, layer: int, h: Tensor, edge_attr: Tensor, edge_index: Tensor, types: Tensor,
@@ -151,7 +151,8 @@ class EquivariantPotential(AtomisticPotential):
                                  .permute(1, 0, 2, 3))
                     offset += width
                 new = block(feats, sh, basis, edge_index[0], edge_index[1], types, n_local)
-                out = torch.cat([f.permute(1, 0, 2, 3).reshape(n_local, -1) for f in new], dim=1)
+                out = torch.cat([f.permute(1, 0, 2, 3).reshape(n_local, copies * block.channels * f.shape[-1])
+                                 for f in new], dim=1)
         return out
 
     @torch.jit.export
@@ -159,7 +160,7 @@ class EquivariantPotential(AtomisticPotential):
         """Features of the last layer [n, copies * C] -> per-atom energies of every member [K, n]."""
         n = h.shape[0]
         copies = h.shape[1] // self.channels
-        return self.readout(h.reshape(n, copies, -1).permute(1, 0, 2), types)
+        return self.readout(h.reshape(n, copies, self.channels).permute(1, 0, 2), types)
 
     @torch.jit.export
     def mp_outputs(self, edge_vectors: Tensor, edge_grad: Tensor, edge_index: Tensor, n: int, energies: Tensor,
