@@ -152,19 +152,20 @@ void PairMLPot::call_model_layered(bool need_virial, bool need_uncertainty)
   auto target = copies == nmembers ? energies.sum() : energies.sum(1).mean();
 
   // backward, layer by layer: d target / d (edge geometry, input features); ghost rows summed into owners
-  torch::Tensor g_attr = torch::zeros_like(attr), g_owned;
+  torch::Tensor g_attr, g_owned;
   for (int t = mp_layers - 1; t >= 0; t--) {
     std::vector<torch::Tensor> wrt{attr};
     if (t > 0) wrt.push_back(ins[t]);
     auto grads = t == mp_layers - 1
         ? torch::autograd::grad({target}, wrt, {}, false, false, true)
         : torch::autograd::grad({outs[t]}, wrt, {g_owned}, false, false, true);
-    if (grads[0].defined()) g_attr = g_attr + grads[0];
+    if (grads[0].defined()) g_attr = g_attr.defined() ? g_attr + grads[0] : grads[0];
     if (t > 0) {
       auto g_rows = grads[1].defined() ? grads[1] : torch::zeros_like(ins[t]);
       g_owned = exchange(host_rows(g_rows, nrows, mp_feature_dim, model_path, "a feature gradient"), false);
     }
   }
+  if (!g_attr.defined()) g_attr = torch::zeros_like(attr);
   auto g_r = torch::autograd::grad({attr_graph}, {rk}, {g_attr}, false, false, true)[0];
   if (!g_r.defined()) g_r = torch::zeros_like(rk);
   c10::IValue result = mod.run_method("mp_outputs", r, g_r, edges, (int64_t) nrows, energies.detach(),

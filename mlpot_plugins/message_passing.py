@@ -108,7 +108,7 @@ def layered_compute(module, domains: List[Domain], n_atoms: int, need_virial: bo
     k = energies[0].shape[0]
     targets = [e.sum() if copies == k else e.sum(1).mean() for e in energies]
     # backward, layer by layer: d target / d features of the layer's input, ghost rows summed into owners
-    g_attr = [torch.zeros_like(a) for a in attr]
+    g_attr: List[Optional[Tensor]] = [None] * len(domains)
     g_owned: List[Tensor] = []
     for t in reversed(range(n_layers)):
         g_rows = []
@@ -119,14 +119,15 @@ def layered_compute(module, domains: List[Domain], n_atoms: int, need_virial: bo
             else:
                 grads = torch.autograd.grad([outs[t][d]], wrt, [g_owned[d]], allow_unused=True)
             if grads[0] is not None:
-                g_attr[d] = g_attr[d] + grads[0]
+                g_attr[d] = grads[0] if g_attr[d] is None else g_attr[d] + grads[0]
             if t > 0:
                 g_rows.append(grads[1])
         if t > 0:
             g_owned = reverse_exchange(domains, g_rows, n_atoms)
     per_domain = []
     for d, dom in enumerate(domains):
-        g_r = torch.autograd.grad([edges[d]], [rk[d]], [g_attr[d]])[0]
+        g = g_attr[d] if g_attr[d] is not None else torch.zeros_like(attr[d])
+        g_r = torch.autograd.grad([edges[d]], [rk[d]], [g])[0]
         per_domain.append(module.mp_outputs(r[d], g_r, dom.edge_index, dom.positions.shape[0],
                                             energies[d].detach(), need_virial, need_uncertainty))
     return combine(module, domains, per_domain, n_atoms, uncertainty_scale)

@@ -134,7 +134,10 @@ class EquivariantPotential(AtomisticPotential):
         if layer < 0 or layer >= self.n_layers:
             raise ValueError("mp_layer: layer " + str(layer) + " does not exist (the model has "
                              + str(self.n_layers) + ", numbered from 0)")
-        sh, basis = edge_attr[:, :, :self.n_sh], edge_attr[:, :, self.n_sh:]
+        # split (its backward is one cat, where two slices would each fill a zero copy of edge_attr), then
+        # contiguous pieces, as the full model's
+        pieces = torch.split(edge_attr, [self.n_sh, edge_attr.shape[2] - self.n_sh], dim=2)
+        sh, basis = pieces[0].contiguous(), pieces[1].contiguous()
         out = h[:0]
         for t, block in enumerate(self.layers):
             if t == layer:
