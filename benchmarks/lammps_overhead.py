@@ -33,10 +33,10 @@ MODEL = "morse-cuau"
 BIN = Path(sys.executable).parent
 
 
-def deck_lines(n: int):
+def deck_lines(n: int, model: str = MODEL, pair_extra: str = ""):
     return ["units metal", "atom_style atomic", "lattice fcc 3.61", f"region box block 0 {n} 0 {n} 0 {n}",
             "create_box 1 box", "create_atoms 1 box", "mass 1 63.546",
-            f"pair_style mlpot {pretrained_path(MODEL)}", "pair_coeff * * Cu",
+            f"pair_style mlpot {pretrained_path(model)} {pair_extra}", "pair_coeff * * Cu",
             "velocity all create 300 4928459", "fix nve all nve", "timestep 0.002", "thermo 1000"]
 
 
@@ -79,9 +79,11 @@ def interleaved(atoms, n: int, steps: int, rounds: int = 4):
     return float(np.median(ratios)), min(t_lmp), min(t_bare), 100.0 * (t_eval - t_model) / t_model
 
 
-def lammps_time(n: int, steps: int, nprocs: int, plugin: Path, work: Path, rounds: int = 3):
+def lammps_time(n: int, steps: int, nprocs: int, plugin: Path, work: Path, rounds: int = 3, model: str = MODEL,
+                pair_extra: str = "", warmup: int = 3):
     """(best seconds per step, adapter overhead in % of the model call measured inside the plugin)"""
-    deck = "\n".join([f"plugin load {plugin}"] + deck_lines(n) + ["run 3"] + [f"run {steps}"] * rounds) + "\n"
+    deck = "\n".join([f"plugin load {plugin}"] + deck_lines(n, model, pair_extra) + [f"run {warmup}"]
+                     + [f"run {steps}"] * rounds) + "\n"
     (work / "in.bench").write_text(deck)
     cmd = [str(BIN / "lmp"), "-in", "in.bench", "-log", "none"]
     if nprocs > 1:

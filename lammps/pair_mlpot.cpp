@@ -36,6 +36,7 @@
 #include <fstream>
 #include <limits>
 #include <stdexcept>
+#include <tuple>
 
 using namespace LAMMPS_NS;
 using mlpot_torch::dtype_name;
@@ -92,6 +93,11 @@ PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
   have_member_virial = warned_member_virial = false;
   fallback_threshold = 0.0;
   lattice_extra[0] = 0.0;
+  layerwise_opt = -1;
+  layered = false;
+  layered_flag = 0.0;
+  mp_layers = mp_feature_dim = comm_stride = 0;
+  comm_buf = nullptr;
 }
 
 PairMLPot::~PairMLPot()
@@ -125,16 +131,17 @@ void PairMLPot::allocate()
 }
 
 /* pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N]
-                          [model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD] */
+                          [model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD] [layerwise yes|no] */
 void PairMLPot::settings(int narg, char **arg)
 {
   const char *usage = "expected: pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N] "
-                      "[model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD]";
+                      "[model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD] [layerwise yes|no]";
   if (narg < 1) error->all(FLERR, "Illegal pair_style mlpot command: no model file; {}", usage);
 
   device_name = "cpu";
   unc_every = devi_every = devi_calibrated = devi_atomic = 0;
   fallback_threshold = 0.0;
+  layerwise_opt = -1;
   devi_file.clear();
   int iarg = 1;
   auto every = [&](int at, const char *what) {
@@ -160,6 +167,13 @@ void PairMLPot::settings(int narg, char **arg)
       if (!(fallback_threshold > 0.0) || !std::isfinite(fallback_threshold))
         error->all(FLERR, "pair_style mlpot fallback THRESHOLD must be a force std > 0 (model units, e.g. 0.05), "
                           "got {}", arg[iarg + 1]);
+    } else if (word == "layerwise") {
+      if (iarg + 1 >= narg) error->all(FLERR, "pair_style mlpot layerwise: expected yes or no after it; {}", usage);
+      const std::string value = arg[iarg + 1];
+      if (value != "yes" && value != "no")
+        error->all(FLERR, "pair_style mlpot layerwise must be yes or no, got '{}' (no: run a message-passing model "
+                          "as one call on a ghost shell of its interaction_range)", value);
+      layerwise_opt = value == "yes" ? 1 : 0;
       iarg += 2;
     } else if (word == "uncertainty") {
       unc_every = every(iarg + 1, "uncertainty");
@@ -432,6 +446,11 @@ void PairMLPot::load_model(const std::string &path_in)
   if (!m->lattice && nmembers > 1 && !mod.find_method("force_uncertainty"))
     error->all(FLERR, "pair_style mlpot: committee model '{}' (ensemble_size {}) has no exported "
                       "force_uncertainty() method; {}", path, nmembers, fix);
+  std::tie(mp_layers, mp_feature_dim) = layerwise_contract(error, meta, mod, path);
+  if (layerwise_opt == 1 && mp_layers == 0)
+    error->all(FLERR, "pair_style mlpot layerwise yes: model '{}' does not export the layer-wise methods (mp_*, "
+                      "see mlpot_plugins/contract.py); drop the option (it then runs on a ghost shell of "
+                      "interaction_range) or re-export the model with mlpot_plugins.export()", path);
   model = std::move(m);
   model_path = path;
   check_units(true);
@@ -443,8 +462,21 @@ void PairMLPot::load_model(const std::string &path_in)
   pvector = nullptr;
   cut_lmp = cutoff_model * len_factor;
   range_lmp = range_model * len_factor;
-  ghostneigh = range_model > cutoff_model ? 1 : 0;
-  comm_reverse = nmembers > 1 ? 3 * nmembers : 0;
+  // layer by layer: ghosts one cutoff deep, their features forward- and gradients reverse-communicated
+  layered = mp_layers > 0 && layerwise_opt != 0;
+  ghostneigh = range_model > cutoff_model && !layered ? 1 : 0;
+  layered_flag = layered ? 1.0 : 0.0;
+  comm_forward = layered ? mp_feature_dim : 0;
+  comm_reverse = std::max(nmembers > 1 ? 3 * nmembers : 0, layered ? mp_feature_dim : 0);
+  if (comm->me == 0 && range_model > cutoff_model) {
+    if (layered)
+      utils::logmesg(lmp, "pair_style mlpot: {} runs layer by layer ({} layers, up to {} features per atom "
+                          "exchanged between layers): ghost atoms one cutoff deep\n", path, mp_layers, mp_feature_dim);
+    else
+      utils::logmesg(lmp, "pair_style mlpot: {} runs as one call on ghost atoms up to its interaction_range {} "
+                          "({}){}\n", path, range_model, mp_layers ? "layerwise no" : "no layer-wise methods",
+                     mp_layers ? "" : "; re-export it with the layer-wise methods if its family has them");
+  }
 }
 
 /* pair_coeff * * El1 El2 ... (one element or NULL per atom type) */
@@ -597,8 +629,12 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty, bool need_mem
       lattice_evaluate(write_forces, need_unc, stage);    // pair_mlpot_lattice.cpp
     } else {
       build_inputs();
-      stage = "its compute() method";
-      call_model((write_forces && (vflag_global || vflag_atom)) || (need_unc && need_member_virial), need_unc);
+      stage = layered ? "its layer-wise methods (mp_*)" : "its compute() method";
+      const bool need_virial = (write_forces && (vflag_global || vflag_atom)) || (need_unc && need_member_virial);
+      if (layered)
+        call_model_layered(need_virial, need_unc);    // pair_mlpot_layered.cpp
+      else
+        call_model(need_virial, need_unc);
       stage = "reading its outputs";
       if (write_forces) scatter_outputs();
       stage = "the committee statistics";
@@ -803,6 +839,8 @@ void PairMLPot::committee_statistics()
       dstp[1] = srcp[1];
       dstp[2] = srcp[2];
     }
+  comm_buf = member_f;
+  comm_stride = stride;
   comm->reverse_comm(this);
   m.local_f.resize((std::size_t) K * nl * 3);
   double *lp = m.local_f.data();
@@ -839,25 +877,25 @@ void *PairMLPot::extract(const char *name, int &dim)
   if (strcmp(name, "cutoff") == 0) return (void *) &cut_lmp;
   if (strcmp(name, "interaction_range") == 0) return (void *) &range_lmp;
   if (strcmp(name, "fallback_sites") == 0) return (void *) &lattice_extra[0];    // this rank's, last step
+  if (strcmp(name, "layerwise") == 0) return (void *) &layered_flag;
   return nullptr;
 }
 
+/* reverse communication of comm_buf (member forces, or layer feature gradients): ghost rows summed into owners */
 int PairMLPot::pack_reverse_comm(int n, int first, double *buf)
 {
-  const int stride = 3 * nmembers;
-  int m = 0;
-  for (int i = first; i < first + n; i++)
-    for (int k = 0; k < stride; k++) buf[m++] = member_f[(bigint) i * stride + k];
-  return m;
+  const std::size_t count = (std::size_t) n * comm_stride;
+  std::memcpy(buf, comm_buf + (bigint) first * comm_stride, count * sizeof(double));
+  return (int) count;
 }
 
 void PairMLPot::unpack_reverse_comm(int n, int *list_, double *buf)
 {
-  const int stride = 3 * nmembers;
+  const int stride = comm_stride;
   int m = 0;
   for (int i = 0; i < n; i++) {
-    const int j = list_[i];
-    for (int k = 0; k < stride; k++) member_f[(bigint) j * stride + k] += buf[m++];
+    double *row = comm_buf + (bigint) list_[i] * stride;
+    for (int k = 0; k < stride; k++) row[k] += buf[m++];
   }
 }
 

@@ -27,6 +27,8 @@ class PairMLPot : public Pair {
   void read_restart(FILE *) override;
   int pack_reverse_comm(int, int, double *) override;
   void unpack_reverse_comm(int, int *, double *) override;
+  int pack_forward_comm(int, int *, double *, int, int *) override;    // pair_mlpot_layered.cpp
+  void unpack_forward_comm(int, int, double *) override;
   double memory_usage() override;
   void *extract(const char *, int &) override;
 
@@ -74,6 +76,13 @@ class PairMLPot : public Pair {
   std::vector<std::string> coeff_args;
   double fallback_threshold;            // pair_style ... fallback THRESHOLD (lattice models), 0: off
   double lattice_extra[1];              // pvector (compute pair mlpot): [sites of this rank that fell back]
+  // layer-wise message passing (contract "Message passing layer by layer"; pair_mlpot_layered.cpp)
+  int layerwise_opt;              // pair_style option layerwise yes|no (-1: not given: yes when the model can)
+  bool layered;                   // this model runs layer by layer on a one-cutoff ghost shell
+  double layered_flag;            // the same, for extract("layerwise")
+  int mp_layers, mp_feature_dim;  // metadata message_passing (0: the model does not export the methods)
+  double *comm_buf;               // what pack/unpack_*_comm move: [nall, comm_stride] per LAMMPS atom
+  int comm_stride;
 
   void allocate();
   void load_model(const std::string &path);
@@ -83,6 +92,7 @@ class PairMLPot : public Pair {
   void evaluate(bool write_forces, bool need_uncertainty, bool need_member_virial);
   void build_inputs();
   void call_model(bool need_virial, bool need_uncertainty);
+  void call_model_layered(bool need_virial, bool need_uncertainty);    // pair_mlpot_layered.cpp
   void scatter_outputs();
   void committee_statistics();
   void grow_uncertainty_buffers();

@@ -1,8 +1,10 @@
-/* libtorch state of pair_style mlpot, shared by its two translation units: pair_mlpot.cpp (atomistic
-   models) and pair_mlpot_lattice.cpp (lattice models). Internal: only those two include it (torch headers). */
+/* libtorch state of pair_style mlpot, shared by its translation units: pair_mlpot.cpp (atomistic models, the
+   single-call path), pair_mlpot_layered.cpp (layer-wise message passing) and pair_mlpot_lattice.cpp (lattice
+   models). Internal: only those include it (torch headers). */
 #ifndef LMP_PAIR_MLPOT_TORCH_H
 #define LMP_PAIR_MLPOT_TORCH_H
 
+#include "json_fwd.h"
 #include "pair_mlpot.h"
 
 #include "fmt/format.h"
@@ -11,6 +13,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace LAMMPS_NS {
@@ -29,6 +32,7 @@ struct PairMLPot::Model {
   std::vector<double> pos;          // [nrows, 3] model-unit positions
   std::vector<int64_t> types;       // [nrows]
   std::vector<double> local_f;      // [K, n_local_rows, 3] member forces after reverse communication
+  std::vector<double> mp_buf;       // [nall, width] layer features or their gradients per LAMMPS atom (layered)
   torch::Tensor zero_shifts;        // [capacity, 3] zeros, reused: ghosts carry the image positions
   c10::IValue out;                  // the model's output dict of this evaluation
   int n_local_rows = 0, nrows = 0;
@@ -68,6 +72,11 @@ inline torch::Tensor model_output(const c10::IValue &result, const char *key, co
   return t;
 }
 }    // namespace mlpot
+
+// metadata message_passing {layers, feature_dim} checked against the module (the rule of
+// mlpot_plugins.model_file.check_module_against_metadata); {0, 0} for a model without the layer-wise methods
+std::pair<int, int> layerwise_contract(class Error *error, const json &meta, torch::jit::Module &mod,
+                                       const std::string &path);
 
 }    // namespace LAMMPS_NS
 

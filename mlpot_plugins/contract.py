@@ -50,6 +50,43 @@ With ``need_uncertainty`` and ``ensemble_size > 1`` also:
 ``force_uncertainty(member_forces [K, n, 3]) -> [n]``: sqrt(mean_k |F_k - mean F|^2) times
 ``uncertainty_scale``. Engines with ghosts sum member forces over images first, then call this.
 
+Message passing layer by layer (optional ``message_passing`` field)
+------------------------------------------------------------------
+A message-passing model (``interaction_range`` = layers x ``cutoff``) may also export what an engine with
+ghost atoms needs to evaluate it one layer at a time on its own atoms plus ghosts ONE cutoff deep, exchanging
+node features of ghosts between layers instead of recomputing the network on an n-cutoff ghost shell.
+Metadata ``message_passing``: ``{"layers": L, "feature_dim": F}`` (F: the widest per-atom feature row an engine
+exchanges, all copies included); the module has the integer attributes ``mp_layers`` = L and
+``mp_feature_dim`` = F (checked on load) and exports
+
+``mp_copies(need_uncertainty) -> c``                     copies of the geometry/features: K (committees), or 1
+                                                         when members share their trunk and only the mean is needed.
+``mp_edges(edge_vectors [c, E, 3]) -> attr [c, E, G]``   per-edge geometry, computed once for all layers.
+``mp_embed(types [N], c) -> h_0 [N, F_0]``               input features of layer 0 (species only).
+``mp_layer(t, h_t [N, F_t], attr, edge_index, types [N], n_local) -> h_t+1 [n_local, F_t+1]``
+                                                         layer t on rows < n_local; every edge's centre is below
+                                                         n_local, neighbours may be ghosts (rows >= n_local).
+``mp_readout(h_L [n, F_L], types [n]) -> energies [K, n]`` per-atom energy of each member.
+``mp_outputs(edge_vectors [E, 3], edge_grad [c, E, 3], edge_index, N, energies [K, n_local], need_virial,
+            need_uncertainty) -> dict``                  the outputs of ``compute`` (forces of all N rows, ghost
+                                                         rows to be summed into owners, as ``compute``'s).
+Features of member copies sit side by side in a row (no cross-member coupling), so every member's gradient
+comes out of one backward pass. The engine's scheme (``mlpot_plugins.message_passing`` is its reference, equal
+to ``compute`` to 1e-10 in fp64; LAMMPS does the same across ranks):
+
+1. r = positions[j] - positions[i] for the edges of owned centres (ghosts at image positions; own periodic
+   images are ghosts too, never recomputed); leaves r_c = c copies of r, attr = mp_edges(r_c) (detached leaf);
+   h_0 = mp_embed(types, c) on all rows.
+2. For t < L: h_t+1 = mp_layer(t, h_t (leaf requiring grad for t > 0), attr, ...) on owned rows; for t + 1 < L
+   forward-communicate the owners' rows of h_t+1 to their ghost rows.
+3. energies = mp_readout(h_L, owned types); target = energies.sum() (c = K) or energies.sum(1).mean() (c = 1).
+4. Backward for t = L-1 .. 0: d target / d (attr, h_t) given the owned rows' gradient of h_t+1 (for t = L-1:
+   of the target); accumulate the attr gradient; reverse-communicate (sum) the ghost rows of d/d h_t into their
+   owners, which are the gradient of h_t's owned rows for layer t - 1.
+5. edge_grad = d attr / d r_c applied to the accumulated attr gradient; mp_outputs(r, edge_grad, ...) gives the
+   rank's outputs: energies/virials are summed over ranks, force, member-force and per-atom-virial rows of
+   ghosts reverse-communicated (newton on), then ``force_uncertainty`` on the owned rows' member forces.
+
 Extension libraries (optional ``torch_libraries`` field)
 -------------------------------------------------------
 A model that uses custom TorchScript classes/ops (e.g. an imported metatomic model) lists what must be loaded
@@ -155,7 +192,8 @@ REQUIRED_FIELDS: Dict[str, type] = {
     "description": str,
     "references": list,
 }
-OPTIONAL_FIELDS: Dict[str, Any] = {"name": "", "extra": {}, "torch_libraries": []}
+OPTIONAL_FIELDS: Dict[str, Any] = {"name": "", "extra": {}, "torch_libraries": [], "message_passing": {}}
+LAYERWISE_METHODS = ("mp_copies", "mp_edges", "mp_embed", "mp_layer", "mp_readout", "mp_outputs")
 
 
 class ModelFormatError(ValueError):
@@ -239,6 +277,11 @@ def validate_metadata(meta: Dict[str, Any], *, source: str = "metadata") -> Dict
             _fail(f"{source}: fallback_range {rng!r} / fallback {fb!r} must be a lattice model's int halo >= "
                   "max(interaction_range, radius) and {'radius': int >= 1, 'n_moments': int >= 2}",
                   f"Re-export the model with `{FALLBACK_EXPORT_HINT}`")
+    mp = out["message_passing"]
+    if mp != {} and not (isinstance(mp, dict) and set(mp) == {"layers", "feature_dim"} and all(
+            isinstance(mp[key], int) and not isinstance(mp[key], bool) and mp[key] >= 1 for key in mp)):
+        _fail(f"{source}: 'message_passing' must be {{'layers': int >= 1, 'feature_dim': int >= 1}} (or absent), "
+              f"got {mp!r}", "Re-export the model with mlpot_plugins.export(), which fills it in from the module")
     libs = out["torch_libraries"]
     if not isinstance(libs, list) or not all(
             isinstance(e, dict) and isinstance(e.get("python_module"), str)

@@ -27,9 +27,10 @@ from .native_build import (MANIFEST_NAME, NOT_BUILT, INSTALL_HINT, NativePlugin,
                            cache_root, package, torch_config, torch_flags, torch_link)
 
 PLUGIN_NAME = "mlpotplugin.so"  # LAMMPS auto-loads files named *plugin.so from LAMMPS_PLUGIN_PATH
-SOURCES = ("pair_mlpot.cpp", "pair_mlpot_lattice.cpp", "compute_mlpot_atom.cpp", "plugin.cpp")
+SOURCES = ("pair_mlpot.cpp", "pair_mlpot_lattice.cpp", "pair_mlpot_layered.cpp", "compute_mlpot_atom.cpp", "plugin.cpp")
 HEADERS = ("pair_mlpot.h", "pair_mlpot_torch.h", "compute_mlpot_atom.h", "mlpot_units.h", "mlpot_torch_util.h")
-TORCH_SOURCES = ("pair_mlpot.cpp", "pair_mlpot_lattice.cpp")  # the translation units that include libtorch (~35 s each)
+# the translation units that include libtorch (~35 s each)
+TORCH_SOURCES = ("pair_mlpot.cpp", "pair_mlpot_lattice.cpp", "pair_mlpot_layered.cpp")
 
 
 def source_dir() -> Path:

@@ -63,6 +63,8 @@ def export(model: torch.nn.Module, path: PathLike, **metadata: Any) -> Path:
         if hasattr(model, contract.LATTICE_FALLBACK_METHOD):  # the exact local solver (holstein.fallback)
             meta.update(fallback_range=int(model.fallback_range),
                         fallback={"radius": int(model.fallback_radius), "n_moments": int(model.fallback_moments)})
+    if all(hasattr(model, name) for name in contract.LAYERWISE_METHODS):
+        meta["message_passing"] = {"layers": int(model.mp_layers), "feature_dim": int(model.mp_feature_dim)}
     meta.update(metadata)
     meta.setdefault("outputs", contract.outputs_for(kind, meta["ensemble_size"],
                                                     bool(getattr(model, "energy_based", True))))
@@ -344,7 +346,10 @@ def check_module_against_metadata(module, meta: Dict[str, Any], source: str) -> 
     buffer has the metadata dtype; the kind's method exists; atomistic committees have
     ``force_uncertainty``; a lattice module with ``compute_lattice_block`` has ``halo`` = metadata
     ``interaction_range``; a lattice module has ``compute_lattice_block_fallback`` exactly when the metadata has
-    ``fallback``, and then ``fallback_range``, ``fallback_radius``, ``fallback_moments`` equal it. Raises ModelFormatError naming the field and the fix.
+    ``fallback``, and then ``fallback_range``, ``fallback_radius``, ``fallback_moments`` equal it; a module
+    exporting the layer-wise methods has all of them and metadata ``message_passing`` whose layers/feature_dim
+    equal its ``mp_layers``/``mp_feature_dim`` (and vice versa). Raises ModelFormatError naming the field and
+    the fix.
     """
     method = contract.METHOD_FOR_KIND[meta["kind"]]
     if not hasattr(module, method):
@@ -380,6 +385,20 @@ def check_module_against_metadata(module, meta: Dict[str, Any], source: str) -> 
         if hasattr(module, attr) and float(getattr(module, attr)) != float(expected):
             raise ModelFormatError(f"{source}: metadata {fields[attr]}={expected} contradicts the module's "
                                    f"{attr}={getattr(module, attr)}. Re-export the model")
+    layerwise = [name for name in contract.LAYERWISE_METHODS if hasattr(module, name)]
+    mp = meta.get("message_passing") or {}
+    if layerwise and (len(layerwise) < len(contract.LAYERWISE_METHODS) or not mp):
+        missing = [name for name in contract.LAYERWISE_METHODS if name not in layerwise]
+        raise ModelFormatError(f"{source}: the module exports {layerwise} of the layer-wise contract but "
+                               f"{'lacks ' + str(missing) if missing else 'metadata has no message_passing field'}"
+                               ". Re-export the model with mlpot_plugins.export()")
+    if mp and not layerwise:
+        raise ModelFormatError(f"{source}: metadata message_passing={mp} but the module exports none of "
+                               f"{list(contract.LAYERWISE_METHODS)}. Re-export the model with mlpot_plugins.export()")
+    for attr, key in (("mp_layers", "layers"), ("mp_feature_dim", "feature_dim")):
+        if mp and int(getattr(module, attr, -1)) != mp[key]:
+            raise ModelFormatError(f"{source}: metadata message_passing {key}={mp[key]} contradicts the module's "
+                                   f"{attr}={getattr(module, attr, None)}. Re-export the model")
     named = list(module.named_parameters()) + list(module.named_buffers())
     bad = [(n, t.dtype) for n, t in named if t.is_floating_point() and str(t.dtype).replace("torch.", "") != meta["dtype"]]
     if bad:

@@ -23,7 +23,7 @@ from venv_util import console_script, fresh_venv, site_packages_view
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["CMakeLists.txt", "compute_mlpot_atom.cpp", "compute_mlpot_atom.h", "mlpot_units.h", "pair_mlpot.cpp",
-           "pair_mlpot.h", "pair_mlpot_lattice.cpp", "pair_mlpot_torch.h", "plugin.cpp", "mlpot_torch_util.h"]
+           "pair_mlpot.h", "pair_mlpot_lattice.cpp", "pair_mlpot_layered.cpp", "pair_mlpot_torch.h", "plugin.cpp", "mlpot_torch_util.h"]
 OPENMM_SOURCES = ["MLPotForce.h", "MLPotKernels.h", "mlpot_model.h", "mlpot_force.cpp", "mlpot_reference.cpp",
                   "mlpot_cuda.cpp"]
 

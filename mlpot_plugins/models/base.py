@@ -46,35 +46,51 @@ class AtomisticPotential(nn.Module):
         return self.evaluate(positions, types, edge_index, shifts, n_local, need_virial,
                              need_uncertainty, False)
 
+    def copies_for(self, need_uncertainty: bool, create_graph: bool) -> int:
+        """How many copies of the geometry a call needs: one per member (a single backward pass then yields
+        every member's dE_k/dr), or one in all for models whose members share their geometry-dependent trunk
+        (shallow ensembles, pair potentials) when only the mean is needed: then the backward pass gives the
+        mean gradient directly, at one member's cost."""
+        if need_uncertainty or create_graph or not self.members_share_geometry:
+            return self.ensemble_size
+        return 1
+
     def evaluate(self, positions: Tensor, types: Tensor, edge_index: Tensor, shifts: Tensor,
                  n_local: int, need_virial: bool, need_uncertainty: bool,
                  create_graph: bool) -> Dict[str, Tensor]:
         """``compute`` with ``create_graph`` for training on forces (not exported)."""
         k = self.ensemble_size
-        n = positions.shape[0]
         src, dst = edge_index[0], edge_index[1]
         r = positions.index_select(0, dst) - positions.index_select(0, src) + shifts
         if not create_graph:
             r = r.detach()
-        # One leaf per member: a single backward pass yields every member's dE_k/dr. Models whose members
-        # share their geometry-dependent trunk (shallow ensembles, pair potentials) get one copy when only
-        # the mean is needed: then the backward pass gives the mean gradient directly, at one member's cost.
-        per_member = need_uncertainty or create_graph or not self.members_share_geometry
-        copies = k if per_member else 1
+        copies = self.copies_for(need_uncertainty, create_graph)
         rk = r.unsqueeze(0).expand(copies, -1, -1).clone()
         if not rk.requires_grad:
             rk.requires_grad_(True)
         atom_e = self.member_atom_energies(rk, edge_index, types)
         local_e = atom_e[:, :n_local]
         member_energy = local_e.sum(1)
-        target = member_energy.sum() if per_member else member_energy.mean()
+        target = member_energy.sum() if copies == k else member_energy.mean()
         grads: List[Optional[Tensor]] = torch.autograd.grad(
             [target], [rk], create_graph=create_graph, allow_unused=True)
         g = grads[0]
         if g is None:
             g = torch.zeros_like(rk)
+        return self.edge_outputs(r, g, edge_index, positions.shape[0], local_e, need_virial, need_uncertainty,
+                                 create_graph)
+
+    def edge_outputs(self, r: Tensor, g: Tensor, edge_index: Tensor, n: int, local_e: Tensor,
+                     need_virial: bool, need_uncertainty: bool, create_graph: bool) -> Dict[str, Tensor]:
+        """The contract's outputs from the edge vectors ``r`` [E, 3], the gradient ``g`` [copies, E, 3] of the
+        energy (the members' sum, or their mean with one copy) with respect to them, and the members' energies
+        of the ``n_local`` atoms that count, ``local_e`` [K, n_local]; ``n`` rows in all."""
+        k = self.ensemble_size
+        copies = g.shape[0]
+        src, dst = edge_index[0], edge_index[1]
+        member_energy = local_e.sum(1)
         # r_e = x_dst - x_src  =>  F_src += dE/dr_e,  F_dst -= dE/dr_e
-        member_forces = torch.zeros((copies, n, 3), dtype=positions.dtype, device=positions.device)
+        member_forces = torch.zeros((copies, n, 3), dtype=r.dtype, device=r.device)
         member_forces = member_forces.index_add(1, src, g).index_add(1, dst, -g)
         out: Dict[str, Tensor] = {
             "energy": member_energy.mean(),
@@ -86,14 +102,14 @@ class AtomisticPotential(nn.Module):
             edge_w = -r.unsqueeze(2) * gmean.unsqueeze(1)  # [E, 3, 3]
             out["virial"] = edge_w.sum(0)
             half = 0.5 * edge_w
-            atom_w = torch.zeros((n, 3, 3), dtype=positions.dtype, device=positions.device)
+            atom_w = torch.zeros((n, 3, 3), dtype=r.dtype, device=r.device)
             out["atom_virial"] = atom_w.index_add(0, src, half).index_add(0, dst, half)
         if not create_graph:
             member_energy = member_energy.detach()
             local_e = local_e.detach()
             out["energy"] = member_energy.mean()
             out["energies"] = local_e.mean(0)
-        if need_uncertainty and k > 1:
+        if need_uncertainty and k > 1 and copies == k:
             out["member_energy"] = member_energy
             out["member_forces"] = member_forces
             out["forces_std"] = self.force_uncertainty(member_forces)

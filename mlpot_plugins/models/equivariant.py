@@ -75,6 +75,12 @@ class EquivariantPotential(AtomisticPotential):
         self.register_buffer("atom_scale", torch.ones(self.n_species, dtype=dtype))
         # a shallow ensemble's trunk is shared: one copy of the geometry serves every head
         self.members_share_geometry = hp["ensemble"] == "shallow"
+        # layer-wise contract (contract.py, "Message passing layer by layer"): layers, and the widest per-atom
+        # feature row an engine exchanges (a layer's input, all K copies)
+        self.mp_layers: int = self.n_layers
+        self.n_sh: int = (self.lmax + 1) ** 2
+        self.channels: int = c
+        self.mp_feature_dim: int = k * c * max(sum(2 * l + 1 for l in layer.ls_in) for layer in layers)
 
     def interaction_range(self) -> float:
         return self.n_layers * self.cutoff
@@ -82,18 +88,90 @@ class EquivariantPotential(AtomisticPotential):
     def member_atom_energies(self, edge_vectors: Tensor, edge_index: Tensor, types: Tensor) -> Tensor:
         k = edge_vectors.shape[0]
         centre, neighbour = edge_index[0], edge_index[1]
-        r = torch.linalg.norm(edge_vectors, dim=-1)  # [K, E]
-        sh = self.sh(edge_vectors)  # [K, E, (lmax+1)^2]
-        basis = self.basis(r)  # [K, E, n_basis], envelope included
+        sh, basis = self.geometry(edge_vectors)
         h0 = self.embedding.index_select(1, types).expand(k, -1, -1)  # [K, N, C]
         feats: List[Tensor] = [h0.unsqueeze(-1)]
         for layer in self.layers:
-            feats = layer(feats, sh, basis, centre, neighbour, types)
-        scalars = feats[0].squeeze(-1)  # [K, N, C], or [1, N, C] from a shared trunk
+            feats = layer(feats, sh, basis, centre, neighbour, types, types.shape[0])
+        return self.readout(feats[0].squeeze(-1), types)
+
+    def geometry(self, edge_vectors: Tensor) -> List[Tensor]:
+        """[K, E, 3] -> spherical harmonics [K, E, (lmax+1)^2] and radial basis [K, E, n_basis] (envelope in)."""
+        r = torch.linalg.norm(edge_vectors, dim=-1)  # [K, E]
+        return [self.sh(edge_vectors), self.basis(r)]
+
+    def readout(self, scalars: Tensor, types: Tensor) -> Tensor:
+        """Scalar features [K, N, C] (or [1, N, C] from a shared trunk) -> per-atom member energies [K, N]."""
         scalars = scalars.expand(self.readout1.shape[0], -1, -1)
         hidden = torch.nn.functional.silu(torch.bmm(scalars, self.readout1))
         out = torch.bmm(hidden, self.readout2).squeeze(-1)  # [K, N]
         return self.atom_shift.index_select(0, types) + self.atom_scale.index_select(0, types) * out
+
+    # ---- the layer-wise contract: features [N, F] per atom, all copies of degree l side by side ----
+    @torch.jit.export
+    def mp_copies(self, need_uncertainty: bool) -> int:
+        """Copies of the geometry (and of the features) a call needs: K, or 1 for a shallow ensemble's mean."""
+        return self.copies_for(need_uncertainty, False)
+
+    @torch.jit.export
+    def mp_edges(self, edge_vectors: Tensor) -> Tensor:
+        """[copies, E, 3] -> per-edge geometry [copies, E, G], computed once and used by every layer."""
+        sh, basis = self.geometry(edge_vectors)
+        return torch.cat([sh, basis], dim=-1)
+
+    @torch.jit.export
+    def mp_embed(self, types: Tensor, copies: int) -> Tensor:
+        """[N] -> input features of layer 0 [N, copies * C] (depends on the species only)."""
+        h0 = self.embedding.index_select(1, types).expand(copies, -1, -1)  # [copies, N, C]
+        return h0.permute(1, 0, 2).reshape(types.shape[0], copies * self.channels)
+
+    @torch.jit.export
+    def mp_layer(self, layer: int, h: Tensor, edge_attr: Tensor, edge_index: Tensor, types: Tensor,
+                 n_local: int) -> Tensor:
+        """Layer ``layer``: features of all rows h [N, F_t] -> features of rows < n_local [n_local, F_t+1];
+        every edge's centre must be below n_local."""
+        copies, n = edge_attr.shape[0], h.shape[0]
+        if layer < 0 or layer >= self.n_layers:
+            raise ValueError("mp_layer: layer " + str(layer) + " does not exist (the model has "
+                             + str(self.n_layers) + ", numbered from 0)")
+        # split (its backward is one cat, where two slices would each fill a zero copy of edge_attr), then
+        # contiguous pieces, as the full model's
+        pieces = torch.split(edge_attr, [self.n_sh, edge_attr.shape[2] - self.n_sh], dim=2)
+        sh, basis = pieces[0].contiguous(), pieces[1].contiguous()
+        out = h[:0]
+        for t, block in enumerate(self.layers):
+            if t == layer:
+                need = copies * block.channels * sum([2 * l + 1 for l in block.ls_in])
+                if need != h.shape[1]:
+                    raise ValueError("mp_layer(" + str(layer) + "): features have " + str(h.shape[1])
+                                     + " columns, the layer needs " + str(need) + " (copies " + str(copies)
+                                     + "); pass the features of the previous layer, exchanged for the ghosts")
+                feats: List[Tensor] = []
+                offset = 0
+                for l in block.ls_in:  # [N, copies * C * (2l+1)] slices -> [copies, N, C, 2l+1]
+                    width = copies * block.channels * (2 * l + 1)
+                    feats.append(h[:, offset:offset + width].reshape(n, copies, block.channels, 2 * l + 1)
+                                 .permute(1, 0, 2, 3))
+                    offset += width
+                new = block(feats, sh, basis, edge_index[0], edge_index[1], types, n_local)
+                out = torch.cat([f.permute(1, 0, 2, 3).reshape(n_local, copies * block.channels * f.shape[-1])
+                                 for f in new], dim=1)
+        return out
+
+    @torch.jit.export
+    def mp_readout(self, h: Tensor, types: Tensor) -> Tensor:
+        """Features of the last layer [n, copies * C] -> per-atom energies of every member [K, n]."""
+        n = h.shape[0]
+        copies = h.shape[1] // self.channels
+        return self.readout(h.reshape(n, copies, self.channels).permute(1, 0, 2), types)
+
+    @torch.jit.export
+    def mp_outputs(self, edge_vectors: Tensor, edge_grad: Tensor, edge_index: Tensor, n: int, energies: Tensor,
+                   need_virial: bool, need_uncertainty: bool) -> Dict[str, Tensor]:
+        """``compute``'s outputs from the edge vectors [E, 3], the gradient [copies, E, 3] of the energy target
+        (members' sum with K copies, mean with one) with respect to them, and ``energies`` [K, n_local]."""
+        return self.edge_outputs(edge_vectors, edge_grad, edge_index, n, energies, need_virial, need_uncertainty,
+                                 False)
 
     # ---- helpers used by training and tests (not exported) ----
     @torch.jit.unused

@@ -167,8 +167,10 @@ class Interaction(nn.Module):
                 raise ValueError(f"nonlinearity must be 'gate' or 's2grid', got {nonlinearity!r}")
 
     def forward(self, feats: List[Tensor], sh: Tensor, basis: Tensor, centre: Tensor, neighbour: Tensor,
-                types: Tensor) -> List[Tensor]:
-        k, n = feats[0].shape[0], feats[0].shape[1]
+                types: Tensor, n_out: int) -> List[Tensor]:
+        """Features of rows ``:n_out`` (every centre must be below ``n_out``; the full model passes all rows,
+        the layer-wise contract only the owned atoms)."""
+        k, n = feats[0].shape[0], n_out
         e = sh.shape[1]
         c = self.channels
         up: List[Tensor] = []
@@ -192,8 +194,8 @@ class Interaction(nn.Module):
             y = batched_linear(agg, self.w_msg[:, o])
             s = self.self_index[o]
             if s >= 0:
-                y = y + batched_linear(feats[s], self.w_self[:, o])
+                y = y + batched_linear(feats[s][:, :n], self.w_self[:, o])
             out.append(y)
-        bias = self.species_bias.index_select(1, types).expand(k, -1, -1)  # [K, N, C]
+        bias = self.species_bias.index_select(1, types[:n]).expand(k, -1, -1)  # [K, N, C]
         out[0] = out[0] + bias.unsqueeze(-1)
         return self.act(out)

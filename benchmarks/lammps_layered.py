@@ -1,0 +1,105 @@
+"""The message-passing committee cu-emt in LAMMPS, layer by layer (ghosts one cutoff deep, features exchanged
+between layers) vs the ASE calculator on the same atoms, and 2 ranks vs 1.
+
+    PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/lammps_layered.py [--sizes 6 8 15] [--steps 3] [--old]
+        [--ranks]
+
+In one process, alternating rounds: N MD steps of an in-process LAMMPS (`run N+1` minus `run 1`, as
+lammps_overhead.py) and N ASE `get_forces` calls on slightly moved copies of the same crystal (median of the
+per-round ratios; the ASE calculator also returns the virial and committee std, LAMMPS steps without thermo
+output do not). `--old` adds the same ratio for `layerwise no` (today's path before this change: the whole
+network on a ghost shell of interaction_range = 2 cutoffs). `--ranks` adds `lmp` on 1 and 2 ranks (best round).
+One torch thread per process. Targets (issue 12): LAMMPS/ASE <= 1.10 at 864-13.5k atoms; 2 ranks >= 1.7x at 13.5k.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.build import bulk
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lammps_overhead import deck_lines, lammps_time  # noqa: E402
+
+from mlpot_plugins.ase import MLPotCalculator  # noqa: E402
+from mlpot_plugins.lammps import plugin_path  # noqa: E402
+
+MODEL = "cu-emt"
+
+
+def interleaved(n: int, steps: int, rounds: int, pair_extra: str = ""):
+    """(median LAMMPS/ASE ratio, best LAMMPS s/step, best ASE s/call, median ratio of CPU times) in one process.
+    With one thread, the process CPU time counts the work done whatever the other processes on the machine do."""
+    from mlpot_plugins.lammps import lammps_instance
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
+    atoms.calc = MLPotCalculator(MODEL)
+    rng = np.random.default_rng(0)
+    base = atoms.positions.copy()
+    lmp = lammps_instance()
+    try:
+        for cmd in deck_lines(n, MODEL, pair_extra) + ["run 1"]:
+            lmp.command(cmd)
+        atoms.get_forces()
+        ratios, cpu_ratios, t_lmp, t_ase = [], [], [], []
+        clocks = (time.perf_counter, time.process_time)
+        for _ in range(rounds):
+            t0 = [c() for c in clocks]
+            lmp.command(f"run {steps + 1} pre no post no")
+            t1 = [c() for c in clocks]
+            lmp.command("run 1 pre no post no")
+            t2 = [c() for c in clocks]
+            lmp_round = [(b - a - (c - b)) / steps for a, b, c in zip(t0, t1, t2)]
+            t0 = [c() for c in clocks]
+            for _ in range(steps):
+                atoms.positions = base + rng.normal(scale=0.01, size=base.shape)
+                atoms.get_forces()
+            ase_round = [(c() - a) / steps for c, a in zip(clocks, t0)]
+            t_lmp.append(lmp_round[0])
+            t_ase.append(ase_round[0])
+            ratios.append(lmp_round[0] / ase_round[0])
+            cpu_ratios.append(lmp_round[1] / ase_round[1])
+    finally:
+        lmp.close()
+    return float(np.median(ratios)), min(t_lmp), min(t_ase), float(np.median(cpu_ratios))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[6, 8], help="fcc cubic repeats n (4 n^3 atoms)")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--old", action="store_true", help="also time `layerwise no` (the wide ghost shell)")
+    parser.add_argument("--ranks", action="store_true", help="also time lmp on 1 and 2 ranks")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    plugin = plugin_path()
+    print(f"# {os.cpu_count()} CPUs, torch {torch.__version__}, model {MODEL} (K=4, 2 layers, fp64, cutoff 4 A)")
+    print("# s/step (LAMMPS, no thermo output) and s/call (ASE get_forces); ratio = median of interleaved rounds")
+    print("# of wall-clock times, cpu ratio = the same with process CPU times (robust on a busy machine)")
+    head = f"{'atoms':>7} {'ase':>8} {'lammps':>8} {'ratio':>6} {'cpu ratio':>9}"
+    head += f" {'old':>8} {'old ratio':>9} {'old cpu':>9}" if args.old else ""
+    head += f" {'lmp 1r':>8} {'lmp 2r':>8} {'2r speed-up':>11}" if args.ranks else ""
+    print(head, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.sizes:
+            ratio, t_lmp, t_ase, cpu_ratio = interleaved(n, args.steps, args.rounds)
+            line = f"{4 * n ** 3:7d} {t_ase:8.3f} {t_lmp:8.3f} {ratio:6.2f} {cpu_ratio:9.2f}"
+            if args.old:
+                old_ratio, t_old, _, old_cpu = interleaved(n, max(1, args.steps // 2), 2, "layerwise no")
+                line += f" {t_old:8.3f} {old_ratio:9.2f} {old_cpu:9.2f}"
+            if args.ranks:
+                t1, _ = lammps_time(n, args.steps, 1, plugin, Path(tmp), 2, MODEL, warmup=1)
+                t2, _ = lammps_time(n, args.steps, 2, plugin, Path(tmp), 2, MODEL, warmup=1)
+                line += f" {t1:8.3f} {t2:8.3f} {t1 / t2:11.2f}"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""pair_style mlpot runs the shipped message-passing committee cu-emt layer by layer (contract "Message passing
+layer by layer"): ghosts one cutoff deep, features forward- and gradients reverse-communicated. 1, 2 and 4 ranks
+equal the ASE calculator (whole periodic system, no ghosts) to 1e-10: energy, forces, per-atom energies and
+virials, pressure and the per-atom committee std of compute mlpot/atom."""
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from lammps_util import lammps_cell, plugin, read_dump, run_lmp, write_data  # noqa: F401
+from mlpot_plugins import pretrained_path
+from mlpot_plugins.ase import MLPotCalculator
+
+MODEL = str(pretrained_path("cu-emt"))
+
+DECK = """units metal
+atom_style atomic
+boundary p p p
+atom_modify map array
+plugin load {plugin}
+read_data system.data
+pair_style mlpot {model} {extra}
+pair_coeff * * Cu
+compute pe all pe/atom
+compute sv all stress/atom NULL virial
+compute u all mlpot/atom
+variable layerwise equal 0
+dump d all custom 1 dump.atoms id fx fy fz c_pe c_sv[*] c_u[*]
+dump_modify d format float %.17g
+thermo_style custom step pe press pxx pyy pzz pxy pxz pyz
+run 0
+print "RESULT pe $(pe:%.17g) pxx $(pxx:%.17g) pyy $(pyy:%.17g) pzz $(pzz:%.17g) pxy $(pxy:%.17g) pxz $(pxz:%.17g) pyz $(pyz:%.17g) vol $(vol:%.17g)"
+"""
+
+
+def results(stdout):
+    out = {}
+    for line in stdout.splitlines():
+        if line.startswith("RESULT "):
+            words = line.split()[1:]
+            out.update({k: float(v) for k, v in zip(words[::2], words[1::2])})
+    return out
+
+
+def cu_cell(seed=4):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 3, 2))
+    atoms.set_cell(lammps_cell(10.8, 10.9, 7.3, 88.0, 93.0, 84.0), scale_atoms=True)
+    atoms.rattle(0.12, rng=np.random.default_rng(seed))
+    atoms.wrap()
+    return atoms
+
+
+def run(tmp_path, plugin, atoms, nprocs, extra=""):
+    work = tmp_path / f"n{nprocs}{extra.replace(' ', '')}"
+    work.mkdir()
+    write_data(work / "system.data", atoms, elements=("Cu",))
+    res = run_lmp(DECK.format(plugin=plugin, model=MODEL, extra=extra), work, nprocs, timeout=300)
+    return res.stdout, results(res.stdout), read_dump(work / "dump.atoms")
+
+
+@pytest.fixture(scope="module")
+def ase_reference():
+    atoms = cu_cell()
+    calc = MLPotCalculator(MODEL)
+    atoms.calc = calc
+    stress = atoms.get_stress(voigt=False)
+    return atoms, {"pe": atoms.get_potential_energy(), "forces": atoms.get_forces(),
+                   "energies": atoms.get_potential_energies(), "stress": stress,
+                   "std": calc.get_property("forces_std", atoms)}
+
+
+@pytest.mark.parametrize("nprocs", [1, 2, 4])
+def test_ranks_equal_ase_layer_by_layer(tmp_path, plugin, ase_reference, nprocs):
+    atoms, ref = ase_reference
+    stdout, r, d = run(tmp_path, plugin, atoms, nprocs)
+    assert "runs layer by layer (2 layers" in stdout
+    assert r["pe"] == pytest.approx(ref["pe"], rel=1e-12)
+    f = np.stack([d["fx"], d["fy"], d["fz"]], 1)
+    np.testing.assert_allclose(f, ref["forces"], rtol=0, atol=1e-10 * np.abs(ref["forces"]).max())
+    np.testing.assert_allclose(d["c_pe"], ref["energies"], rtol=0, atol=1e-10 * np.abs(ref["energies"]).max())
+    # pressure (bar) = -stress (no velocities: virial only); the per-atom virials (bar A^3) add up to it
+    bar = 1.6021765e6  # eV/A^3 -> bar, LAMMPS metal units (force->nktv2p)
+    p = np.array([r["pxx"], r["pyy"], r["pzz"], r["pxy"], r["pxz"], r["pyz"]])
+    s = ref["stress"]
+    p_ref = -np.array([s[0, 0], s[1, 1], s[2, 2], s[0, 1], s[0, 2], s[1, 2]]) * bar
+    np.testing.assert_allclose(p, p_ref, rtol=0, atol=1e-10 * np.abs(p_ref).max())
+    sv = np.stack([d[f"c_sv[{k}]"] for k in range(1, 7)], 1)
+    np.testing.assert_allclose(-sv.sum(0) / r["vol"], p_ref, rtol=0, atol=1e-10 * np.abs(p_ref).max())
+    assert ref["std"].min() > 1e-4
+    np.testing.assert_allclose(d["c_u[1]"], ref["std"], rtol=1e-10)
+
+
+def test_layerwise_no_keeps_the_wide_ghost_shell(tmp_path, plugin, ase_reference):
+    """`layerwise no` (and every model without the mp_* methods) runs compute() on ghosts up to
+    interaction_range: the same numbers by the old path."""
+    atoms, ref = ase_reference
+    stdout, r, d = run(tmp_path, plugin, atoms, 2, "layerwise no")
+    assert "runs as one call on ghost atoms up to its interaction_range" in stdout
+    assert r["pe"] == pytest.approx(ref["pe"], rel=1e-12)
+    f = np.stack([d["fx"], d["fy"], d["fz"]], 1)
+    np.testing.assert_allclose(f, ref["forces"], rtol=0, atol=1e-10 * np.abs(ref["forces"]).max())
+
+
+MD = """units metal
+atom_style atomic
+boundary p p p
+atom_modify map array
+plugin load {plugin}
+read_data system.data
+pair_style mlpot {model}
+pair_coeff * * Cu
+neighbor 0.3 bin
+neigh_modify every 1 delay 0 check yes
+velocity all create 900 4928459 mom yes rot yes
+fix nve all nve
+timestep 0.004
+run 12
+dump d all custom 1 dump.atoms id fx fy fz
+dump_modify d format float %.17g
+run 0
+print "RESULT pe $(pe:%.17g) pxy $(pxy:%.17g)"
+"""
+
+
+def test_md_on_one_and_two_ranks_agree(tmp_path, plugin):
+    """12 hot MD steps with re-neighbouring every step (atoms change ranks and ghost lists change): the
+    layer-wise exchange stays exact, so 1 and 2 ranks follow the same trajectory."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((3, 3, 3))
+    out = []
+    for nprocs in (1, 2):
+        work = tmp_path / f"md{nprocs}"
+        work.mkdir()
+        write_data(work / "system.data", atoms, elements=("Cu",))
+        res = run_lmp(MD.format(plugin=plugin, model=MODEL), work, nprocs, timeout=300)
+        out.append((results(res.stdout), read_dump(work / "dump.atoms")))
+    (r1, d1), (r2, d2) = out
+    assert r2["pe"] == pytest.approx(r1["pe"], rel=1e-10) and r2["pxy"] == pytest.approx(r1["pxy"], rel=1e-8)
+    f1, f2 = (np.stack([d["fx"], d["fy"], d["fz"]], 1) for d in (d1, d2))
+    assert np.abs(f1).max() > 0.1  # the crystal is hot: real forces
+    np.testing.assert_allclose(f2, f1, rtol=0, atol=1e-9 * np.abs(f1).max())
+
+
+def test_rank_without_atoms(tmp_path, plugin):
+    """A cluster in one half of an open box on 2 ranks: the other rank has no atoms (and no edges) but takes
+    part in every exchange; energy and forces equal ASE's for the free cluster."""
+    from ase.cluster import Octahedron
+
+    atoms = Octahedron("Cu", 3, 0)  # 19 atoms
+    atoms.rattle(0.05, rng=np.random.default_rng(2))
+    atoms.set_cell([30.0, 12.0, 12.0])
+    atoms.positions += np.array([7.0, 6.0, 6.0]) - atoms.positions.mean(0)  # all at x < 15
+    atoms.pbc = False
+    work = tmp_path / "cluster"
+    work.mkdir()
+    write_data(work / "system.data", atoms, elements=("Cu",))
+    deck = DECK.replace("boundary p p p", "boundary f f f")
+    res = run_lmp("processors 2 1 1\n" + deck.format(plugin=plugin, model=MODEL, extra=""), work, 2, timeout=300)
+    r, d = results(res.stdout), read_dump(work / "dump.atoms")
+    atoms.calc = MLPotCalculator(MODEL)
+    assert r["pe"] == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
+    f = np.stack([d["fx"], d["fy"], d["fz"]], 1)
+    np.testing.assert_allclose(f, atoms.get_forces(), rtol=0, atol=1e-10 * np.abs(f).max())
