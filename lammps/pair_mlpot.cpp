@@ -167,6 +167,7 @@ void PairMLPot::settings(int narg, char **arg)
       if (!(fallback_threshold > 0.0) || !std::isfinite(fallback_threshold))
         error->all(FLERR, "pair_style mlpot fallback THRESHOLD must be a force std > 0 (model units, e.g. 0.05), "
                           "got {}", arg[iarg + 1]);
+      iarg += 2;
     } else if (word == "layerwise") {
       if (iarg + 1 >= narg) error->all(FLERR, "pair_style mlpot layerwise: expected yes or no after it; {}", usage);
       const std::string value = arg[iarg + 1];
