@@ -65,6 +65,7 @@ def explore(model_path, starts: List[Atoms], settings: Dict, seed: int, max_sigm
     run_walker = {"ase": _ase_walker, "lammps": _lammps_walker, "openmm": _openmm_walker}[settings["engine"]]
     rng = np.random.default_rng(seed)
     result = Exploration()
+    cache: Dict = {}  # the engine's loaded model, shared by the walkers (one TorchScript warm-up)
     temps = settings["temperatures"]
     for w in range(int(settings["walkers"])):
         start = prepare_start(starts[w % len(starts)], settings, rng)
@@ -81,7 +82,7 @@ def explore(model_path, starts: List[Atoms], settings: Dict, seed: int, max_sigm
                 raise LeftDomain
 
         try:
-            run_walker(model_path, start, t, settings, rng, record, on_steps)
+            run_walker(model_path, start, t, settings, rng, record, on_steps, cache)
         except LeftDomain:
             result.aborted_walkers += 1
         result.candidates += frames
@@ -89,11 +90,12 @@ def explore(model_path, starts: List[Atoms], settings: Dict, seed: int, max_sigm
     return result
 
 
-def _ase_walker(model_path, atoms, temperature, settings, rng, record, on_steps) -> None:
+def _ase_walker(model_path, atoms, temperature, settings, rng, record, on_steps, cache) -> None:
     from ..ase import MLPotCalculator
     from ..refdata import langevin_frames
 
-    calc = MLPotCalculator(str(model_path))
+    calc = cache.get("ase") or cache.setdefault("ase", MLPotCalculator(str(model_path)))
+    calc.reset()
     every = int(settings["check_every"])
 
     def check(snapshot: Atoms, step: int) -> Atoms:
@@ -106,13 +108,13 @@ def _ase_walker(model_path, atoms, temperature, settings, rng, record, on_steps)
                     molecule=not atoms.pbc.any(), on_steps=on_steps)
 
 
-def _lammps_walker(model_path, atoms, temperature, settings, rng, record, on_steps) -> None:
+def _lammps_walker(model_path, atoms, temperature, settings, rng, record, on_steps, cache) -> None:
     from .engines import lammps_walker
 
-    lammps_walker(model_path, atoms, temperature, settings, rng, record, on_steps)
+    lammps_walker(model_path, atoms, temperature, settings, rng, record, on_steps, cache)
 
 
-def _openmm_walker(model_path, atoms, temperature, settings, rng, record, on_steps) -> None:
+def _openmm_walker(model_path, atoms, temperature, settings, rng, record, on_steps, cache) -> None:
     from .engines import openmm_walker
 
-    openmm_walker(model_path, atoms, temperature, settings, rng, record, on_steps)
+    openmm_walker(model_path, atoms, temperature, settings, rng, record, on_steps, cache)
