@@ -71,8 +71,9 @@ def load_learn_config(path) -> Dict[str, Any]:
     out["reference"] = _reference(path, raw)
     given = dict(_section(path, raw, "explore"))
     temps = given.pop("temperatures", EXPLORE_DEFAULTS["temperatures"])
-    explore = typed_options(path, {"explore": given},
-                            "explore", {k: v for k, v in EXPLORE_DEFAULTS.items() if k != "temperatures"})
+    explore = typed_options(path, {"explore": given}, "explore",
+                            {k: v for k, v in EXPLORE_DEFAULTS.items() if k != "temperatures"},
+                            positive=("walkers", "steps", "check_every", "timestep_fs", "supercell"))
     explore["temperatures"] = _temperatures(path, temps)
     _choice(path, "explore.engine", explore["engine"], ENGINES)
     explore["start"] = _path_option(path, "explore", "start", explore["start"]) if explore["start"] \
@@ -85,18 +86,14 @@ def load_learn_config(path) -> Dict[str, Any]:
                          f"{explore['steps']}; no frame would be checked — lower check_every")
     if not 0.0 <= explore["strain"] < 0.5:
         raise ValueError(f"{path}: explore.strain={explore['strain']} must be a fraction in [0, 0.5)")
-    select = typed_options(path, raw, "select", SELECT_DEFAULTS)
+    select = typed_options(path, raw, "select", SELECT_DEFAULTS,
+                           positive=("threshold", "per_iteration", "min_separation"))
     _choice(path, "select.mode", select["mode"], MODES)
     _choice(path, "select.score", select["score"], SCORES)
-    if select["threshold"] <= 0:
-        raise ValueError(f"{path}: select.threshold={select['threshold']} must be > 0 (eV/Å, the per-atom force "
-                         "std that marks a frame as uncertain; it also decides when the loop has converged)")
     if select["max_sigma"] and select["max_sigma"] <= select["threshold"]:
         raise ValueError(f"{path}: select.max_sigma={select['max_sigma']} must exceed select.threshold="
                          f"{select['threshold']} (or be 0: no upper limit)")
-    if select["min_separation"] < 1:
-        raise ValueError(f"{path}: select.min_separation must be >= 1 check")
-    stop = typed_options(path, raw, "stop", STOP_DEFAULTS)
+    stop = typed_options(path, raw, "stop", STOP_DEFAULTS, positive=("label_budget", "max_iterations"))
     out.update(explore=explore, select=select, stop=stop)
     if out["model"].get("ensemble_size", 1) < 2:
         raise ValueError(f"{path}: model.ensemble_size must be >= 2 for active learning (the committee's spread "

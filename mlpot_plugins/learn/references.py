@@ -14,22 +14,39 @@ from ..runsafe import RunError
 NAMED = ("emt", "xtb")
 
 
-def _emt(**options):
-    from ase.calculators.emt import EMT
-
-    return EMT(**options)
-
-
-def _xtb(**options):
+def _xtb(accuracy=None):
     from ..xtb_data import LABEL_ACCURACY, calculator
 
-    return calculator(accuracy=float(options.pop("accuracy", LABEL_ACCURACY)))
+    return calculator(accuracy=float(LABEL_ACCURACY if accuracy is None else accuracy))
+
+
+def _check_options(name: str, factory, options: Dict[str, Any], source: str) -> None:
+    """Unknown keyword options are an error (ASE calculators store any keyword silently)."""
+    import inspect
+
+    init = factory if inspect.isfunction(factory) else getattr(factory, "__init__", factory)
+    try:
+        params = inspect.signature(init).parameters.values()
+    except (TypeError, ValueError):
+        return
+    named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+    defaults = getattr(factory, "default_parameters", None)
+    if isinstance(defaults, dict):
+        named |= set(defaults)
+    elif any(p.kind == p.VAR_KEYWORD for p in params):
+        return  # takes any keyword and declares none: cannot tell
+    unknown = sorted(set(options) - named)
+    if unknown:
+        raise ValueError(f"{source}: reference.options {unknown} are not options of {name!r}; valid: "
+                         f"{sorted(named)}; fix the options")
 
 
 def _factory(name: str, source: str) -> Callable[..., Any]:
     key = name.lower()
     if key == "emt":
-        return _emt
+        from ase.calculators.emt import EMT
+
+        return EMT
     if key in ("xtb", "gfn2-xtb", "tblite"):
         return _xtb
     if ":" not in name:
@@ -55,11 +72,12 @@ def check_reference(name: str, options: Dict[str, Any], source: str) -> None:
 def make_reference(name: str, options: Dict[str, Any], source: str = "config"):
     """A fresh ASE calculator for ``name`` built with ``options``."""
     factory = _factory(name, source)
+    _check_options(name, factory, options, source)
     try:
         calc = factory(**dict(options))
     except RunError as exc:  # e.g. tblite not installed
         raise ValueError(f"{source}: reference {name!r} is not available: {exc}") from None
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: reference.options {options} do not fit {name!r} ({exc}); fix the options")
     if not hasattr(calc, "get_potential_energy") and not hasattr(calc, "calculate"):
         raise ValueError(f"{source}: reference.calculator={name!r} did not build an ASE calculator")

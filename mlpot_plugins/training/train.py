@@ -39,20 +39,22 @@ POSITIVE_OPTIONS = {"epochs", "batch_size", "lr", "lr_factor", "cutoff", "lmax",
                     "ensemble_size", "uncertainty_scale"}
 
 
-def _typed(path, section: str, key: str, value, default):
-    """``value`` converted to the type of ``default`` with a clear error naming the option and the file."""
+def _typed(path, section: str, key: str, value, default, positive: bool = False):
+    """``value`` converted to the type of ``default`` with a clear error naming the option and the file;
+    numbers must be >= 0, or > 0 with ``positive`` (or a name in POSITIVE_OPTIONS)."""
     name = f"{section}.{key}"
+    positive = positive or key in POSITIVE_OPTIONS
     try:
         if isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"{name}={value!r} must be true or false")
             return value
         if isinstance(default, int):
-            return bounded_int(value, name, 1 if key in POSITIVE_OPTIONS else 0)
+            return bounded_int(value, name, 1 if positive else 0)
         if isinstance(default, float):
             if isinstance(value, bool):
                 raise ValueError(f"{name}={value!r} is not a number")
-            return bounded_float(value, name, 0.0, strict=key in POSITIVE_OPTIONS)
+            return bounded_float(value, name, 0.0, strict=positive)
         if isinstance(default, str):
             if not isinstance(value, str):
                 raise ValueError(f"{name}={value!r} must be a string like {default!r}")
@@ -108,15 +110,16 @@ def read_config_file(path, sections, command: str = "training", doc: str = "docs
     return cfg
 
 
-def typed_options(path, cfg: dict, section: str, defaults: Dict[str, Any], fill: bool = True) -> Dict[str, Any]:
-    """Section ``section`` of ``cfg`` checked against ``defaults`` (unknown keys, types, ranges); with
-    ``fill`` the defaults of missing keys are added."""
+def typed_options(path, cfg: dict, section: str, defaults: Dict[str, Any], fill: bool = True,
+                  positive=()) -> Dict[str, Any]:
+    """Section ``section`` of ``cfg`` checked against ``defaults`` (unknown keys, types, ranges: the keys in
+    ``positive`` must be > 0); with ``fill`` the defaults of missing keys are added."""
     given = _section(path, cfg, section)
     bad = sorted(set(given) - set(defaults))
     if bad:
         raise ValueError(f"{path}: unknown {section} option(s) {bad}; valid: {sorted(defaults)}")
     out = dict(defaults) if fill else {}
-    out.update({k: _typed(path, section, k, v, defaults[k]) for k, v in given.items()})
+    out.update({k: _typed(path, section, k, v, defaults[k], k in positive) for k, v in given.items()})
     return out
 
 
