@@ -75,15 +75,15 @@ def ala2_sets(out: Path, xtb_dir: Path, n_init: int) -> dict:
 
 def config(system: str, sets: dict, mode: str, args, seed: int) -> dict:
     if system == "cu":
-        explore = dict(engine="ase", walkers=4, steps=args.steps, check_every=10, temperatures=[600, 1200, 2000],
-                       timestep_fs=2.0, strain=0.05, rattle=0.02, seed=seed)
+        explore = dict(engine="ase", walkers=4, steps=args.steps, check_every=10, temperatures=[600, 1200, 1800],
+                       timestep_fs=2.0, strain=0.04, seed=seed, min_distance=1.9)
         model, reference = CU_MODEL, {"calculator": "emt"}
-        max_sigma = 3.0
+        max_sigma = 0.0
     else:
         explore = dict(engine="ase", walkers=2, steps=args.steps, check_every=10, temperatures=[600, 1000],
-                       timestep_fs=0.5, seed=seed)
+                       timestep_fs=0.5, seed=seed, min_distance=0.7)
         model, reference = ALA2_MODEL, {"calculator": "xtb"}
-        max_sigma = 5.0
+        max_sigma = 0.0
     data = {"train": sets["init"], "ood": sets["ood"]}
     if sets.get("test"):
         data["test"] = sets["test"]

@@ -5,7 +5,8 @@
 repeated, strained and rattled) in the configured engine and returns one candidate per ``check_every``
 steps: the frame (positions as extxyz writes them) with its per-atom calibrated force std in
 ``arrays["forces_std"]`` and ``info`` = walker, step, check (index in the walker), temperature, sigma_max. A walker whose max std exceeds
-``max_sigma`` stops there (its later frames would be unphysical).
+``max_sigma``, or with two atoms closer than ``min_distance`` (Å), stops there (its later frames would be
+unphysical; the frame is not a candidate).
 
 Engines, each through its own adapter and its own uncertainty output:
 * ``ase``: ``MLPotCalculator`` + ASE Langevin (``forces_std`` property);
@@ -60,6 +61,13 @@ def candidate(atoms: Atoms, sigma: np.ndarray, walker: int, step: int, temperatu
     return frame
 
 
+def min_pair_distance(atoms: Atoms) -> float:
+    if len(atoms) < 2:
+        return np.inf
+    d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
+    return float(d[np.triu_indices(len(atoms), 1)].min())
+
+
 def explore(model_path, starts: List[Atoms], settings: Dict, seed: int, max_sigma: float = 0.0,
             on_steps: Optional[Callable[[int], None]] = None) -> Exploration:
     run_walker = {"ase": _ase_walker, "lammps": _lammps_walker, "openmm": _openmm_walker}[settings["engine"]]
@@ -67,12 +75,15 @@ def explore(model_path, starts: List[Atoms], settings: Dict, seed: int, max_sigm
     result = Exploration()
     cache: Dict = {}  # the engine's loaded model, shared by the walkers (one TorchScript warm-up)
     temps = settings["temperatures"]
+    min_distance = float(settings.get("min_distance", 0.0))
     for w in range(int(settings["walkers"])):
         start = prepare_start(starts[w % len(starts)], settings, rng)
         t = float(temps[w % len(temps)])
         frames: List[Atoms] = []
 
         def record(atoms: Atoms, sigma: np.ndarray, step: int) -> None:
+            if min_distance and min_pair_distance(atoms) < min_distance:
+                raise LeftDomain  # collapsed atoms: the walker left physics, not just the model's domain
             s_max = check_finite(np.max(sigma), f"the committee force std in walker {w} at step {step}",
                                  "the exploration blew up: lower explore.temperatures or explore.timestep_fs")
             frames.append(candidate(atoms, sigma, w, step, t))

@@ -51,6 +51,7 @@ class Loop:
         self.initial = read_frames(cfg["data"]["train"])
         self.starts = read_frames(cfg["explore"]["start"])
         self.stop = None
+        self.held_out = None
 
     # ---- state ----
     def save_state(self) -> None:
@@ -138,19 +139,18 @@ class Loop:
                 "max_sigma": ex.max_sigma, "aborted_walkers": ex.aborted_walkers}
         self.st["pending_row"] = {"iteration": k, "explore": info}
         if over == 0 and ex.aborted_walkers == 0:
-            self.st.update(phase="done", stop_reason=(
+            return self.end_without_labels(
                 f"converged: {e['walkers']} walker(s) x {e['steps']} steps stayed under select.threshold="
-                f"{s['threshold']} eV/Å (max σ {ex.max_sigma:.4g})"))
-            self.log(f"mlpot learn: stopped: {self.st['stop_reason']}")
-            row = self.st.pop("pending_row")
-            row["timings"] = {q: round(v, 4) for q, v in self.st.pop("timings", {}).items()}
-            self.st["rows"].append(row)
-            self.save_state()
-            return
+                f"{s['threshold']} eV/Å (max σ {ex.max_sigma:.4g})")
         n = min(int(s["per_iteration"]), int(self.cfg["stop"]["label_budget"]) - int(self.st["n_labels"]))
         noise = self.st["rows"][-1].get("val_force_rmse", 0.0) * np.sqrt(3.0) if self.st["rows"] else 0.0
         chosen = select(ex.candidates, s, n, noise, seed=int(e["seed"]) * 104729 + k)
         t0 = self.tick("select", t0)
+        if not chosen:
+            return self.end_without_labels(
+                f"stuck: every explored frame over select.threshold is above select.max_sigma={s['max_sigma']} eV/Å "
+                f"(max σ {ex.max_sigma:.4g}, {ex.aborted_walkers} walker(s) stopped); raise select.max_sigma, lower "
+                "explore.temperatures/strain/rattle, or add training data near the start structures")
         it = iteration_dir(self.out, k)
         if chosen:
             write(it / "selected.extxyz", [ex.candidates[i] for i in chosen])
@@ -162,6 +162,14 @@ class Loop:
         self.save_state()
         self.log(f"iteration {k}: explored {ex.steps} MD steps, {len(ex.candidates)} frames checked, {over} over "
                  f"{s['threshold']} eV/Å (max σ {ex.max_sigma:.3g}); labelling {len(chosen)}")
+
+    def end_without_labels(self, reason: str) -> None:
+        row = self.st.pop("pending_row")
+        row["timings"] = {q: round(v, 4) for q, v in self.st.pop("timings", {}).items()}
+        self.st["rows"].append(row)
+        self.st.update(phase="done", stop_reason=reason)
+        self.log(f"mlpot learn: stopped: {reason}")
+        self.save_state()
 
     def label(self, k: int) -> None:
         it = iteration_dir(self.out, k)
@@ -207,7 +215,7 @@ class Loop:
         if self.st.get("avg_num_neighbors") is not None:  # fixed after iteration 0: same architecture throughout
             model["avg_num_neighbors"] = self.st["avg_num_neighbors"]
         name = cfg["output"].get("name") or "learn"
-        return {"data": {"train": str(train_file), "test": cfg["data"].get("test"), "ood": cfg["data"]["ood"]},
+        return {"data": {"train": str(train_file), "ood": {}},  # held-out sets: evaluated (and timed) apart
                 "model": model, "training": cfg["training"],
                 "output": {"dir": str(iteration_dir(self.out, k)), "name": f"{name}-iter{k}",
                            "export_dtype": cfg["output"].get("export_dtype", "float64")}}
@@ -237,10 +245,12 @@ class Loop:
             self.save_state()
         else:
             trainer.model.load_state_dict(trainer.best_state)
-        summary = final_report(trainer, log=self.log)  # recalibrates on validation, measures the sets, exports
-        self.tick("calibrate_export", t0)
+        summary = final_report(trainer, log=self.log)  # recalibrates on validation, exports
+        t0 = self.tick("calibrate_export", t0)
+        m = dict(summary["metrics"])
+        m.update(self.evaluate(trainer, summary["uncertainty_scale"], it))
+        self.tick("evaluate", t0)
         row = self.st.pop("pending_row", {"iteration": k})
-        m = summary["metrics"]
         row.update(n_labels=int(self.st["n_labels"]), n_train=len(trainer.train_set) + len(trainer.val_set),
                    uncertainty_scale=summary["uncertainty_scale"], epochs=trainer.epoch,
                    val_force_rmse=m["val"]["force_rmse"], model=str(it / "model.pt"),
@@ -249,11 +259,29 @@ class Loop:
         self.log(f"iteration {k}: {row['n_labels']} labels, {row['n_train']} structures; "
                  + ", ".join(f"{s} force RMSE {mm['force_rmse']:.4g}" for s, mm in m.items()) + f"; wrote {it / 'model.pt'}")
 
+    def evaluate(self, trainer, scale: float, it: Path) -> Dict[str, Any]:
+        """Accuracy and calibrated-σ metrics on the held-out sets (data.test, data.ood), σ-vs-error PNG."""
+        from ..training.dataset import to_structures
+        from ..training.report import evaluate_sets, plot_calibration
+
+        paths = dict(self.cfg["data"]["ood"])
+        if self.cfg["data"].get("test"):
+            paths = {"test": self.cfg["data"]["test"], **paths}
+        if not paths:
+            return {}
+        if self.held_out is None:  # neighbour lists once per run
+            hp = trainer.hparams
+            self.held_out = {n: to_structures(read_frames(p), hp["species"], hp["cutoff"], trainer.dtype, p)
+                             for n, p in paths.items()}
+        result = evaluate_sets(trainer.model, self.held_out, scale)
+        plot_calibration(result["predictions"], it / "calibration_heldout.png")
+        return result["metrics"]
+
     def finish_row(self, k: int) -> None:
         row = self.st.pop("row")
         times = self.st.pop("timings", {})
         row["timings"] = {q: round(v, 4) for q, v in times.items()}
-        wall = sum(times.values())
+        wall = sum(v for q, v in times.items() if q != "evaluate")  # held-out evaluation is not the loop's
         work = times.get("label", 0.0) + times.get("train", 0.0)
         row["timings"]["total"] = round(wall, 4)
         row["overhead_fraction"] = (wall - work) / wall if wall > 0 else 0.0
