@@ -76,7 +76,7 @@ def ala2_sets(out: Path, xtb_dir: Path, n_init: int) -> dict:
 def config(system: str, sets: dict, mode: str, args, seed: int) -> dict:
     if system == "cu":
         explore = dict(engine="ase", walkers=4, steps=args.steps, check_every=10, temperatures=[600, 1200, 1800],
-                       timestep_fs=2.0, strain=0.04, seed=seed, min_distance=1.9)
+                       timestep_fs=2.0, strain=0.04, seed=seed, min_distance=1.7)
         model, reference = CU_MODEL, {"calculator": "emt"}
         max_sigma = 0.0
     else:
