@@ -118,3 +118,30 @@ def test_quiet_exploration_stops_the_loop(tmp_path):
     assert report["iterations"][-1]["explore"]["over_threshold"] == 0
     assert report["iterations"][-1]["explore"]["md_steps"] == 2 * 12
     assert not (folder / "run" / "iter_001" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("engine", ["lammps", "openmm"])
+def test_engine_iteration_records_the_engines_own_uncertainty(tmp_path, engine):
+    """One iteration explored in LAMMPS (compute mlpot/atom) or OpenMM (UncertaintyReporter): the per-atom
+    std the loop selected by is the contract's (the ASE calculator's at the same positions) and the
+    labels are real EMT ones."""
+    from mlpot_plugins.ase import MLPotCalculator
+
+    folder = learn_folder(tmp_path)
+    cfg = write_learn_config(folder, explore={"engine": engine, "walkers": 1},
+                             stop={"label_budget": 2, "max_iterations": 1})
+    report = run(cfg, progress=False, log=lambda *a: None)
+    assert report["n_labels"] == 2 and report["iterations"][1]["explore"]["md_steps"] == 12
+    calc = MLPotCalculator(str(folder / "run" / "iter_000" / "model.pt"))
+    explored = read_frames(folder / "run" / "iter_001" / "explored.extxyz")
+    assert len(explored) == 4
+    moved = 0.0
+    for a in explored:
+        b = a.copy()
+        b.calc = calc
+        assert np.abs(calc.get_property("forces_std", b) - a.arrays["forces_std"]).max() < 1e-6
+        moved = max(moved, float(np.abs(a.positions - explored[0].positions).max()))
+    assert moved > 1e-3  # the frames are successive MD states, not one frame repeated
+    labelled = read_frames(folder / "run" / "iter_001" / "labelled.extxyz")
+    assert len(labelled) == 2 and emt_label_error(labelled) < 1e-6
+    assert load(folder / "run" / "iter_001" / "model.pt").has_uncertainty
