@@ -93,3 +93,20 @@ def test_resume_without_state_and_corrupt_state(tmp_path, capsys):
     assert code == 2 and "holds the state of an interrupted `mlpot learn`" in err and "--resume" in err
     code, err = run_cli(["learn", cfg, "--resume"], capsys)
     assert code == 2 and "not a readable state file" in err and "delete it" in err
+
+
+def test_shipped_example_config_is_valid(tmp_path):
+    """examples/learn_cu_emt.yaml validates (with stand-in data files next to it)."""
+    import shutil
+    from pathlib import Path
+
+    from mlpot_plugins.learn.config import load_learn_config
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "learn_cu_emt.yaml"
+    shutil.copy(example, tmp_path / "learn.yaml")
+    learn_folder(tmp_path)
+    for name in ("cu-emt-train", "cu-emt-ood-hot", "cu-emt-ood-compressed"):
+        shutil.copy(tmp_path / "init.extxyz", tmp_path / f"{name}.extxyz")
+    cfg = load_learn_config(tmp_path / "learn.yaml")
+    assert cfg["explore"]["engine"] == "ase" and cfg["select"]["threshold"] == 0.15
+    assert cfg["explore"]["start"] == str(tmp_path / "cu-emt-train.extxyz")

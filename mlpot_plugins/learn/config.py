@@ -102,6 +102,7 @@ def load_learn_config(path) -> Dict[str, Any]:
 
 
 def resume_key(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """The options a resumed run must share with the interrupted one (plain values, for runsafe)."""
+    """The options a resumed run must share with the interrupted one (plain values, for runsafe); ``stop``
+    may change (a larger budget continues a finished run)."""
     return {k: cfg[k] for k in ("reference", "explore", "select", "model", "training")} | {
-        "data": cfg["data"]["train"], "label_budget": cfg["stop"]["label_budget"]}
+        "data": cfg["data"]["train"]}

@@ -306,7 +306,13 @@ def run(config_path, resume: bool = False, progress: bool = True, log=print, ref
         st = {"kind": STATE_KIND, "config": resume_key(cfg), "iteration": 0, "phase": "train", "n_labels": 0,
               "rows": [], "avg_num_neighbors": None}
     elif st["phase"] == "done":
-        log(f"mlpot learn: {out} is finished ({st.get('stop_reason')}); the report is rewritten")
+        reason, stop = st.get("stop_reason") or "", cfg["stop"]
+        if (reason.startswith(("label budget", "stop.max_iterations")) and st["n_labels"] < stop["label_budget"]
+                and st["iteration"] < stop["max_iterations"]):
+            st.update(phase="explore", iteration=st["iteration"] + 1, stop_reason=None)
+            log(f"mlpot learn: continuing {out} with the larger stop limits")
+        else:
+            log(f"mlpot learn: {out} is finished ({reason}); the report is rewritten")
     loop = Loop(cfg, st, progress=progress, log=log, reference=reference)
     out.mkdir(parents=True, exist_ok=True)
     loop.save_state()
