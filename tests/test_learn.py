@@ -108,6 +108,11 @@ def test_sigterm_during_labelling_resumes_without_repeating_labels(tmp_path):
     assert len(labelled) == 3 and report["n_labels"] == 3 and emt_label_error(labelled) < 1e-6
     keys = {tuple(np.round(a.positions.ravel(), 6)) for a in labelled}
     assert len(keys) == 3
+    # a finished run resumed with a larger budget continues with the next iteration
+    cfg = write_learn_config(folder, stop={"label_budget": 4, "max_iterations": 2})
+    report = run(cfg, resume=True, progress=False, log=lambda *a: None)
+    assert report["n_labels"] == 4 and [r["iteration"] for r in report["iterations"]] == [0, 1, 2]
+    assert len(read_frames(folder / "run" / "labels.extxyz")) == 4
 
 
 def test_quiet_exploration_stops_the_loop(tmp_path):
