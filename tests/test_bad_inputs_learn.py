@@ -8,7 +8,15 @@ from learn_util import learn_folder, write_learn_config
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return learn_folder(tmp_path_factory.mktemp("bl"))
+    folder = learn_folder(tmp_path_factory.mktemp("bl"))
+    from ase.build import bulk
+
+    from mlpot_plugins.refdata import write
+
+    cluster = bulk("Cu", "fcc", a=3.61, cubic=True)
+    cluster.pbc = False
+    write(folder / "cluster.extxyz", [cluster])
+    return folder
 
 
 def drop(section):
@@ -42,6 +50,8 @@ CASES = [
     (put("explore", "check_every", 50), ["check_every=50", "larger than explore.steps", "lower check_every"]),
     (put("explore", "start", "missing.extxyz"), ["explore.start", "does not exist", "starting structures"]),
     (put("explore", "strain", 0.7), ["explore.strain=0.7", "[0, 0.5)"]),
+    (lambda c: c["explore"].update(engine="lammps", start="cluster.extxyz"),
+     ["engine lammps needs periodic start structures", "[0]", "use engine ase or openmm"]),
     (put("select", "mode", "bald"), ["select.mode='bald'", "threshold", "topk", "random"]),
     (put("select", "score", "entropy"), ["select.score='entropy'", "max", "bald"]),
     (put("select", "threshold", 0), ["select.threshold=0", "must be a finite number > 0"]),

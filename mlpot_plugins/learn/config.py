@@ -81,6 +81,14 @@ def load_learn_config(path) -> Dict[str, Any]:
     if not Path(explore["start"]).is_file():
         raise ValueError(f"{path}: explore.start {explore['start']} does not exist; give an extxyz/xyz file of "
                          "starting structures (default: data.train)")
+    if explore["engine"] == "lammps":
+        from ..training.dataset import read_frames
+
+        flat = [i for i, a in enumerate(read_frames(explore["start"])) if not a.pbc.all()]
+        if flat:
+            raise ValueError(f"{path}: explore.engine lammps needs periodic start structures, but structure(s) "
+                             f"{flat[:5]} of {explore['start']} are not periodic in x, y and z; use engine ase or "
+                             "openmm for molecules and slabs without a cell")
     if explore["check_every"] > explore["steps"]:
         raise ValueError(f"{path}: explore.check_every={explore['check_every']} is larger than explore.steps="
                          f"{explore['steps']}; no frame would be checked — lower check_every")

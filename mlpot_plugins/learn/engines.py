@@ -6,7 +6,7 @@ engine's own per-atom uncertainty output:
 
 * LAMMPS: ``pair_style mlpot MODEL`` + ``compute u all mlpot/atom`` (column 1: calibrated per-atom force std,
   evaluated on the thermo step that ends each ``run``), ``fix langevin`` + ``fix nve``, ``units metal``;
-  periodic cells only (a molecule in vacuum: engine ase or openmm).
+  periodic cells only (checked with the config; a molecule in vacuum: engine ase or openmm).
 * OpenMM: ``create_force`` (openmm-torch ``TorchForce``) + ``LangevinMiddleIntegrator`` on the CPU platform,
   per-atom std from ``UncertaintyReporter`` (its ``last_std`` after the report at each check).
 
@@ -40,9 +40,6 @@ def lammps_walker(model_path, atoms, temperature, settings, rng, record, on_step
 
     from ..lammps import lammps_instance
 
-    if not atoms.pbc.all():
-        raise ValueError("explore.engine lammps needs periodic cells (units metal, boundary p p p); explore "
-                         "molecules in vacuum with engine ase or openmm")
     species = _species(model_path, cache)
     every, n_checks = int(settings["check_every"]), int(settings["steps"]) // int(settings["check_every"])
     prism = Prism(atoms.cell.array)
