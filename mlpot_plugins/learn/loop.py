@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..refdata import label, write
-from ..runsafe import StopSignals, resume_state, torch_save_atomic
+from ..runsafe import RunInterrupted, StopSignals, resume_state, torch_save_atomic
 from ..training.checkpoint import read_checkpoint
 from ..training.dataset import read_frames
 from .config import load_learn_config, resume_key
@@ -239,7 +239,12 @@ class Loop:
             trainer.best_state = {n: v.clone() for n, v in trainer.model.state_dict().items()}
         t0 = self.tick("bookkeeping", t0)
         if self.st["phase"] == "train":
-            trainer.fit(progress=self.progress)  # SIGINT/SIGTERM: last.pt saved, RunInterrupted raised
+            try:
+                trainer.fit(progress=self.progress)  # SIGINT/SIGTERM: last.pt saved, RunInterrupted raised
+            except RunInterrupted as exc:  # its message names `mlpot train`; this run continues with `mlpot learn`
+                self.save_state()
+                raise RunInterrupted(str(exc).split("; continue with")[0] + f" (iteration {k}); continue with "
+                                     "`mlpot learn CONFIG --resume`", exc.signum) from None
             t0 = self.tick("train", t0)
             self.st["phase"] = "calibrate"
             self.save_state()
