@@ -39,20 +39,22 @@ POSITIVE_OPTIONS = {"epochs", "batch_size", "lr", "lr_factor", "cutoff", "lmax",
                     "ensemble_size", "uncertainty_scale"}
 
 
-def _typed(path, section: str, key: str, value, default):
-    """``value`` converted to the type of ``default`` with a clear error naming the option and the file."""
+def _typed(path, section: str, key: str, value, default, positive: bool = False):
+    """``value`` converted to the type of ``default`` with a clear error naming the option and the file;
+    numbers must be >= 0, or > 0 with ``positive`` (or a name in POSITIVE_OPTIONS)."""
     name = f"{section}.{key}"
+    positive = positive or key in POSITIVE_OPTIONS
     try:
         if isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"{name}={value!r} must be true or false")
             return value
         if isinstance(default, int):
-            return bounded_int(value, name, 1 if key in POSITIVE_OPTIONS else 0)
+            return bounded_int(value, name, 1 if positive else 0)
         if isinstance(default, float):
             if isinstance(value, bool):
                 raise ValueError(f"{name}={value!r} is not a number")
-            return bounded_float(value, name, 0.0, strict=key in POSITIVE_OPTIONS)
+            return bounded_float(value, name, 0.0, strict=positive)
         if isinstance(default, str):
             if not isinstance(value, str):
                 raise ValueError(f"{name}={value!r} must be a string like {default!r}")
@@ -82,27 +84,48 @@ def _path_option(path, section: str, key: str, value) -> str:
     return str((path.parent / value).resolve())
 
 
-def load_config(path) -> Dict[str, Any]:
+def read_config_file(path, sections, command: str = "training", doc: str = "docs/equivariant.md") -> Dict[str, Any]:
+    """The YAML mapping in ``path`` with only the top-level ``sections`` (clear errors for a missing file, a
+    folder, bad YAML, a non-mapping and unknown sections). Shared by ``mlpot train`` and ``mlpot learn``."""
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"training config {path} is a directory; give the YAML file inside it "
+        raise IsADirectoryError(f"{command} config {path} is a directory; give the YAML file inside it "
                                 f"(e.g. {path / 'config.yaml'})")
     if not path.is_file():
-        raise FileNotFoundError(f"training config {path} does not exist")
+        raise FileNotFoundError(f"{command} config {path} does not exist")
     try:
         cfg = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ValueError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}; fix the "
-                         "syntax (see the example config in docs/equivariant.md)") from None
+                         f"syntax (see the example config in {doc})") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{path} is not a text (YAML) file; pass the training config") from None
+        raise ValueError(f"{path} is not a text (YAML) file; pass the {command} config") from None
     if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: the config must be a YAML mapping with sections {list(SECTIONS)}")
-    unknown = sorted(set(map(str, cfg)) - set(SECTIONS))
+        raise ValueError(f"{path}: the config must be a YAML mapping with sections {list(sections)}")
+    unknown = sorted(set(map(str, cfg)) - set(sections))
     if unknown:
-        raise ValueError(f"{path}: unknown config section(s) {unknown}; valid: {list(SECTIONS)}")
+        raise ValueError(f"{path}: unknown config section(s) {unknown}; valid: {list(sections)}")
+    return cfg
+
+
+def typed_options(path, cfg: dict, section: str, defaults: Dict[str, Any], fill: bool = True,
+                  positive=()) -> Dict[str, Any]:
+    """Section ``section`` of ``cfg`` checked against ``defaults`` (unknown keys, types, ranges: the keys in
+    ``positive`` must be > 0); with ``fill`` the defaults of missing keys are added."""
+    given = _section(path, cfg, section)
+    bad = sorted(set(given) - set(defaults))
+    if bad:
+        raise ValueError(f"{path}: unknown {section} option(s) {bad}; valid: {sorted(defaults)}")
+    out = dict(defaults) if fill else {}
+    out.update({k: _typed(path, section, k, v, defaults[k], k in positive) for k, v in given.items()})
+    return out
+
+
+def validate_sections(path, cfg: dict) -> Dict[str, Any]:
+    """The data/model/training/output sections of a training config, validated, paths made absolute."""
+    path = Path(path)
     data = _section(path, cfg, "data")
     if "train" not in data:
         raise ValueError(f"{path}: data.train (an extxyz file) is required")
@@ -113,21 +136,16 @@ def load_config(path) -> Dict[str, Any]:
     if not isinstance(ood, dict):
         raise ValueError(f"{path}: data.ood must be a mapping name: extxyz file, got {ood!r:.60}")
     data["ood"] = {k: _path_option(path, "data.ood", k, v) for k, v in ood.items()}
-    model = _section(path, cfg, "model")
-    bad = sorted(set(model) - set(MODEL_DEFAULTS))
-    if bad:
-        raise ValueError(f"{path}: unknown model option(s) {bad}; valid: {sorted(MODEL_DEFAULTS)}")
-    model = {k: _typed(path, "model", k, v, MODEL_DEFAULTS[k]) for k, v in model.items()}
-    training = dict(TRAINING_DEFAULTS)
-    given = _section(path, cfg, "training")
-    bad = sorted(set(given) - set(TRAINING_DEFAULTS))
-    if bad:
-        raise ValueError(f"{path}: unknown training option(s) {bad}; valid: {sorted(TRAINING_DEFAULTS)}")
-    training.update({k: _typed(path, "training", k, v, TRAINING_DEFAULTS[k]) for k, v in given.items()})
+    model = typed_options(path, cfg, "model", MODEL_DEFAULTS, fill=False)
+    training = typed_options(path, cfg, "training", TRAINING_DEFAULTS)
     output = _section(path, cfg, "output")
     output["dir"] = _path_option(path, "output", "dir", output.get("dir", "run"))
     check_output_dir(output["dir"], "output.dir")  # before the work: fail now, not after training
     return {"data": data, "model": model, "training": training, "output": output}
+
+
+def load_config(path) -> Dict[str, Any]:
+    return validate_sections(path, read_config_file(path, SECTIONS))
 
 
 def structure_loss(model: EquivariantPotential, s: Structure, tc: Dict[str, Any]) -> Dict[str, torch.Tensor]:

@@ -1,0 +1,197 @@
+"""Active vs random selection at equal label budget, same exploration and training settings (issue 15 target).
+
+Both arms run the same `mlpot learn` loop (same initial data, exploration, model and training options);
+only ``select.mode`` differs: ``topk`` (the frames with the largest committee force std) or ``random``
+(uniform draws from the same explored frames). After every iteration (``--per-iteration`` labels) the model
+is measured on held-out out-of-distribution sets, so one run of each arm gives the whole curve
+error vs labels; the budgets compared are the label counts both arms reached.
+
+Systems:
+* ``cu``: Cu/EMT. Initial data: 32-atom Cu at 300 K (narrow on purpose); exploration from the perfect, a
+  vacancy and a strained cell at 600-2000 K; OOD: ``mlpot data emt`` ood-hot (2400 K), ood-compressed (10 %)
+  and vacancy MD at 1500 K.
+* ``ala2``: alanine dipeptide / GFN2-xTB (tblite). Initial data: the first frames of an ``mlpot data xtb``
+  train set (300-600 K); exploration at 600/1000 K; OOD: the ood set (1000 K, other conformer basin).
+  Needs the sets of benchmarks/make_xtb_sets.sh (``--xtb-dir``).
+
+Usage (one thread; minutes):
+  OMP_NUM_THREADS=1 python benchmarks/active_vs_random.py --system cu --out out/avr-cu
+  python benchmarks/active_vs_random.py --system ala2 --xtb-dir out/xtb --out out/avr-ala2
+Writes OUT/curves.json, OUT/active_vs_random.png and prints the table (OOD force RMSE per budget).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+CU_MODEL = dict(species=["Cu"], cutoff=4.0, lmax=1, n_layers=1, channels=6, n_basis=6, radial_hidden=8,
+                readout_hidden=6, ensemble_size=3, dtype="float64")
+ALA2_MODEL = dict(species=["H", "C", "N", "O"], cutoff=4.0, lmax=1, n_layers=2, channels=6, n_basis=6,
+                  radial_hidden=8, readout_hidden=6, ensemble_size=3, dtype="float64")
+
+
+def cu_sets(out: Path, seed: int) -> dict:
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from mlpot_plugins.emt_data import generate
+    from mlpot_plugins.refdata import label, langevin_frames, write
+
+    rng = np.random.default_rng(seed)
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    init = langevin_frames(cell, EMT(), 300.0, 16, 10, rng, lambda a, s: label(a, EMT(), config_type="md300"))
+    write(out / "init.extxyz", init)
+    vac = cell.copy()
+    del vac[[0]]
+    strained = cell.copy()
+    strained.set_cell(cell.cell.array * 0.96, scale_atoms=True)
+    write(out / "start.extxyz", [cell, vac, strained])
+    write(out / "ood-hot.extxyz", generate("Cu", "ood-hot", seed=seed + 100))
+    write(out / "ood-compressed.extxyz", generate("Cu", "ood-compressed", seed=seed + 100))
+    write(out / "ood-vacancy.extxyz", langevin_frames(vac, EMT(), 1500.0, 20, 10, np.random.default_rng(seed + 200),
+                                                      lambda a, s: label(a, EMT(), config_type="vac1500")))
+    return {"init": "init.extxyz", "start": "start.extxyz",
+            "ood": {"ood-hot": "ood-hot.extxyz", "ood-compressed": "ood-compressed.extxyz",
+                    "ood-vacancy": "ood-vacancy.extxyz"}}
+
+
+def ala2_sets(out: Path, xtb_dir: Path, n_init: int) -> dict:
+    import ase.io
+
+    from mlpot_plugins.refdata import write
+
+    train = ase.io.read(xtb_dir / "ala2-train.extxyz", index=f":{n_init}")
+    write(out / "init.extxyz", train)
+    write(out / "start.extxyz", [train[0]])
+    return {"init": "init.extxyz", "start": "start.extxyz",
+            "ood": {"ood": str((xtb_dir / "ala2-ood.extxyz").resolve())},
+            "test": str((xtb_dir / "ala2-test.extxyz").resolve())}
+
+
+def config(system: str, sets: dict, mode: str, args, seed: int) -> dict:
+    if system == "cu":
+        explore = dict(engine="ase", walkers=4, steps=args.steps, check_every=10, temperatures=[600, 1200, 1800],
+                       timestep_fs=2.0, strain=0.04, seed=seed, min_distance=1.7)
+        model, reference = CU_MODEL, {"calculator": "emt"}
+        max_sigma = 0.0
+    else:
+        explore = dict(engine="ase", walkers=2, steps=args.steps, check_every=10, temperatures=[600, 1000],
+                       timestep_fs=0.5, seed=seed, min_distance=0.7)
+        model, reference = ALA2_MODEL, {"calculator": "xtb"}
+        max_sigma = 0.0
+    data = {"train": sets["init"], "ood": sets["ood"]}
+    if sets.get("test"):
+        data["test"] = sets["test"]
+    return {"reference": reference, "data": data, "model": dict(model, seed=seed),
+            "training": dict(epochs=args.epochs, lr=5e-3, batch_size=4, val_fraction=0.2, seed=seed, threads=1,
+                             lr_patience=4, early_stopping_patience=8),
+            "explore": dict(explore, start=sets["start"]),
+            "select": dict(mode=mode, threshold=1e-4, max_sigma=max_sigma, per_iteration=args.per_iteration,
+                           min_separation=2),
+            "stop": dict(label_budget=max(args.budgets), max_iterations=100),
+            "output": dict(dir=f"{mode}-seed{seed}", name=f"{system}-{mode}")}
+
+
+def curve(report: dict) -> dict:
+    out = {}
+    for row in report["iterations"]:
+        if "metrics" in row:
+            out[row["n_labels"]] = {s: m["force_rmse"] for s, m in row["metrics"].items()}
+    return out
+
+
+def plot(curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = sorted({s for arm in curves.values() for c in arm.values() for pts in c.values() for s in pts
+                   if s.startswith("ood")})
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
+    for ax, s in zip(axes[0], sets):
+        for mode, style in (("topk", "o-"), ("random", "s--")):
+            for seed, c in curves.get(mode, {}).items():
+                n = sorted(int(k) for k in c)
+                ax.plot(n, [c[k if k in c else str(k)][s] for k in n], style, alpha=0.8,
+                        label=f"{'active' if mode == 'topk' else 'random'} seed {seed}")
+        ax.set_title(s)
+        ax.set_xlabel("labels added")
+        ax.set_ylabel("force RMSE [eV/Å]")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summarize(curves: dict, budgets) -> list:
+    rows = []
+    seeds = sorted(set(curves.get("topk", {})) & set(curves.get("random", {})))
+    for b in budgets:
+        ok = [s for s in seeds if b in curves["topk"][s] and b in curves["random"][s]]
+        if not ok:
+            continue
+        sets = sorted(k for k in curves["topk"][ok[0]][b] if k.startswith("ood"))
+        act = {k: float(np.mean([curves["topk"][s][b][k] for s in ok])) for k in sets}
+        rnd = {k: float(np.mean([curves["random"][s][b][k] for s in ok])) for k in sets}
+        a_all = float(np.sqrt(np.mean([v ** 2 for v in act.values()])))
+        r_all = float(np.sqrt(np.mean([v ** 2 for v in rnd.values()])))
+        rows.append({"budget": b, "seeds": ok, "active": act, "random": rnd, "active_ood_rms": a_all,
+                     "random_ood_rms": r_all, "reduction": 1.0 - a_all / r_all})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--system", choices=["cu", "ala2"], default="cu")
+    ap.add_argument("--out", default="out/active-vs-random")
+    ap.add_argument("--xtb-dir", default="out/xtb", help="ala2 sets of benchmarks/make_xtb_sets.sh")
+    ap.add_argument("--budgets", default="8,16,24,32", help="label budgets compared (multiples of --per-iteration)")
+    ap.add_argument("--per-iteration", type=int, default=4)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds (exploration, split, initialisation)")
+    ap.add_argument("--epochs", type=int, default=30, help="epochs per retraining (same for both arms)")
+    ap.add_argument("--steps", type=int, default=200, help="MD steps per walker per exploration")
+    ap.add_argument("--n-init", type=int, default=24, help="ala2: initial frames from the train set")
+    args = ap.parse_args()
+    args.budgets = [int(b) for b in args.budgets.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from mlpot_plugins.learn.loop import run
+
+    curves = {"topk": {}, "random": {}}
+    timing = {}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        folder = out / f"seed{seed}"
+        folder.mkdir(exist_ok=True)
+        sets = cu_sets(folder, seed) if args.system == "cu" else ala2_sets(folder, Path(args.xtb_dir), args.n_init)
+        for mode in ("topk", "random"):
+            cfg = folder / f"{mode}.yaml"
+            cfg.write_text(yaml.safe_dump(config(args.system, sets, mode, args, seed)))
+            t0 = time.time()
+            state = folder / f"{mode}-seed{seed}" / "learn_state.pt"
+            report = run(cfg, resume=state.exists(), progress=False, log=lambda *a: None)
+            timing[f"{mode}-seed{seed}"] = {"wall_s": time.time() - t0,
+                                            "overhead_mean": report["overhead_fraction_mean"],
+                                            "overhead_max": report["overhead_fraction_max"]}
+            curves[mode][seed] = curve(report)
+            print(f"{mode} seed {seed}: {time.time() - t0:.0f} s, " + "; ".join(
+                f"{n}: " + ", ".join(f"{s}={v:.4f}" for s, v in c.items()) for n, c in curves[mode][seed].items()),
+                flush=True)
+            summary = summarize(curves, args.budgets)
+            (out / "curves.json").write_text(json.dumps({"curves": curves, "summary": summary, "timing": timing,
+                                                          "args": vars(args)}, indent=1))
+    plot(curves, out / "active_vs_random.png")
+    print("budget  active OOD RMSE  random OOD RMSE  reduction   (eV/Å, RMS over the OOD sets, mean over seeds)")
+    for r in summarize(curves, args.budgets):
+        print(f"{r['budget']:6d}  {r['active_ood_rms']:15.4f}  {r['random_ood_rms']:15.4f}  {100 * r['reduction']:8.1f} %  "
+              + " ".join(f"{k}: {r['active'][k]:.4f}/{r['random'][k]:.4f}" for k in r["active"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""``mlpot learn`` configuration: the ``mlpot train`` sections plus reference / explore / select / stop.
+
+Everything is checked before any work starts (unknown sections and keys, types, ranges, engine and
+reference names, files); errors are ``ValueError``s that name the file, the option and the fix. The layout
+is documented in docs/learn.md.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+from ..training.train import SECTIONS as TRAIN_SECTIONS
+from ..training.train import _path_option, _section, read_config_file, typed_options, validate_sections
+
+DOC = "docs/learn.md"
+SECTIONS = ("reference", "explore", "select", "stop") + TRAIN_SECTIONS
+ENGINES = ("ase", "lammps", "openmm")
+MODES = ("threshold", "topk", "random")
+SCORES = ("max", "bald")
+EXPLORE_DEFAULTS: Dict[str, Any] = dict(
+    engine="ase", start="", walkers=2, steps=200, temperatures=[300.0], timestep_fs=2.0, friction=0.02,
+    check_every=10, seed=0, rattle=0.0, strain=0.0, supercell=1, min_distance=0.0)
+SELECT_DEFAULTS: Dict[str, Any] = dict(mode="threshold", threshold=0.1, max_sigma=0.0, per_iteration=8,
+                                       score="max", min_separation=1)
+STOP_DEFAULTS: Dict[str, Any] = dict(label_budget=64, max_iterations=20)
+REFERENCE_KEYS = ("calculator", "options")
+
+
+def _choice(path, name: str, value, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"{path}: {name}={value!r} is not one of {list(choices)}; fix the value in the config "
+                         f"(see {DOC})")
+    return value
+
+
+def _temperatures(path, value) -> list:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in value):
+        raise ValueError(f"{path}: explore.temperatures={value!r} must be a positive number or a non-empty list of "
+                         "them (kelvin), e.g. [300, 900]")
+    return [float(t) for t in value]
+
+
+def _reference(path, cfg: dict) -> Dict[str, Any]:
+    if cfg.get("reference") is None:
+        raise ValueError(f"{path}: the reference section is missing; add e.g. `reference: {{calculator: emt}}` "
+                         "(emt, xtb, or an ASE calculator class as module:Class) — see " + DOC)
+    ref = _section(path, cfg, "reference")
+    bad = sorted(set(ref) - set(REFERENCE_KEYS))
+    if bad:
+        raise ValueError(f"{path}: unknown reference option(s) {bad}; valid: {list(REFERENCE_KEYS)}")
+    if not isinstance(ref.get("calculator"), str) or not ref["calculator"]:
+        raise ValueError(f"{path}: reference.calculator is missing or not a name; give emt, xtb or an ASE "
+                         "calculator class as module:Class (e.g. ase.calculators.lj:LennardJones)")
+    options = ref.get("options") or {}
+    if not isinstance(options, dict):
+        raise ValueError(f"{path}: reference.options must be a mapping of keyword arguments, got {options!r:.60}")
+    from .references import check_reference
+
+    check_reference(ref["calculator"], options, str(path))
+    return {"calculator": ref["calculator"], "options": options}
+
+
+def load_learn_config(path) -> Dict[str, Any]:
+    """The validated ``mlpot learn`` config (paths absolute, defaults filled in)."""
+    path = Path(path)
+    raw = read_config_file(path, SECTIONS, command="learn", doc=DOC)
+    out = validate_sections(path, {k: raw.get(k) for k in TRAIN_SECTIONS})
+    out["reference"] = _reference(path, raw)
+    given = dict(_section(path, raw, "explore"))
+    temps = given.pop("temperatures", EXPLORE_DEFAULTS["temperatures"])
+    explore = typed_options(path, {"explore": given}, "explore",
+                            {k: v for k, v in EXPLORE_DEFAULTS.items() if k != "temperatures"},
+                            positive=("walkers", "steps", "check_every", "timestep_fs", "supercell"))
+    explore["temperatures"] = _temperatures(path, temps)
+    _choice(path, "explore.engine", explore["engine"], ENGINES)
+    explore["start"] = _path_option(path, "explore", "start", explore["start"]) if explore["start"] \
+        else out["data"]["train"]
+    if not Path(explore["start"]).is_file():
+        raise ValueError(f"{path}: explore.start {explore['start']} does not exist; give an extxyz/xyz file of "
+                         "starting structures (default: data.train)")
+    if explore["engine"] == "lammps":
+        from ..training.dataset import read_frames
+
+        flat = [i for i, a in enumerate(read_frames(explore["start"])) if not a.pbc.all()]
+        if flat:
+            raise ValueError(f"{path}: explore.engine lammps needs periodic start structures, but structure(s) "
+                             f"{flat[:5]} of {explore['start']} are not periodic in x, y and z; use engine ase or "
+                             "openmm for molecules and slabs without a cell")
+    if explore["check_every"] > explore["steps"]:
+        raise ValueError(f"{path}: explore.check_every={explore['check_every']} is larger than explore.steps="
+                         f"{explore['steps']}; no frame would be checked — lower check_every")
+    if not 0.0 <= explore["strain"] < 0.5:
+        raise ValueError(f"{path}: explore.strain={explore['strain']} must be a fraction in [0, 0.5)")
+    select = typed_options(path, raw, "select", SELECT_DEFAULTS,
+                           positive=("threshold", "per_iteration", "min_separation"))
+    _choice(path, "select.mode", select["mode"], MODES)
+    _choice(path, "select.score", select["score"], SCORES)
+    if select["max_sigma"] and select["max_sigma"] <= select["threshold"]:
+        raise ValueError(f"{path}: select.max_sigma={select['max_sigma']} must exceed select.threshold="
+                         f"{select['threshold']} (or be 0: no upper limit)")
+    stop = typed_options(path, raw, "stop", STOP_DEFAULTS, positive=("label_budget", "max_iterations"))
+    out.update(explore=explore, select=select, stop=stop)
+    if out["model"].get("ensemble_size", 1) < 2:
+        raise ValueError(f"{path}: model.ensemble_size must be >= 2 for active learning (the committee's spread "
+                         "is the uncertainty that selects frames); set e.g. ensemble_size: 4")
+    return out
+
+
+def resume_key(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The options a resumed run must share with the interrupted one (plain values, for runsafe); ``stop``
+    may change (a larger budget continues a finished run)."""
+    return {k: cfg[k] for k in ("reference", "explore", "select", "model", "training")} | {
+        "data": cfg["data"]["train"]}
