@@ -2,7 +2,8 @@
 
 1. regenerates the EMT sets of ``pretrained/build_cu_emt.py`` (train seed 0, test seed 1, OOD 2400 K seed 2,
    OOD 10 % compressed seed 3) in WORKDIR (cached);
-2. ``mlpot llpr cu-emt --member 0``: covariance on train, regulariser/scales on the even test frames;
+2. ``mlpot llpr cu-emt --member 0`` (and ``--last-layer-only``): covariance on train, regulariser/scales on the
+   even test frames;
 3. on the odd (held-out) test frames: force RMSE and the committee's calibration metrics (NLL, miscalibration
    area, Spearman rho(sigma, |error|)) for LLPR and for the committee; OOD/ID median force std;
 4. step cost of ``compute`` (forces, virial) on a 108-atom cell, interleaved rounds: single model, LLPR with
@@ -56,12 +57,16 @@ def main():
     write(work / "val.extxyz", test[::2])
     heldout = test[1::2]
     llpr_path = make_llpr("cu-emt", work / "train.extxyz", work / "val.extxyz", work / "llpr0.pt", member=0)
+    last_path = make_llpr("cu-emt", work / "train.extxyz", work / "val.extxyz", work / "llpr0-last.pt", member=0,
+                          readout_gradient=False)
     committee, llpr_model = load("cu-emt"), load(llpr_path)
     single = load(export(single_model(committee, 0), work / "member0.pt",
                          extra={"hparams": committee.metadata["extra"]["hparams"]}))
-    res = {"machine": "2-core AMD EPYC VM, 24 GiB, torch 2.9.1, 1 thread", "llpr": llpr_model.metadata["extra"]["llpr"]}
+    res = {"machine": "2-core AMD EPYC VM, 24 GiB, torch 2.9.1, 1 thread", "llpr": llpr_model.metadata["extra"]["llpr"],
+           "llpr_last_layer_only": load(last_path).metadata["extra"]["llpr"]}
     ood = [f for n in ("ood-hot", "ood-compressed") for f in read_frames(work / f"{n}.extxyz")]
-    for label, model in (("llpr_member0", llpr_model), ("committee_cu_emt", committee)):
+    for label, model in (("llpr_member0", llpr_model), ("llpr_member0_last_layer_only", load(last_path)),
+                         ("committee_cu_emt", committee)):
         sig, err = predictions(model, heldout)
         sig_ood, _ = predictions(model, ood)
         m = uncertainty_metrics(sig, err)

@@ -36,20 +36,21 @@ from .models.base import AtomisticPotential
 from .models.equivariant import EquivariantPotential
 
 KIND = "llpr"
-REG_GRID = tuple(10.0 ** e for e in range(-8, 1))  # vs / (mean eigenvalue of F^T F)
+REG_GRID = tuple(10.0 ** e for e in range(-12, 1))  # vs / (mean eigenvalue of F^T F)
 
 
 class LastLayerUncertainty(AtomisticPotential):
     """A single equivariant model plus the last-layer precision matrix (see the module docstring)."""
 
     def __init__(self, base: EquivariantPotential, precision: Tensor, energy_scale: float = 1.0,
-                 force_scale: float = 1.0):
+                 force_scale: float = 1.0, readout_gradient: bool = True):
         if base.ensemble_size != 1:
             raise ValueError(f"LLPR needs a single model (ensemble_size 1), got ensemble_size {base.ensemble_size}")
         super().__init__(base.species, base.cutoff, 2, force_scale)
         self.base = base
         self.register_buffer("precision", precision.to(base.atom_shift.dtype))  # (F^T F + vs I)^-1 [H, H]
         self.energy_scale: float = float(energy_scale)
+        self.readout_gradient: bool = bool(readout_gradient)
         self.range: float = float(base.interaction_range())
         self.register_buffer("direction", torch.ones(3, dtype=base.atom_shift.dtype) / math.sqrt(3.0))
 
@@ -57,10 +58,19 @@ class LastLayerUncertainty(AtomisticPotential):
         return self.range
 
     def features_and_energies(self, edge_vectors: Tensor, edge_index: Tensor, types: Tensor) -> Tuple[Tensor, Tensor]:
-        """[1, E, 3] -> (dE_i/dw: last-layer features times the species scale [N, H], energies [1, N])."""
-        hidden = self.base.readout_features(self.base.trunk(edge_vectors, edge_index, types))
+        """[1, E, 3] -> (features [N, D], energies [1, N]): dE_i/dw of the last layer's weights (D = H), and with
+        ``readout_gradient`` also of the first readout layer's (D = H + C H, no extra backward: closed form)."""
+        scalars = self.base.trunk(edge_vectors, edge_index, types)
+        hidden = self.base.readout_features(scalars)
         atom_e = self.base.readout_energy(hidden, types)
-        return hidden[0] * self.base.atom_scale.index_select(0, types).unsqueeze(1), atom_e
+        feats = hidden[0]
+        if self.readout_gradient:
+            z = scalars[0] @ self.base.readout1[0]  # [N, H]: the silu's input
+            sig = torch.sigmoid(z)
+            dz = (sig * (1.0 + z * (1.0 - sig))) * self.base.readout2[0, :, 0]  # dE_i/dz [N, H]
+            outer = scalars[0].unsqueeze(2) * dz.unsqueeze(1)  # dE_i/dW1 [N, C, H]
+            feats = torch.cat([feats, outer.reshape(feats.shape[0], -1)], dim=1)
+        return feats * self.base.atom_scale.index_select(0, types).unsqueeze(1), atom_e
 
     def raw_sigma(self, feats: Tensor) -> Tensor:
         """[..., H] -> sqrt(f^T P f) [...] (uncalibrated)."""
@@ -165,7 +175,7 @@ def _reference(atoms, n: int, source: str) -> Tuple[float, np.ndarray]:
 
 
 def fit(base: EquivariantPotential, train: Sequence, val: Sequence, train_source: str = "training set",
-        val_source: str = "validation set") -> Tuple[LastLayerUncertainty, Dict[str, Any]]:
+        val_source: str = "validation set", readout_gradient: bool = True) -> Tuple[LastLayerUncertainty, Dict[str, Any]]:
     """Covariance of the training atoms' features, regulariser and scales fitted on the validation set."""
     from .training.calibration import fit_scale, gaussian_nll
 
@@ -173,11 +183,11 @@ def fit(base: EquivariantPotential, train: Sequence, val: Sequence, train_source
         raise ValueError(f"{train_source} holds no structures; LLPR needs the model's training data (--data)")
     if not len(val):
         raise ValueError(f"{val_source} holds no structures; LLPR needs labelled validation data (--val)")
-    model = LastLayerUncertainty(base, torch.eye(base.readout2.shape[1], dtype=base.atom_shift.dtype))
+    h = base.readout2.shape[1] * (1 + (base.readout1.shape[1] if readout_gradient else 0))
+    model = LastLayerUncertainty(base, torch.eye(h, dtype=base.atom_shift.dtype), readout_gradient=readout_gradient)
     model.eval()
     feats = np.concatenate([frame_features(model, a) for a in train])
     cov = feats.T @ feats
-    h = cov.shape[0]
     mean_eig = max(float(np.trace(cov)) / h, 1e-300)
     val_f, val_g, f_err, e_err = [], [], [], []
     for n, atoms in enumerate(val):
@@ -206,20 +216,20 @@ def fit(base: EquivariantPotential, train: Sequence, val: Sequence, train_source
     nll, t, prec, s_f = best
     raw_e = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", vg, prec, vg), 1e-300))
     alpha = float(math.sqrt(np.mean(eerr ** 2 / raw_e ** 2)))
-    model = LastLayerUncertainty(base, torch.as_tensor(prec), alpha, s_f)
-    info = {"regularizer": t * mean_eig, "regularizer_relative": t, "force_scale": s_f, "energy_scale": alpha,
+    model = LastLayerUncertainty(base, torch.as_tensor(prec), alpha, s_f, readout_gradient)
+    info = {"features": "readout gradient" if readout_gradient else "last layer", "regularizer": t * mean_eig, "regularizer_relative": t, "force_scale": s_f, "energy_scale": alpha,
             "train_atoms": int(feats.shape[0]), "feature_dim": h, "val_force_nll": float(nll)}
     return model, info
 
 
 def make_llpr(model_path: PathLike, train: PathLike, val: PathLike, out: PathLike, member: Optional[int] = None,
-              name: str = "") -> Path:
+              name: str = "", readout_gradient: bool = True) -> Path:
     """Write an LLPR model file from a trained single model (or one committee member) and its data."""
     from .training.dataset import read_frames
 
     loaded = load(model_path)
     base = single_model(loaded, member)
-    model, info = fit(base, read_frames(train), read_frames(val), os.fspath(train), os.fspath(val))
+    model, info = fit(base, read_frames(train), read_frames(val), os.fspath(train), os.fspath(val), readout_gradient)
     meta = loaded.metadata
     extra = {"uncertainty": KIND, "hparams": dict(meta["extra"]["hparams"], ensemble_size=1, ensemble="committee"),
              "base_model": meta.get("name") or Path(model_path).name, "member": member,
@@ -233,7 +243,8 @@ def make_llpr(model_path: PathLike, train: PathLike, val: PathLike, out: PathLik
 
 
 def _cmd_llpr(args) -> int:
-    path = make_llpr(args.model, args.data, args.val, args.out, member=args.member, name=args.name)
+    path = make_llpr(args.model, args.data, args.val, args.out, member=args.member, name=args.name,
+                     readout_gradient=not args.last_layer_only)
     meta = load(path).metadata
     info = meta["extra"]["llpr"]
     print(f"wrote {path}: last-layer uncertainty, {info['train_atoms']} training atoms, regulariser "
@@ -250,5 +261,7 @@ def register_cli(sub) -> None:
     p.add_argument("--val", required=True, help="labelled validation set (extxyz): regulariser and scales")
     p.add_argument("--member", type=nonneg_int, default=None, help="use member K of a committee file")
     p.add_argument("-o", "--out", required=True, help="output .pt file")
+    p.add_argument("--last-layer-only", action="store_true",
+                   help="features of the last linear layer only (default: also the first readout layer's gradient)")
     p.add_argument("--name", default="", help="model name stored in the metadata")
     p.set_defaults(func=_cmd_llpr)
