@@ -7,15 +7,19 @@ scaled) and, with g = sum_i f_i, the total-energy std alpha sqrt(g^T (.)^-1 g). 
 the forward pass already computes: no extra backward pass, so the cost is one model's.
 
 Force std (the output engines read most): the exact last-layer force variance needs one backward pass per
-feature (H of them, i.e. an H-member committee's cost), so we use the per-atom energy LLPR std mapped to a
-force std by its own scale s_F, fitted on validation forces with the committee's closed-form NLL fit
-(:func:`mlpot_plugins.training.calibration.fit_scale`): forces_std_i = s_F sqrt(f_i^T (.)^-1 f_i).
-vs (the regulariser) is chosen on the validation set (lowest force NLL over a grid), alpha by the NLL fit of
-the validation total energies.
+feature (D of them, a D-member committee's cost), so we use the per-atom uncertainties u_i = sqrt(f_i^T
+(.)^-1 f_i) instead: F_i depends on the energies of i and its neighbours, so forces_std_i = s_F (u_i + w
+sum_{j in N(i)} u_j), s_F fitted on validation forces with the committee's closed-form NLL fit
+(:func:`mlpot_plugins.training.calibration.fit_scale`); vs (the regulariser) and w (a small grid, 0 allowed)
+are chosen by the lowest validation force NLL, alpha by the NLL fit of the validation total energies. The
+neighbour sum is additive (each owned centre adds w u_j to its neighbours' rows), so engines with ghost atoms
+get it exactly by the reverse communication they already do for forces.
+Features f_i: dE_i/dw of the last linear layer (H), and by default also of the first readout layer (closed
+form, C H more): on cu-emt the wider set ranks errors better (benchmarks/llpr_vs_committee.py).
 
 Engines read uncertainty only from committees (``ensemble_size > 1``), so the file is a two-member
 *pseudo-committee*: ``forces``/``energy``/``energies`` are the base model's own (bit for bit), and
-``member_forces`` are F +- d_i with |d_i| = sqrt(f_i^T (.)^-1 f_i) on the owned rows (zero on ghosts), so
+``member_forces`` are F +- d_i with |d_i| = u_i + w sum_j u_j (assembled over ghost rows like forces), so
 ``force_uncertainty(member_forces)`` -- what LAMMPS calls after summing ghost rows -- is forces_std; no
 engine changes. ``member_energy`` is E +- energy_std / s_F likewise. No ``member_virial`` (no virial std).
 """
@@ -37,13 +41,14 @@ from .models.equivariant import EquivariantPotential
 
 KIND = "llpr"
 REG_GRID = tuple(10.0 ** e for e in range(-12, 1))  # vs / (mean eigenvalue of F^T F)
+NEIGHBOUR_WEIGHTS = (0.0, 1.0 / 12.0, 0.25, 1.0)  # weight of the neighbours' stds in an atom's force std
 
 
 class LastLayerUncertainty(AtomisticPotential):
     """A single equivariant model plus the last-layer precision matrix (see the module docstring)."""
 
     def __init__(self, base: EquivariantPotential, precision: Tensor, energy_scale: float = 1.0,
-                 force_scale: float = 1.0, readout_gradient: bool = True):
+                 force_scale: float = 1.0, readout_gradient: bool = True, neighbour_weight: float = 0.0):
         if base.ensemble_size != 1:
             raise ValueError(f"LLPR needs a single model (ensemble_size 1), got ensemble_size {base.ensemble_size}")
         super().__init__(base.species, base.cutoff, 2, force_scale)
@@ -51,6 +56,7 @@ class LastLayerUncertainty(AtomisticPotential):
         self.register_buffer("precision", precision.to(base.atom_shift.dtype))  # (F^T F + vs I)^-1 [H, H]
         self.energy_scale: float = float(energy_scale)
         self.readout_gradient: bool = bool(readout_gradient)
+        self.neighbour_weight: float = float(neighbour_weight)
         self.range: float = float(base.interaction_range())
         self.register_buffer("direction", torch.ones(3, dtype=base.atom_shift.dtype) / math.sqrt(3.0))
 
@@ -96,6 +102,11 @@ class LastLayerUncertainty(AtomisticPotential):
             raw_total = self.raw_sigma(f.sum(0))
             d = torch.zeros((n, 3), dtype=r.dtype, device=r.device)
             d[:n_local] = raw.unsqueeze(1) * self.direction
+            if self.neighbour_weight > 0.0:  # owned centres add to their neighbours' rows (ghost rows: summed
+                keep = (edge_index[0] < n_local).nonzero().squeeze(1)  # into owners by the engine, like forces)
+                centre = edge_index[0].index_select(0, keep)
+                add = (self.neighbour_weight * raw.index_select(0, centre)).unsqueeze(1) * self.direction
+                d = d.index_add(0, edge_index[1].index_select(0, keep), add)
             forces = out["forces"]
             member_forces = torch.stack([forces + d, forces - d])
             e_dev = raw_total * self.energy_scale / self.uncertainty_scale
@@ -166,6 +177,14 @@ def frame_features(model: LastLayerUncertainty, atoms) -> np.ndarray:
     return feats.numpy()
 
 
+def _located(fn, model, atoms, n: int, source: str):
+    """fn(model, atoms), a ValueError naming the file and structure."""
+    try:
+        return fn(model, atoms)
+    except ValueError as exc:
+        raise ValueError(f"{source}: structure {n}: {exc}") from None
+
+
 def _reference(atoms, n: int, source: str) -> Tuple[float, np.ndarray]:
     res = atoms.calc.results if atoms.calc is not None else {}
     if "forces" not in res or "energy" not in res:
@@ -186,38 +205,47 @@ def fit(base: EquivariantPotential, train: Sequence, val: Sequence, train_source
     h = base.readout2.shape[1] * (1 + (base.readout1.shape[1] if readout_gradient else 0))
     model = LastLayerUncertainty(base, torch.eye(h, dtype=base.atom_shift.dtype), readout_gradient=readout_gradient)
     model.eval()
-    feats = np.concatenate([frame_features(model, a) for a in train])
+    feats = np.concatenate([_located(frame_features, model, a, n, train_source) for n, a in enumerate(train)])
     cov = feats.T @ feats
     mean_eig = max(float(np.trace(cov)) / h, 1e-300)
-    val_f, val_g, f_err, e_err = [], [], [], []
+    val_f, val_g, f_err, e_err, pairs = [], [], [], [], []
+    offset = 0
     for n, atoms in enumerate(val):
         e_ref, f_ref = _reference(atoms, n, val_source)
-        pos, types, ei, sh = _frame_tensors(model, atoms)
-        out = model.compute(pos, types, ei, sh, len(atoms), False, False)
+        out = _located(lambda m, a: m.compute(*_frame_tensors(m, a), len(a), False, False), model, atoms, n,
+                       val_source)
         f = frame_features(model, atoms)
+        ei = _frame_tensors(model, atoms)[2].numpy()
+        pairs.append(ei + offset)
+        offset += len(atoms)
         val_f.append(f)
         val_g.append(f.sum(0))
         f_err.append(out["forces"].detach().numpy() - f_ref)
         e_err.append(float(out["energy"]) - e_ref)
     vf, vg, ferr, eerr = np.concatenate(val_f), np.stack(val_g), np.concatenate(f_err), np.asarray(e_err)
+    centre, neighbour = np.concatenate(pairs, axis=1)
     best = None
     for t in REG_GRID:
         prec = np.linalg.inv(cov + t * mean_eig * np.eye(h))
         raw = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", vf, prec, vf), 0.0))
         if not np.any(raw > 0):
             continue
-        s_f = fit_scale(raw, ferr)
-        nll = gaussian_nll(s_f * raw, ferr)
-        if np.isfinite(nll) and (best is None or nll < best[0]):
-            best = (nll, t, prec, s_f)
+        for w in NEIGHBOUR_WEIGHTS:
+            agg = raw.copy()
+            np.add.at(agg, neighbour, w * raw[centre])
+            s_f = fit_scale(agg, ferr)
+            nll = gaussian_nll(s_f * agg, ferr)
+            if np.isfinite(nll) and (best is None or nll < best[0]):
+                best = (nll, t, prec, s_f, w)
     if best is None:
         raise ValueError(f"{val_source}: the last-layer features are zero on every atom, so no uncertainty can "
                          "be fitted; check that the model was trained")
-    nll, t, prec, s_f = best
+    nll, t, prec, s_f, w = best
     raw_e = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", vg, prec, vg), 1e-300))
     alpha = float(math.sqrt(np.mean(eerr ** 2 / raw_e ** 2)))
-    model = LastLayerUncertainty(base, torch.as_tensor(prec), alpha, s_f, readout_gradient)
-    info = {"features": "readout gradient" if readout_gradient else "last layer", "regularizer": t * mean_eig, "regularizer_relative": t, "force_scale": s_f, "energy_scale": alpha,
+    model = LastLayerUncertainty(base, torch.as_tensor(prec), alpha, s_f, readout_gradient, w)
+    info = {"features": "readout gradient" if readout_gradient else "last layer", "regularizer": t * mean_eig,
+            "regularizer_relative": t, "neighbour_weight": w, "force_scale": s_f, "energy_scale": alpha,
             "train_atoms": int(feats.shape[0]), "feature_dim": h, "val_force_nll": float(nll)}
     return model, info
 

@@ -50,7 +50,7 @@ CASES = {  # id: (argv with {d} for the data folder, key words of the message)
     "validation set without labels": (["cu-emt", "--member", "0", "--data", "{d}/train.extxyz", "--val",
                                        "{d}/unlabelled.extxyz"], ["structure 0 has no reference energy/forces",
                                                                   "calculator attached"]),
-    "training data of another element": (["cu-emt", "--member", "0", "--data", "{d}/gold.extxyz"], ["Au"]),
+    "training data of another element": (["cu-emt", "--member", "0", "--data", "{d}/gold.extxyz"], ["gold.extxyz: structure 0", "['Au']", "use a model trained for them"]),
 }
 
 

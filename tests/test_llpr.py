@@ -10,7 +10,8 @@ from lammps_util import plugin, read_dump, run_lmp, write_data  # noqa: F401
 from mlpot_plugins import export, load
 from mlpot_plugins.ase import MLPotCalculator
 from mlpot_plugins.cli import main
-from mlpot_plugins.llpr import single_model
+from mlpot_plugins.llpr import LastLayerUncertainty, single_model
+from mlpot_plugins.neighbors import neighbor_list
 from mlpot_plugins.refdata import label
 
 
@@ -57,8 +58,13 @@ def test_base_outputs_unchanged_and_uncertainty_outputs(files):
     assert std.shape == (len(atoms),) and (std > 0).all()
     # the pseudo-members are symmetric about the base forces, so engines' force_uncertainty gives forces_std
     np.testing.assert_allclose(out["member_forces"].mean(0).numpy(), out["forces"].numpy(), atol=1e-12)
-    ratio = out["energies_std"].numpy() / std
-    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-10)  # both from the same per-atom last-layer std
+    # forces_std = s_F (u_i + w sum_{j in N(i)} u_j), energies_std = alpha u_i
+    info = meta["extra"]["llpr"]
+    u = out["energies_std"].numpy() / info["energy_scale"]
+    ei, _ = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, meta["cutoff"])
+    agg = u.copy()
+    np.add.at(agg, ei[1], info["neighbour_weight"] * u[ei[0]])
+    np.testing.assert_allclose(std, info["force_scale"] * agg, rtol=1e-10)
 
 
 def test_sigma_invariant_under_rotation_and_permutation(files):
@@ -91,26 +97,33 @@ def test_same_per_atom_std_in_ase_lammps_openmm(files, plugin, tmp_path):
     from mlpot_plugins.openmm import UncertaintyReporter, create_force, read_uncertainty
     from openmm_systems import empty_system, topology_of
 
+    # the fitted file with a neighbour weight forced > 0, so ghost rows carry part of the force std
+    fitted = load(files["llpr"])
+    info = fitted.metadata["extra"]["llpr"]
+    model = str(export(LastLayerUncertainty(single_model("cu-emt", 0), fitted.module.precision, info["energy_scale"],
+                                            info["force_scale"], True, 0.25),
+                       tmp_path / "llpr-w.pt", extra=fitted.metadata["extra"]))
     atoms = cu_frames(1, 9, amplitude=0.1, repeat=3)[0]
-    atoms.calc = MLPotCalculator(str(files["llpr"]))
+    atoms.calc = MLPotCalculator(model)
     ase_std = atoms.calc.get_property("forces_std", atoms)
     ase_estd = atoms.calc.get_property("energies_std", atoms)
     write_data(tmp_path / "system.data", atoms, ("Cu",))
     deck = (f"units metal\natom_style atomic\nboundary p p p\natom_modify map array\nplugin load {plugin}\n"
-            f"read_data system.data\npair_style mlpot {files['llpr']}\npair_coeff * * Cu\n"
+            f"read_data system.data\npair_style mlpot {model}\npair_coeff * * Cu\n"
             "compute u all mlpot/atom\ndump d all custom 1 dump.atoms id c_u[1] c_u[2]\n"
             "dump_modify d format float %.17g\nrun 0\n")
-    run_lmp(deck, tmp_path, 1, timeout=300)
-    d = read_dump(tmp_path / "dump.atoms")
-    np.testing.assert_allclose(d["c_u[1]"], ase_std, rtol=1e-9)
-    np.testing.assert_allclose(d["c_u[2]"], ase_estd, rtol=1e-9)
+    for nprocs in (1, 2):
+        run_lmp(deck, tmp_path, nprocs, timeout=300)
+        d = read_dump(tmp_path / "dump.atoms")
+        np.testing.assert_allclose(d["c_u[1]"], ase_std, rtol=1e-9)
+        np.testing.assert_allclose(d["c_u[2]"], ase_estd, rtol=1e-9)
 
     system = empty_system(atoms)
-    system.addForce(create_force(str(files["llpr"]), topology_of(atoms)))
+    system.addForce(create_force(model, topology_of(atoms)))
     sim = app.Simulation(topology_of(atoms), system, openmm.VerletIntegrator(0.0),
                          openmm.Platform.getPlatformByName("Reference"))
     sim.context.setPositions(atoms.positions * units.NM_PER_ANGSTROM)
-    rep = UncertaintyReporter(str(files["llpr"]), tmp_path / "u.txt", 1)
+    rep = UncertaintyReporter(model, tmp_path / "u.txt", 1)
     sim.reporters.append(rep)
     sim.step(1)  # zero time step: the reported positions are the ASE ones
     rep.close()
