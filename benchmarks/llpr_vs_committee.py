@@ -33,6 +33,15 @@ from mlpot_plugins.training.dataset import read_frames  # noqa: E402
 SETS = {"train": ("train", 0), "test": ("train", 1), "ood-hot": ("ood-hot", 2), "ood-compressed": ("ood-compressed", 3)}
 
 
+def ensure_sets(work: Path) -> Path:
+    """The EMT sets of build_cu_emt.py in ``work`` (generated once)."""
+    work.mkdir(exist_ok=True)
+    for name, (which, seed) in SETS.items():
+        if not (work / f"{name}.extxyz").is_file():
+            write(work / f"{name}.extxyz", generate("Cu", which, seed=seed))
+    return work
+
+
 def predictions(model, frames):
     sig, err = [], []
     for atoms in frames:
@@ -48,11 +57,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=8)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    work = Path(a.workdir)
-    work.mkdir(exist_ok=True)
-    for name, (which, seed) in SETS.items():
-        if not (work / f"{name}.extxyz").is_file():
-            write(work / f"{name}.extxyz", generate("Cu", which, seed=seed))
+    work = ensure_sets(Path(a.workdir))
     test = read_frames(work / "test.extxyz")
     write(work / "val.extxyz", test[::2])
     heldout = test[1::2]
