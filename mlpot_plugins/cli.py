@@ -10,7 +10,7 @@ from typing import List, Optional
 # Modules with a ``register_cli(subparsers)`` function; each adds its own sub-commands.
 FEATURE_MODULES: List[str] = ["mlpot_plugins.lammps", "mlpot_plugins.training.cli", "mlpot_plugins.holstein.cli",
                               "mlpot_plugins.importers", "mlpot_plugins.committee",
-                              "mlpot_plugins.learn"]
+                              "mlpot_plugins.learn", "mlpot_plugins.llpr"]
 
 
 def _cmd_models(args) -> int:

@@ -86,6 +86,10 @@ class EquivariantPotential(AtomisticPotential):
         return self.n_layers * self.cutoff
 
     def member_atom_energies(self, edge_vectors: Tensor, edge_index: Tensor, types: Tensor) -> Tensor:
+        return self.readout(self.trunk(edge_vectors, edge_index, types), types)
+
+    def trunk(self, edge_vectors: Tensor, edge_index: Tensor, types: Tensor) -> Tensor:
+        """[K, E, 3] edge vectors -> scalar features of the last layer [K, N, C] (the readout's input)."""
         k = edge_vectors.shape[0]
         centre, neighbour = edge_index[0], edge_index[1]
         sh, basis = self.geometry(edge_vectors)
@@ -93,7 +97,7 @@ class EquivariantPotential(AtomisticPotential):
         feats: List[Tensor] = [h0.unsqueeze(-1)]
         for layer in self.layers:
             feats = layer(feats, sh, basis, centre, neighbour, types, types.shape[0])
-        return self.readout(feats[0].squeeze(-1), types)
+        return feats[0].squeeze(-1)
 
     def geometry(self, edge_vectors: Tensor) -> List[Tensor]:
         """[K, E, 3] -> spherical harmonics [K, E, (lmax+1)^2] and radial basis [K, E, n_basis] (envelope in)."""
@@ -102,8 +106,15 @@ class EquivariantPotential(AtomisticPotential):
 
     def readout(self, scalars: Tensor, types: Tensor) -> Tensor:
         """Scalar features [K, N, C] (or [1, N, C] from a shared trunk) -> per-atom member energies [K, N]."""
+        return self.readout_energy(self.readout_features(scalars), types)
+
+    def readout_features(self, scalars: Tensor) -> Tensor:
+        """Scalar features [K, N, C] (or [1, N, C]) -> the last linear layer's input features [K, N, H]."""
         scalars = scalars.expand(self.readout1.shape[0], -1, -1)
-        hidden = torch.nn.functional.silu(torch.bmm(scalars, self.readout1))
+        return torch.nn.functional.silu(torch.bmm(scalars, self.readout1))
+
+    def readout_energy(self, hidden: Tensor, types: Tensor) -> Tensor:
+        """Last-layer features [K, N, H] -> per-atom member energies [K, N] (linear in the features)."""
         out = torch.bmm(hidden, self.readout2).squeeze(-1)  # [K, N]
         return self.atom_shift.index_select(0, types) + self.atom_scale.index_select(0, types) * out
 
