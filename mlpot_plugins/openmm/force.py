@@ -11,6 +11,7 @@ import torch  # before openmmtorch: its extension links against the loaded libto
 
 from .ml_region import MLRegion, resolve_region
 from ..model_file import resolve_device
+from ..engine_setup import engine_setup
 from .model_loading import load_for_openmm
 
 BACKENDS = ("torch", "python")
@@ -18,7 +19,7 @@ BACKENDS = ("torch", "python")
 
 def create_force(model, topology_or_elements, atoms: Optional[Iterable[int]] = None, device: str = "cpu",
                  dtype: Union[None, str, torch.dtype] = None, backend: str = "torch",
-                 periodic: Optional[bool] = None, cuda_graphs: bool = False):
+                 periodic: Optional[bool] = None, cuda_graphs: bool = False, threads: Optional[int] = None):
     """Return an OpenMM Force computing the model's energy and forces.
 
     model: path to an exported .pt file, a shipped model name, or a :class:`~mlpot_plugins.LoadedModel`.
@@ -31,12 +32,15 @@ def create_force(model, topology_or_elements, atoms: Optional[Iterable[int]] = N
         "python" -> ``openmm.PythonForce`` (any torch build, model run from Python each step).
     periodic: default: periodic when the topology has a box (an element list: not periodic).
     cuda_graphs: with a cuda device, ask openmm-torch to capture the model in a CUDA graph.
+    threads: torch intra-op threads for this process (None: MLPOT_THREADS, OMP_NUM_THREADS, else 1); the
+        allocator is tuned too (mlpot_plugins.engine_setup, docs/equivariant.md "Speed").
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)}")
     # a bad device name fails here; a missing GPU too for the python backend (the torch backend's
     # device follows OpenMM's platform, so a force built on a CPU machine may run on a GPU one)
     resolve_device(device, available=backend == "python")
+    engine_setup(threads)
     loaded = load_for_openmm(model, device if backend == "python" else "cpu", dtype)
     if backend == "torch" and loaded.metadata.get("torch_libraries"):
         raise ValueError(f"{loaded.path}: the model holds TorchScript extension objects "
