@@ -104,24 +104,27 @@ std::string dtype_name(torch::ScalarType t)
 // pays page faults on hundreds of MiB (2048 Cu atoms: 2.2-3.1x slower, issue 12). Once per process keep freed
 // memory for the next call, as mlpot_plugins.engine_setup.tune_malloc does for the Python engines.
 // Opt out: MLPOT_MALLOC=system, or any of glibc's own MALLOC_*_ variables (yours win).
-static void tune_malloc()
+// Returns false for a value of MLPOT_MALLOC it does not understand.
+static bool tune_malloc()
 {
+  const char *opt = getenv("MLPOT_MALLOC");
+  const std::string value = opt ? opt : "";
+  if (value == "system" || value == "off" || value == "0" || value == "no") return true;
+  if (!value.empty() && value != "tuned" && value != "on" && value != "1" && value != "yes") return false;
 #ifdef __GLIBC__
   static bool done = false;
-  if (done) return;
+  if (done) return true;
   done = true;
-  const char *opt = getenv("MLPOT_MALLOC");
-  if (opt && (!strcmp(opt, "system") || !strcmp(opt, "off") || !strcmp(opt, "0") || !strcmp(opt, "no"))) return;
   for (const char *v : {"MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_"})
-    if (getenv(v)) return;
+    if (getenv(v)) return true;
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
+  return true;
 }
 
 PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
 {
-  tune_malloc();
   threads_opt = 0;
   single_enable = 0;
   restartinfo = 1;
@@ -577,6 +580,9 @@ void PairMLPot::init_style()
                mlpot_units::SUPPORTED);
   if (fac.length != len_factor || fac.energy != eng_factor)
     error->all(FLERR, "pair_style mlpot: units changed after pair_style; re-issue pair_style");
+  if (!tune_malloc())
+    error->all(FLERR, "MLPOT_MALLOC={} is not understood; use 'system' (leave glibc's malloc settings alone) or "
+                      "unset it (keep freed tensors for the next call)", getenv("MLPOT_MALLOC"));
   if (force->newton_pair == 0)
     error->all(FLERR, "pair_style mlpot requires newton_pair on (ghost forces are summed by reverse "
                       "communication); remove 'newton off' from the input");
