@@ -49,9 +49,10 @@ def malloc_opt_out() -> Optional[str]:
 def tune_malloc() -> bool:
     """Once per process: keep freed big tensors in glibc's heap (module docstring). True if applied."""
     global _malloc_state
+    opt_out = malloc_opt_out()  # checked on every call: a bad MLPOT_MALLOC is reported, not ignored
     if _malloc_state is None:
         _malloc_state = False
-        if malloc_opt_out() is None:
+        if opt_out is None:
             try:
                 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
                 mallopt = libc.mallopt
