@@ -8,6 +8,7 @@ calculator on a rattled fcc Cu cell, forces + virial + uncertainty, one warm-up 
 * allocator: the engines' default (mlpot_plugins.engine_setup.tune_malloc) vs ``MLPOT_MALLOC=system``
   (glibc's defaults), 864 and 2048 atoms;
 * threads: 1 (the engines' default) vs 2 torch threads, 864 atoms (on a shared machine);
+* spline basis: the cu-emt weights re-scripted with the 4-spline (sparse) basis vs every spline (dense);
 * NVE drift: a short velocity-Verlet run (108 atoms, 300 K) in float64 and in float32.
 
 ``python benchmarks/model_speed.py [--repeats 3] [--nve-steps 100] [--skip-2048]``
@@ -39,7 +40,10 @@ def worker(cfg):
 
     from mlpot_plugins.ase import MLPotCalculator
 
-    calc = MLPotCalculator("cu-emt", dtype=cfg["dtype"])
+    model = "cu-emt"
+    if cfg.get("basis"):  # the cu-emt weights re-scripted with this code's spline basis, sparse or dense
+        model = rescripted(cfg["basis"])
+    calc = MLPotCalculator(model, dtype=cfg["dtype"])
     atoms = rattled(cfg["repeat"])
     times = []
     for i in range(cfg["repeats"] + 1):
@@ -59,6 +63,27 @@ def worker(cfg):
             errs.append(held.get_forces() - ref.get_forces())
         out["force_rmse"] = float(np.sqrt(np.mean(np.square(errs))))
     return out
+
+
+def rescripted(basis):
+    import tempfile
+
+    from mlpot_plugins import export, load, pretrained_path
+    from mlpot_plugins.models.equivariant import EquivariantPotential
+    from mlpot_plugins.models.radial import CubicBSplineBasis
+
+    class DenseSplineBasis(CubicBSplineBasis):
+        def forward(self, r):
+            return self.dense(r)
+
+    old = load(pretrained_path("cu-emt"))
+    model = EquivariantPotential(**dict(old.metadata["extra"]["hparams"], dtype="float64"),
+                                 species=old.metadata["species"])
+    model.load_state_dict(old.module.state_dict(), strict=True)
+    model.uncertainty_scale = old.metadata["uncertainty_scale"]
+    if basis == "dense":
+        model.basis.__class__ = DenseSplineBasis
+    return export(model, tempfile.mkdtemp() + f"/cu-emt-{basis}.pt")
 
 
 def nve(dtype, steps):
@@ -104,6 +129,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--nve-steps", type=int, default=100)
     ap.add_argument("--skip-2048", action="store_true")
+    ap.add_argument("--only", help="run only the rows whose name contains this (e.g. spline)")
     a = ap.parse_args()
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
     base = {"dtype": "float64", "repeat": 6, "repeats": a.repeats}
@@ -112,25 +138,31 @@ def main():
         "864 float32": (dict(base, dtype="float32", rmse=True), {}),
         "864 float64 malloc=system": (base, {"MLPOT_MALLOC": "system"}),
         "864 float64 threads=2": (base, {"MLPOT_THREADS": "2"}),
+        "864 float64 dense spline": (dict(base, basis="dense"), {}),
+        "864 float64 sparse spline": (dict(base, basis="sparse"), {}),
     }
     if not a.skip_2048:
         big = dict(base, repeat=8)  # 2048 atoms
         rows["2048 float64"] = (big, {})
         rows["2048 float64 malloc=system"] = (big, {"MLPOT_MALLOC": "system"})
+    if a.only:
+        rows = {k: v for k, v in rows.items() if a.only in k}
     res = {}
     for name, (cfg, env) in rows.items():
         res[name] = run(cfg, env)
         print(f"{name:30s} {res[name]['median_s']:.3f} s/call  {res[name].get('force_rmse', '')}", flush=True)
     print("ratios (this run):")
-    print(f"  float32 speed-up, 864 atoms           : {res['864 float64']['median_s'] / res['864 float32']['median_s']:.2f}x")
-    print(f"  float32 / float64 held-out force RMSE : "
-          f"{res['864 float32']['force_rmse'] / res['864 float64']['force_rmse']:.4f}")
+
+    def ratio(label, slow, fast, key="median_s", fmt="{:.2f}x"):
+        if slow in res and fast in res:
+            print(f"  {label:40s}: {fmt.format(res[slow][key] / res[fast][key])}")
+
+    ratio("float32 speed-up, 864 atoms", "864 float64", "864 float32")
+    ratio("float32 / float64 held-out force RMSE", "864 float32", "864 float64", "force_rmse", "{:.4f}")
     for n in ("864", "2048"):
-        if f"{n} float64 malloc=system" in res:
-            print(f"  allocator tuned vs system, {n:4s} atoms : "
-                  f"{res[f'{n} float64 malloc=system']['median_s'] / res[f'{n} float64']['median_s']:.2f}x")
-    print(f"  1 vs 2 torch threads, 864 atoms       : "
-          f"{res['864 float64 threads=2']['median_s'] / res['864 float64']['median_s']:.2f}x (>1: 1 thread faster)")
+        ratio(f"allocator tuned vs system, {n} atoms", f"{n} float64 malloc=system", f"{n} float64")
+    ratio("1 vs 2 torch threads, 864 atoms (>1: 1 faster)", "864 float64 threads=2", "864 float64")
+    ratio("sparse vs dense spline basis, 864 atoms", "864 float64 dense spline", "864 float64 sparse spline")
     if a.nve_steps:
         for dtype in ("float64", "float32"):
             print(f"  NVE {dtype}: {json.dumps(run({'nve': dtype, 'steps': a.nve_steps}, {}))}", flush=True)
