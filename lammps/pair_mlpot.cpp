@@ -32,6 +32,9 @@
 #include <cmath>
 #include <cstring>
 #include <dlfcn.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -70,8 +73,32 @@ std::string first_line(const std::string &text)
 
 }    // namespace
 
+// glibc would mmap every big edge tensor and unmap it on free, and trim the heap top: each model call then
+// pays page faults on hundreds of MiB (2048 Cu atoms: 2.2-3.1x slower, issue 12). Once per process keep freed
+// memory for the next call, as mlpot_plugins.engine_setup.tune_malloc does for the Python engines.
+// Opt out: MLPOT_MALLOC=system, or any of glibc's own MALLOC_*_ variables (yours win).
+// Returns false for a value of MLPOT_MALLOC it does not understand.
+static bool tune_malloc()
+{
+  const char *opt = getenv("MLPOT_MALLOC");
+  const std::string value = opt ? opt : "";
+  if (value == "system" || value == "off" || value == "0" || value == "no") return true;
+  if (!value.empty() && value != "tuned" && value != "on" && value != "1" && value != "yes") return false;
+#ifdef __GLIBC__
+  static bool done = false;
+  if (done) return true;
+  done = true;
+  for (const char *v : {"MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_"})
+    if (getenv(v)) return true;
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+  return true;
+}
+
 PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
 {
+  threads_opt = 0;
   single_enable = 0;
   restartinfo = 1;
   one_coeff = 1;
@@ -131,17 +158,21 @@ void PairMLPot::allocate()
 }
 
 /* pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N]
-                          [model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD] [layerwise yes|no] */
+                          [model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD] [layerwise yes|no]
+                          [dtype float32|float64] [threads N] */
 void PairMLPot::settings(int narg, char **arg)
 {
   const char *usage = "expected: pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N] "
-                      "[model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD] [layerwise yes|no]";
+                      "[model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD] [layerwise yes|no] "
+                      "[dtype float32|float64] [threads N]";
   if (narg < 1) error->all(FLERR, "Illegal pair_style mlpot command: no model file; {}", usage);
 
   device_name = "cpu";
   unc_every = devi_every = devi_calibrated = devi_atomic = 0;
   fallback_threshold = 0.0;
   layerwise_opt = -1;
+  dtype_opt.clear();
+  threads_opt = 0;
   devi_file.clear();
   int iarg = 1;
   auto every = [&](int at, const char *what) {
@@ -175,6 +206,19 @@ void PairMLPot::settings(int narg, char **arg)
         error->all(FLERR, "pair_style mlpot layerwise must be yes or no, got '{}' (no: run a message-passing model "
                           "as one call on a ghost shell of its interaction_range)", value);
       layerwise_opt = value == "yes" ? 1 : 0;
+      iarg += 2;
+    } else if (word == "dtype") {
+      if (iarg + 1 >= narg) error->all(FLERR, "pair_style mlpot dtype: expected float32 or float64 after it; {}", usage);
+      dtype_opt = arg[iarg + 1];
+      if (dtype_opt != "float32" && dtype_opt != "float64")
+        error->all(FLERR, "pair_style mlpot dtype must be float32 or float64, got '{}' (half precision is too "
+                          "coarse for forces; drop the option to run the model file's own dtype)", dtype_opt);
+      iarg += 2;
+    } else if (word == "threads") {
+      if (iarg + 1 >= narg) error->all(FLERR, "pair_style mlpot threads: expected a number N >= 1 after it; {}", usage);
+      threads_opt = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (threads_opt < 1)
+        error->all(FLERR, "pair_style mlpot threads must be >= 1 (torch threads per MPI rank), got {}", threads_opt);
       iarg += 2;
     } else if (word == "uncertainty") {
       unc_every = every(iarg + 1, "uncertainty");
@@ -447,6 +491,13 @@ void PairMLPot::load_model(const std::string &path_in)
   if (!m->lattice && nmembers > 1 && !mod.find_method("force_uncertainty"))
     error->all(FLERR, "pair_style mlpot: committee model '{}' (ensemble_size {}) has no exported "
                       "force_uncertainty() method; {}", path, nmembers, fix);
+  if (m->lattice && !dtype_opt.empty() && dtype_opt != dtype)    // the rule of model_file.convert_dtype
+    error->all(FLERR, "pair_style mlpot: dtype conversion is for atomistic models; lattice model '{}' runs in its "
+                      "exported dtype {} (drop 'dtype {}')", path, dtype, dtype_opt);
+  if (!dtype_opt.empty() && dtype_opt != dtype) {    // pair_style option dtype: cast the whole module once
+    m->dtype = dtype_opt == "float64" ? torch::kFloat64 : torch::kFloat32;
+    mod.to(m->dtype);
+  }
   std::tie(mp_layers, mp_feature_dim) = layerwise_contract(error, meta, mod, path);
   if (layerwise_opt == 1 && mp_layers == 0)
     error->all(FLERR, "pair_style mlpot layerwise yes: model '{}' does not export the layer-wise methods (mp_*, "
@@ -544,6 +595,9 @@ bool PairMLPot::lattice() const { return model && model->lattice; }
 void PairMLPot::init_style()
 {
   check_units(false);
+  if (!tune_malloc())
+    error->all(FLERR, "MLPOT_MALLOC={} is not understood; use 'system' (leave glibc's malloc settings alone) or "
+                      "unset it (keep freed tensors for the next call)", getenv("MLPOT_MALLOC"));
   if (lattice()) {
     lattice_init_style();    // pair_mlpot_lattice.cpp: needs no neighbour list, only ghost sites
   } else {
@@ -559,9 +613,17 @@ void PairMLPot::init_style()
   if (!ours) cutghost_user = comm->cutghostuser;
   comm->cutghostuser = ghostneigh ? std::max(cutghost_user, range_lmp + neighbor->skin) : cutghost_user;
   cutghost_set = comm->cutghostuser;
-  // several ranks and no OMP_NUM_THREADS: one torch thread per rank, as LAMMPS does for OpenMP
-  // (otherwise libtorch follows OMP_NUM_THREADS itself; a Python host process is left alone)
-  if (comm->nprocs > 1 && !getenv("OMP_NUM_THREADS")) at::set_num_threads(std::max(1, comm->nthreads));
+  // torch threads per rank: option threads N, else MLPOT_THREADS, else OMP_NUM_THREADS (libtorch follows it
+  // itself), else LAMMPS's own thread count (-sf omp / package omp; 1 by default). More threads than free
+  // cores were 4-10x slower on a loaded machine (issue 12).
+  int nthreads = threads_opt;
+  const char *env = getenv("MLPOT_THREADS");
+  if (!nthreads && env && *env) {
+    nthreads = atoi(env);
+    if (nthreads < 1) error->all(FLERR, "pair_style mlpot: MLPOT_THREADS={} must be a number >= 1", env);
+  }
+  if (!nthreads && !getenv("OMP_NUM_THREADS")) nthreads = std::max(1, comm->nthreads);
+  if (nthreads && at::get_num_threads() != nthreads) at::set_num_threads(nthreads);
 }
 
 double PairMLPot::init_one(int i, int j)

@@ -78,6 +78,8 @@ class PairMLPot : public Pair {
   double lattice_extra[1];              // pvector (compute pair mlpot): [sites of this rank that fell back]
   // layer-wise message passing (contract "Message passing layer by layer"; pair_mlpot_layered.cpp)
   int layerwise_opt;              // pair_style option layerwise yes|no (-1: not given: yes when the model can)
+  std::string dtype_opt;          // pair_style option dtype float32|float64 (empty: the model file's own)
+  int threads_opt;                // pair_style option threads N (0: MLPOT_THREADS, OMP_NUM_THREADS, else 1)
   bool layered;                   // this model runs layer by layer on a one-cutoff ghost shell
   double layered_flag;            // the same, for extract("layerwise")
   int mp_layers, mp_feature_dim;  // metadata message_passing (0: the model does not export the methods)

@@ -1,11 +1,14 @@
 """ASE calculator for exported models: ``MLPotCalculator(model=path_or_name_or_loaded)``."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .model_file import LoadedModel, load
+from .engine_setup import engine_setup
+from .model_file import LoadedModel, load, resolve_dtype
 
 UNCERTAINTY_PROPERTIES = ("forces_std", "energies_std", "energy_std")  # the contract's names
 VIRIAL_PROPERTIES = ("stress", "stresses")
@@ -23,9 +26,17 @@ class MLPotCalculator(Calculator):
     ``stress`` raises ``PropertyNotImplementedError``.
     """
 
-    def __init__(self, model, device: str = "cpu", **kwargs):
+    def __init__(self, model, device: str = "cpu", dtype=None, threads: Optional[int] = None, **kwargs):
+        """``dtype``: "float32"/"float64" to run the model in (None: the file's own; a LoadedModel is
+        used as it is). ``threads``: torch intra-op threads (engine_setup)."""
         super().__init__(**kwargs)
-        self.model = model if isinstance(model, LoadedModel) else load(model, device=device)
+        engine_setup(threads)
+        if isinstance(model, LoadedModel):
+            if dtype is not None and resolve_dtype(dtype) != model.dtype:
+                model = load(model.path, device=str(model.device), dtype=dtype)
+            self.model = model
+        else:
+            self.model = load(model, device=device, dtype=dtype)
         if self.model.kind != "atomistic":
             raise ValueError(f"{self.model.path}: a {self.model.kind!r} model cannot drive atoms; "
                              "use an atomistic model with MLPotCalculator")

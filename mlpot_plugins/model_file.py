@@ -264,8 +264,59 @@ def use_dynamic_shapes() -> None:
     torch.jit.set_fusion_strategy([("DYNAMIC", 2)])
 
 
-def load(model: PathLike, device: str = "cpu") -> LoadedModel:
-    """Load and validate an exported model file or a shipped model name."""
+def resolve_dtype(dtype: Union[None, str, torch.dtype]) -> Optional[torch.dtype]:
+    """None (the file's own dtype), "float32"/"float64" or the torch dtype -> torch dtype; anything else
+    (float16, bfloat16, integers, typos) -> ValueError naming the choices."""
+    if dtype is None:
+        return None
+    name = str(dtype).replace("torch.", "")
+    if name not in contract.DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use None (the model file's own), "
+                         f"{' or '.join(repr(d) for d in contract.DTYPES)} (half precision is too coarse for "
+                         "forces)")
+    return getattr(torch, name)
+
+
+def convert_dtype(loaded: "LoadedModel", dtype: Union[None, str, torch.dtype]) -> "LoadedModel":
+    """Cast a freshly loaded model's parameters and buffers to ``dtype`` in place (metadata follows).
+
+    Atomistic models only: every tensor an atomistic module makes follows its inputs' and weights' dtype.
+    A trained float64 model in float32 is ~1.6-3x faster (docs/equivariant.md, "Speed")."""
+    want = resolve_dtype(dtype)
+    if want is None or want == loaded.dtype:
+        return loaded
+    if loaded.kind != "atomistic":
+        raise ValueError(f"{loaded.path}: dtype conversion is for atomistic models; this {loaded.kind!r} model "
+                         f"runs in its exported dtype {loaded.metadata['dtype']} (drop the dtype choice, or "
+                         "export it from training in the dtype you want)")
+    loaded.module = loaded.module.to(want)
+    loaded.metadata = dict(loaded.metadata, dtype=str(want).replace("torch.", ""))
+    check_module_against_metadata(loaded.module, loaded.metadata, f"{loaded.path} as {loaded.metadata['dtype']}")
+    return loaded
+
+
+def is_model_file(path: PathLike) -> bool:
+    """True for an exported model file or shipped model name (a TorchScript archive with the metadata extra
+    file)."""
+    try:
+        with zipfile.ZipFile(resolve_model_path(path)) as z:
+            return any(n.endswith("extra/" + contract.METADATA_FILE) for n in z.namelist())
+    except (OSError, zipfile.BadZipFile, ModelFormatError):
+        return False
+
+
+def save_loaded(loaded: "LoadedModel", path: PathLike) -> Path:
+    """Write a (possibly converted) loaded model back to a model file with its metadata."""
+    meta = contract.validate_metadata(dict(loaded.metadata), source=f"save({os.fspath(path)})")
+    path = output_path(path)
+    torch.jit.save(loaded.module, str(path), _extra_files={contract.METADATA_FILE: contract.dumps(meta)})
+    return path
+
+
+def load(model: PathLike, device: str = "cpu", dtype: Union[None, str, torch.dtype] = None) -> LoadedModel:
+    """Load and validate an exported model file or a shipped model name; ``dtype`` ("float32"/"float64",
+    None: the file's own) casts an atomistic model at load (convert_dtype)."""
+    want = resolve_dtype(dtype)  # before loading: a bad choice is not a file problem
     use_dynamic_shapes()
     dev = resolve_device(device)  # before loading: "CUDA unavailable" is not a file problem
     path = resolve_model_path(model)
@@ -288,7 +339,7 @@ def load(model: PathLike, device: str = "cpu") -> LoadedModel:
                                "It was not written by mlpot_plugins.export(); re-export it")
     meta = contract.loads(text, source=str(path))
     check_module_against_metadata(module, meta, str(path))
-    return LoadedModel(module, meta, path, str(dev))
+    return convert_dtype(LoadedModel(module, meta, path, str(dev)), want)
 
 
 def load_torch_libraries(path: Path) -> None:

@@ -11,6 +11,7 @@ import torch  # before openmmtorch: its extension links against the loaded libto
 
 from .ml_region import MLRegion, resolve_region
 from ..model_file import resolve_device
+from ..engine_setup import engine_setup
 from .model_loading import load_for_openmm
 
 BACKENDS = ("torch", "python")
@@ -18,7 +19,8 @@ BACKENDS = ("torch", "python")
 
 def create_force(model, topology_or_elements, atoms: Optional[Iterable[int]] = None, device: str = "cpu",
                  dtype: Union[None, str, torch.dtype] = None, backend: str = "torch",
-                 periodic: Optional[bool] = None, cuda_graphs: bool = False, fallback: Optional[float] = None):
+                 periodic: Optional[bool] = None, cuda_graphs: bool = False, fallback: Optional[float] = None,
+                 threads: Optional[int] = None):
     """Return an OpenMM Force computing the model's energy and forces.
 
     model: path to an exported .pt file, a shipped model name, or a :class:`~mlpot_plugins.LoadedModel`.
@@ -33,12 +35,15 @@ def create_force(model, topology_or_elements, atoms: Optional[Iterable[int]] = N
     cuda_graphs: with a cuda device, ask openmm-torch to capture the model in a CUDA graph.
     fallback: lattice models only: the force-std threshold above which a site gets the exact force of the
         model's own solver (:mod:`mlpot_plugins.openmm.lattice`, where the lattice topology and units are).
+    threads: torch intra-op threads for this process (None: MLPOT_THREADS, OMP_NUM_THREADS, else 1); the
+        allocator is tuned too (mlpot_plugins.engine_setup, docs/equivariant.md "Speed").
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)}")
     # a bad device name fails here; a missing GPU too for the python backend (the torch backend's
     # device follows OpenMM's platform, so a force built on a CPU machine may run on a GPU one)
     resolve_device(device, available=backend == "python")
+    engine_setup(threads)
     loaded = load_for_openmm(model, device if backend == "python" else "cpu", dtype)
     if loaded.kind == "lattice":  # particle k = lattice site k, Q = z (mlpot_plugins/openmm/lattice.py)
         from .lattice import create_lattice_force

@@ -21,7 +21,7 @@ try:
 except ImportError:  # openmm-ml not installed: the classes still import, createImpl is never called
     MLPotentialImpl = MLPotentialImplFactory = object
 
-FORCE_ARGS = ("backend", "device", "dtype", "cuda_graphs", "precision")
+FORCE_ARGS = ("backend", "device", "dtype", "cuda_graphs", "precision", "threads")
 PRECISIONS = {"single": "float32", "double": "float64"}  # openmm-ml's precision= names
 
 

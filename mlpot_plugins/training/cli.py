@@ -22,7 +22,15 @@ def _cmd_export(args) -> int:
 
         print(f"wrote {export_to(args.to, args.checkpoint, out, name=args.name)}")
         return 0
-    path = export_checkpoint(args.checkpoint, out, dtype=args.dtype, name=args.name)
+    from ..model_file import is_model_file, load, save_loaded
+
+    if is_model_file(args.checkpoint):  # an exported model file: re-export it in another dtype
+        if args.dtype is None or args.name:
+            raise ValueError(f"{args.checkpoint} is already a model file; to convert it pass --dtype float32 or "
+                             "--dtype float64 (and no --name), or give a `mlpot train` checkpoint")
+        print(f"wrote {save_loaded(load(args.checkpoint, dtype=args.dtype), out)} ({args.dtype})")
+        return 0
+    path = export_checkpoint(args.checkpoint, out, dtype=args.dtype or "float64", name=args.name)
     print(f"wrote {path}")
     return 0
 
@@ -64,11 +72,14 @@ def register_cli(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="log one JSON line per epoch instead of a bar")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("export", help="export a `mlpot train` checkpoint as a TorchScript model file")
-    p.add_argument("checkpoint", help="best.pt or last.pt written by `mlpot train` (with --to: an mlpot model file)")
+    p.add_argument("checkpoint", help="best.pt or last.pt written by `mlpot train` (with --to or --dtype: an mlpot model "
+                                         "file)")
     p.add_argument("out", nargs="?", help="output .pt file")
     p.add_argument("-o", "--output", help="output file (same as OUT)")
     p.add_argument("--to", choices=["metatomic"], help="convert an mlpot model file to this format instead")
-    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--dtype", choices=["float32", "float64"],
+                   help="dtype of the file written (checkpoints: default float64); with an mlpot model file as "
+                        "input: convert it, e.g. a float32 copy of a float64 model (docs/equivariant.md, Speed)")
     p.add_argument("--name", default="", help="model name stored in the metadata")
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("data", help="generate reference datasets")
