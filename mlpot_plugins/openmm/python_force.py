@@ -108,7 +108,7 @@ class PythonForceComputation:
         box = None if box_np is None else torch.as_tensor(box_np, device=dev)
         t1 = time.perf_counter()
         try:
-            energy, forces, stats = self.module.evaluate(pos, box, want)
+            energy, forces, stats = self.module(pos, box, want)
         except Exception as exc:  # the model's own message first, not "failed in the TorchScript interpreter"
             err = torchscript_error(exc)
             if err is exc:

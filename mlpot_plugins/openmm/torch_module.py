@@ -53,17 +53,15 @@ class OpenMMModelWrapper(nn.Module):
         self.energy_from_model: float = units.OPENMM_ENERGY_FROM_MODEL
         self.force_from_model: float = units.OPENMM_FORCE_FROM_MODEL
 
-    def forward(self, positions: Tensor, boxvectors: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        energy, forces, _ = self.evaluate(positions, boxvectors, False)
-        return energy, forces
-
-    @torch.jit.export
-    def evaluate(self, positions: Tensor, boxvectors: Optional[Tensor],
-                 need_uncertainty: bool) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
-        """``forward`` plus, with ``need_uncertainty``, the committee's ``forces_std`` [n_ml] (eV/A),
-        ``energies_std`` [n_ml] (eV) and ``energy_std`` (eV) from the same model call."""
-        out_dtype = positions.dtype
+    def forward(self, positions: Tensor, boxvectors: Optional[Tensor] = None,
+                need_uncertainty: bool = False) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
+        """(energy, forces, stats); with ``need_uncertainty`` (python backend) ``stats`` holds the committee's
+        ``forces_std`` [n_ml] (eV/A), ``energies_std`` [n_ml] (eV) and ``energy_std`` (eV) from this same
+        model call (openmm-torch reads the first two). Kept one flat method: splitting it into helper methods
+        made openmm-torch 1.5 segfault on the second of two Contexts whose evaluation raises
+        (tests/test_bad_inputs_openmm.py::test_bad_geometry_in_a_context)."""
         stats: Dict[str, Tensor] = {}
+        out_dtype = positions.dtype
         n_sys = positions.shape[0]
         if not self.use_subset and n_sys != self.types.shape[0]:
             raise RuntimeError("mlpot: the force was created for " + str(self.types.shape[0]) + " particles but "
