@@ -52,8 +52,7 @@ def _probe(name: str) -> Tuple[bool, str]:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return False, (f"openmm-torch cannot be imported next to torch {torch.__version__} ({first}); "
                            f"{EXTRA}, or use backend='python'")
-        return True, f"openmmtorch.TorchForce (openmmtorch {getattr(openmmtorch, '__version__', '?')}, " \
-                     f"torch {torch.__version__})"
+        return True, f"openmmtorch.TorchForce (openmmtorch {_version('openmmtorch')}, torch {torch.__version__})"
     try:
         from . import native
     except ImportError as exc:
@@ -71,6 +70,15 @@ def check_choice(requested: Optional[str]) -> str:
     if requested not in CHOICES:
         raise ValueError(f"backend {requested!r} is not one of {list(CHOICES)}")
     return requested
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
 
 
 def choose_backend(requested: Optional[str], loaded=None, allowed: Iterable[str] = BACKENDS) -> Tuple[str, str]:
