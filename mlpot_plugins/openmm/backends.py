@@ -95,8 +95,9 @@ def choose_backend(requested: Optional[str], loaded=None, allowed: Iterable[str]
                 raise ValueError(why)
             ok, reason = fits, reason if fits else why
         if ok:
+            reason = f"{name} ({reason})"
             if requested == "auto":
-                reason = f"auto: {name} ({reason})" + (f"; skipped {'; '.join(skipped)}" if skipped else "")
+                reason = f"auto: {reason}" + (f"; skipped {'; '.join(skipped)}" if skipped else "")
             log.info("mlpot OpenMM backend: %s", reason)
             return name, reason
         if requested != "auto":
