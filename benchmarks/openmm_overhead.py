@@ -132,6 +132,22 @@ def report_step_ratio(atoms, name: str, threads: int, min_time: float, rounds: i
     return best[1] / best[0]
 
 
+def stats_cost_ratio(atoms, name: str, min_time: float, rounds: int) -> float:
+    """The model's own price of the statistics: wrapper call with need_uncertainty / without."""
+    from mlpot_plugins.openmm.torch_module import OpenMMModelWrapper
+
+    model = mlpot_plugins.load(name)
+    types = torch.zeros(len(atoms), dtype=torch.int64)
+    wrapper = torch.jit.script(OpenMMModelWrapper(model.module, types, None, model.cutoff, True, model.dtype))
+    pos = torch.as_tensor(atoms.positions * units.NM_PER_ANGSTROM)
+    cell = torch.as_tensor(atoms.cell.array * units.NM_PER_ANGSTROM)
+    fns = [lambda: wrapper(pos, cell, False), lambda: wrapper(pos, cell, True)]
+    best = [time_per_call(fn, min_time) for fn in fns]
+    for _ in range(rounds - 1):
+        best = [min(b, time_per_call(fn, min_time)) for b, fn in zip(best, fns)]
+    return best[1] / best[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2048, 4000])
@@ -148,7 +164,7 @@ def main() -> None:
           f"{openmm.__version__}, {args.threads} thread(s), fp64, CPU platform, backends {backends}")
     head = f"{'model':>12} {'atoms':>6} {'edges':>8} {'bare':>8} {'bare+NL':>8} {'wrapper':>8} " + \
         " ".join(f"{b:>8}" for b in backends) + "   " + " ".join(f"{b + '/bare+NL':>15}" for b in backends)
-    print(head + (f" {'report/step':>11}" if args.report else ""))
+    print(head + (f" {'report/step':>11} {'stats/plain':>11}" if args.report else ""))
     for name in args.models:
         # the report-step ratio needs a committee: the model itself, or its shipped "-committee" twin
         committee = name if mlpot_plugins.load(name).metadata["ensemble_size"] > 1 else (
@@ -168,11 +184,14 @@ def main() -> None:
             if args.report:
                 ratio = (report_step_ratio(atoms, committee, args.threads, args.min_time, args.rounds)
                          if committee and "python" in backends else float("nan"))
-                line += f" {ratio:11.3f}"
+                intrinsic = (stats_cost_ratio(atoms, committee, args.min_time, args.rounds)
+                             if committee else float("nan"))
+                line += f" {ratio:11.3f} {intrinsic:11.3f}"
             print(line, flush=True)
     print("(columns bare..backends: evaluations or MD steps per CPU second; ratios: CPU time per call over CPU "
           "time per call; report/step: python backend, step with the committee reporter every step / without, "
-          "for morse-cuau its committee morse-cuau-committee)")
+          "for morse-cuau its committee morse-cuau-committee; stats/plain: that committee's own call with the "
+          "statistics / without, the least a report step can cost)")
 
 
 if __name__ == "__main__":
