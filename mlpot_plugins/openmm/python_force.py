@@ -114,6 +114,8 @@ class PythonForceComputation:
             if err is exc:
                 raise
             raise err from None
+        if dev.type == "cuda":  # so that "model" holds the GPU's work and "device_to_host" the copies only
+            torch.cuda.synchronize(dev)
         t2 = time.perf_counter()
         energy, forces = float(energy), forces.detach().cpu().numpy()  # (syncs a GPU)
         if want:
