@@ -1,21 +1,25 @@
 """OpenMM overhead: MD steps/s with the model as a Force vs the bare exported model, same configuration.
 
-For fcc Cu supercells of about 500-5000 atoms (shipped ``morse-cuau``, fp64, periodic) it times
+For fcc Cu supercells of about 500-5000 atoms (shipped ``morse-cuau`` and the equivariant ``cu-emt``
+committee, fp64, periodic; ``--models``) it times
 
 * bare compute:   the exported model's ``compute`` on a precomputed neighbour list;
 * bare NL+compute: vesin-torch neighbour list + ``compute`` (all a force evaluation has to do);
 * wrapper:        the scripted module the TorchForce runs, called from Python (nm in, kJ/mol out),
                   so torch/wrapper is OpenMM's own per-step cost (integration, copies, dispatch);
-* OpenMM torch:   VerletIntegrator steps, TorchForce backend, CPU platform;
-* OpenMM python:  the same with the PythonForce backend;
+* OpenMM <backend>: VerletIntegrator steps, CPU platform, for every available backend (native, torch
+                  = TorchForce, python = PythonForce);
+* report step:    (``--report``, committee models) python backend, an ``UncertaintyReporter`` of the same
+                  committee reporting every step / no reporter: the cost of same-call uncertainty
+                  (goal <= 1.1);
 
 and prints steps/s and the ratios (time per OpenMM step / time per bare evaluation), all measured
 in this one run. Times are this process's CPU time (``time.process_time``, all its threads; torch and
 OpenMM use ``--threads``), which other jobs on a shared machine barely disturb, unlike wall time; the
 five are timed in turn, ``--rounds`` times, each keeping its best round. Goal: TorchForce step <= 1.05 x
-bare NL+compute.
+bare NL+compute, for each backend.
 
-    nice -n 10 python benchmarks/openmm_overhead.py [--sizes 500 2048 4000] [--threads 1]
+    nice -n 10 python benchmarks/openmm_overhead.py [--sizes 500 2048 4000] [--threads 1] [--models ...]
 """
 from __future__ import annotations
 
@@ -30,9 +34,9 @@ from vesin.torch import NeighborList
 
 import mlpot_plugins
 from mlpot_plugins import units
-from mlpot_plugins.openmm import create_force
+from mlpot_plugins.openmm import available_backends, create_force
 
-MODEL = "morse-cuau"
+MODELS = ("morse-cuau", "cu-emt")
 
 
 def cu_supercell(n_target: int):
@@ -52,8 +56,8 @@ def time_per_call(fn, min_time: float, min_calls: int = 3) -> float:
     return (time.process_time() - t0) / calls
 
 
-def bare_callables(atoms, model_name: str = MODEL):
-    model = mlpot_plugins.load(model_name)
+def bare_callables(atoms, name):
+    model = mlpot_plugins.load(name)
     dt = model.dtype
     pos = torch.as_tensor(atoms.positions, dtype=dt)
     cell = torch.as_tensor(atoms.cell.array, dtype=dt)
@@ -106,36 +110,99 @@ def stepper(integrator, ctx):
     return step
 
 
-def openmm_stepper(atoms, backend: str, threads: int):
-    return stepper(*cpu_context(atoms, create_force(MODEL, ["Cu"] * len(atoms), backend=backend, periodic=True),
+def openmm_stepper(atoms, backend: str, threads: int, name: str):
+    return stepper(*cpu_context(atoms, create_force(name, ["Cu"] * len(atoms), backend=backend, periodic=True),
                                 threads))
+
+
+def report_step_ratio(atoms, name: str, threads: int, min_time: float, rounds: int) -> float:
+    """python backend: CPU time of a step with the committee's UncertaintyReporter every step / without."""
+    import io
+
+    import openmm.app as app
+
+    from mlpot_plugins.crystals import openmm_crystal
+    from mlpot_plugins.openmm import UncertaintyReporter
+
+    sims = []
+    for with_reporter in (False, True):
+        top, system = openmm_crystal(atoms)
+        system.addForce(create_force(name, top, backend="python"))
+        sim = app.Simulation(top, system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
+                             {"Threads": str(threads)})
+        sim.context.setPositions(atoms.positions * units.NM_PER_ANGSTROM)
+        if with_reporter:
+            rep = UncertaintyReporter(name, io.StringIO(), 1)
+            sim.reporters.append(rep)
+        sims.append(sim)
+    fns = [lambda sim=sim: sim.step(1) for sim in sims]
+    best = [time_per_call(fn, min_time) for fn in fns]
+    for _ in range(rounds - 1):
+        best = [min(b, time_per_call(fn, min_time)) for b, fn in zip(best, fns)]
+    assert rep.same_call, "the reporter did not take the driving call's statistics"
+    return best[1] / best[0]
+
+
+def stats_cost_ratio(atoms, name: str, min_time: float, rounds: int) -> float:
+    """The model's own price of the statistics: wrapper call with need_uncertainty / without."""
+    from mlpot_plugins.openmm.torch_module import OpenMMModelWrapper
+
+    model = mlpot_plugins.load(name)
+    types = torch.zeros(len(atoms), dtype=torch.int64)
+    wrapper = torch.jit.script(OpenMMModelWrapper(model.module, types, None, model.cutoff, True, model.dtype))
+    pos = torch.as_tensor(atoms.positions * units.NM_PER_ANGSTROM)
+    cell = torch.as_tensor(atoms.cell.array * units.NM_PER_ANGSTROM)
+    fns = [lambda: wrapper(pos, cell, False), lambda: wrapper(pos, cell, True)]
+    best = [time_per_call(fn, min_time) for fn in fns]
+    for _ in range(rounds - 1):
+        best = [min(b, time_per_call(fn, min_time)) for b, fn in zip(best, fns)]
+    return best[1] / best[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2048, 4000])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--backends", nargs="+", default=None, help="default: every available one")
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenMM CPU threads")
     parser.add_argument("--min-time", type=float, default=1.5, help="CPU seconds per measurement and round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best is kept")
+    parser.add_argument("--no-report", dest="report", action="store_false", help="skip the report-step ratio")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    backends = args.backends or available_backends()
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, openmm "
-          f"{openmm.__version__}, {args.threads} thread(s), model {MODEL} (fp64), CPU platform")
-    print(f"{'atoms':>6} {'edges':>8} {'bare':>8} {'bare+NL':>8} {'wrapper':>8} {'torch':>8} {'python':>8}   "
-          f"{'torch/bare+NL':>13} {'python/bare+NL':>14} {'torch/wrapper':>13} {'torch/bare':>10}")
-    for n in args.sizes:
-        atoms = cu_supercell(n)
-        compute_only, nl_and_compute, wrapped, edges = bare_callables(atoms)
-        fns = [compute_only, nl_and_compute, wrapped, openmm_stepper(atoms, "torch", args.threads),
-               openmm_stepper(atoms, "python", args.threads)]
-        best = [time_per_call(fn, args.min_time) for fn in fns]
-        for _ in range(args.rounds - 1):
-            best = [min(b, time_per_call(fn, args.min_time)) for b, fn in zip(best, fns)]
-        t_compute, t_nl, t_wrap, t_torch, t_python = best
-        print(f"{len(atoms):6d} {edges:8d} {1 / t_compute:8.2f} {1 / t_nl:8.2f} {1 / t_wrap:8.2f} "
-              f"{1 / t_torch:8.2f} {1 / t_python:8.2f}   {t_torch / t_nl:13.3f} {t_python / t_nl:14.3f} "
-              f"{t_torch / t_wrap:13.3f} {t_torch / t_compute:10.3f}", flush=True)
-    print("(columns 3-7: evaluations or MD steps per CPU second; ratios: CPU time per call over CPU time per call)")
+          f"{openmm.__version__}, {args.threads} thread(s), fp64, CPU platform, backends {backends}")
+    head = f"{'model':>12} {'atoms':>6} {'edges':>8} {'bare':>8} {'bare+NL':>8} {'wrapper':>8} " + \
+        " ".join(f"{b:>8}" for b in backends) + "   " + " ".join(f"{b + '/bare+NL':>15}" for b in backends)
+    print(head + (f" {'report/step':>11} {'stats/plain':>11}" if args.report else ""))
+    for name in args.models:
+        # the report-step ratio needs a committee: the model itself, or its shipped "-committee" twin
+        committee = name if mlpot_plugins.load(name).metadata["ensemble_size"] > 1 else (
+            name + "-committee" if name + "-committee" in mlpot_plugins.pretrained_names() else None)
+        for n in args.sizes:
+            atoms = cu_supercell(n)
+            compute_only, nl_and_compute, wrapped, edges = bare_callables(atoms, name)
+            fns = [compute_only, nl_and_compute, wrapped] + [openmm_stepper(atoms, b, args.threads, name)
+                                                             for b in backends]
+            best = [time_per_call(fn, args.min_time) for fn in fns]
+            for _ in range(args.rounds - 1):
+                best = [min(b, time_per_call(fn, args.min_time)) for b, fn in zip(best, fns)]
+            t_compute, t_nl, t_wrap, *t_backends = best
+            line = (f"{name:>12} {len(atoms):6d} {edges:8d} {1 / t_compute:8.2f} {1 / t_nl:8.2f} {1 / t_wrap:8.2f} "
+                    + " ".join(f"{1 / t:8.2f}" for t in t_backends) + "   "
+                    + " ".join(f"{t / t_nl:15.3f}" for t in t_backends))
+            if args.report:
+                ratio = (report_step_ratio(atoms, committee, args.threads, args.min_time, args.rounds)
+                         if committee and "python" in backends else float("nan"))
+                intrinsic = (stats_cost_ratio(atoms, committee, args.min_time, args.rounds)
+                             if committee else float("nan"))
+                line += f" {ratio:11.3f} {intrinsic:11.3f}"
+            print(line, flush=True)
+    print("(columns bare..backends: evaluations or MD steps per CPU second; ratios: CPU time per call over CPU "
+          "time per call; report/step: python backend, step with the committee reporter every step / without, "
+          "for morse-cuau its committee morse-cuau-committee; stats/plain: that committee's own call with the "
+          "statistics / without, the least a report step can cost)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,17 @@ MODEL = "morse-cuau"
 COMMITTEE = "morse-cuau-committee"
 
 
+def _backends():
+    from mlpot_plugins.openmm.backends import SERIALIZABLE, available_backends
+
+    found = available_backends()
+    return found, [b for b in found if b in SERIALIZABLE]
+
+
+# every usable backend here (native > torch > python); each check runs on all of them
+BACKENDS, SERIALIZABLE_BACKENDS = _backends()
+
+
 def periodic_cubic() -> Atoms:
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))  # 7.22 A box < 2 x cutoff
     atoms.symbols[[1, 6, 13]] = "Au"

@@ -74,7 +74,7 @@ def test_subset_errors(atoms, err, match, backend):
 
 
 def test_bad_backend_dtype_and_cuda_graphs():
-    with pytest.raises(ValueError, match=r"backend 'jax' is not one of \['torch', 'python'\]"):
+    with pytest.raises(ValueError, match=r"backend 'jax' is not one of \['auto', 'native', 'torch', 'python'\]"):
         create_force(MODEL, ["Cu"], backend="jax")
     with pytest.raises(ValueError, match="dtype 'float16' is not supported"):
         create_force(MODEL, ["Cu"], dtype="float16")

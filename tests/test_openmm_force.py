@@ -7,7 +7,7 @@ import pytest
 
 from mlpot_plugins import units
 from mlpot_plugins.openmm import create_force
-from openmm_systems import (MODEL, SYSTEMS, ase_reference, cluster, context_for, empty_system,
+from openmm_systems import (BACKENDS, MODEL, SERIALIZABLE_BACKENDS, SYSTEMS, ase_reference, cluster, context_for, empty_system,
                             energy_forces, periodic_cubic, periodic_triclinic, topology_of)
 
 
@@ -23,7 +23,7 @@ def assert_close(e, f, e_ref, f_ref, rel=1e-8):
     assert np.abs(f - f_ref).max() <= rel * scale, np.abs(f - f_ref).max() / scale
 
 
-@pytest.mark.parametrize("backend", ["torch", "python"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", list(SYSTEMS))
 def test_energy_forces_equal_ase(name, backend):
     atoms = SYSTEMS[name]()
@@ -33,7 +33,7 @@ def test_energy_forces_equal_ase(name, backend):
     assert_close(e, f, e_ref, f_ref)
 
 
-@pytest.mark.parametrize("backend", ["torch", "python"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_cpu_platform_equals_ase(backend):
     atoms = periodic_triclinic()
     e, f = openmm_energy_forces(atoms, backend, platform="CPU")
@@ -47,7 +47,7 @@ def test_periodic_flag_follows_topology():
     assert create_force(MODEL, ["Cu", "Au"]).getOutputsForces()
 
 
-@pytest.mark.parametrize("backend", ["torch", "python"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("make", [periodic_cubic, periodic_triclinic])
 def test_invariant_under_wrapping(make, backend):
     """Atoms moved by whole lattice vectors (out of the box, as OpenMM does not wrap) change nothing."""
@@ -79,7 +79,7 @@ def test_forces_are_minus_energy_gradient_in_openmm_units():
         assert -(e[0] - e[1]) / (2 * h) == pytest.approx(f[i, k], rel=1e-6, abs=1e-4)
 
 
-@pytest.mark.parametrize("backend", ["torch", "python"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_ml_region_subset(backend):
     """A subset sees only itself: energy/forces equal ASE on those atoms; others feel no ML force."""
     atoms = cluster()
@@ -150,3 +150,43 @@ def test_cuda_graph_properties_set_for_cuda_device():
     props = dict(create_force(MODEL, ["Cu", "Au"], device="cuda", cuda_graphs=True).getProperties())
     assert props["useCUDAGraphs"] == "true"
     assert dict(create_force(MODEL, ["Cu"]).getProperties())["useCUDAGraphs"] == "false"
+
+
+def test_auto_takes_the_best_available_backend_and_says_which(caplog):
+    from mlpot_plugins.openmm.backends import BACKENDS as PREFERENCE
+
+    atoms = cluster()
+    with caplog.at_level("INFO", logger="mlpot_plugins.openmm"):
+        force = create_force(MODEL, topology_of(atoms))
+    assert force.mlpot_backend == BACKENDS[0] == [b for b in PREFERENCE if b in BACKENDS][0]
+    assert force.mlpot_backend_reason.startswith(f"auto: {BACKENDS[0]} (")
+    assert f"mlpot OpenMM backend: auto: {BACKENDS[0]}" in caplog.text
+    for backend in BACKENDS:  # a named backend is taken as asked, and says so too
+        assert create_force(MODEL, topology_of(atoms), backend=backend).mlpot_backend == backend
+
+
+@pytest.mark.parametrize("backend", SERIALIZABLE_BACKENDS)
+def test_serialized_system_and_state_continue_the_run(backend):
+    """10 steps, System and State through XML into a new Context, 10 more == 20 uninterrupted steps."""
+    atoms = periodic_triclinic()
+    system = empty_system(atoms)
+    system.addForce(create_force(MODEL, topology_of(atoms), backend=backend))
+    straight = context_for(system, atoms)
+    straight.setVelocitiesToTemperature(600, 3)
+    start = straight.getState(getPositions=True, getVelocities=True)
+    straight.getIntegrator().step(20)
+    first = context_for(system, atoms)
+    first.setState(start)
+    first.getIntegrator().step(10)
+    xml_system = openmm.XmlSerializer.serialize(system)
+    xml_state = openmm.XmlSerializer.serialize(first.getState(getPositions=True, getVelocities=True))
+    second = context_for(openmm.XmlSerializer.deserialize(xml_system), atoms)
+    second.setState(openmm.XmlSerializer.deserialize(xml_state))
+    second.getIntegrator().step(10)
+    a = straight.getState(getPositions=True, getEnergy=True)
+    b = second.getState(getPositions=True, getEnergy=True)
+    moved = np.abs(a.getPositions(asNumpy=True)._value - atoms.positions * 0.1).max()
+    assert moved > 1e-3  # the run really moved the atoms
+    np.testing.assert_allclose(b.getPositions(asNumpy=True)._value, a.getPositions(asNumpy=True)._value,
+                               rtol=0, atol=1e-12)
+    assert b.getPotentialEnergy()._value == pytest.approx(a.getPotentialEnergy()._value, rel=1e-12)

@@ -4,7 +4,7 @@ import openmm
 import pytest
 
 from mlpot_plugins.openmm import create_force
-from openmm_systems import MODEL, empty_system, periodic_cubic, topology_of
+from openmm_systems import BACKENDS, MODEL, empty_system, periodic_cubic, topology_of
 
 
 def nve_drift(platform, backend="torch", steps=300, dt_fs=1.0, make_force=None):
@@ -26,7 +26,7 @@ def nve_drift(platform, backend="torch", steps=300, dt_fs=1.0, make_force=None):
     return abs(e[-1] - e[0]), np.ptp(e), kinetic
 
 
-@pytest.mark.parametrize("platform, backend", [("Reference", "torch"), ("CPU", "torch"), ("Reference", "python")])
+@pytest.mark.parametrize("platform, backend", [(p, b) for b in BACKENDS for p in ("Reference", "CPU")])
 def test_nve_energy_conservation(platform, backend):
     drift, spread, kinetic = nve_drift(platform, backend)
     print(f"\n[{platform}/{backend}] 300 x 1 fs NVE, 32 Cu/Au atoms: drift {drift * 1e3:.3f} J/mol/atom, "

@@ -12,7 +12,7 @@ from openmmml import MLPotential  # noqa: E402
 from openmmml.mlpotential import MLPotentialImplFactory  # noqa: E402
 
 from mlpot_plugins.openmm.mlpotential import MLPotPotentialImplFactory  # noqa: E402
-from openmm_systems import (MODEL, ase_reference, cluster, context_for, empty_system, energy_forces,  # noqa: E402
+from openmm_systems import (MODEL, SERIALIZABLE_BACKENDS, ase_reference, cluster, context_for, empty_system, energy_forces,  # noqa: E402
                             periodic_cubic, topology_of)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,18 +61,23 @@ def test_create_system_equals_ase(make):
     np.testing.assert_allclose(f, f_ref, atol=1e-8 * np.abs(f_ref).max())
 
 
+@pytest.mark.parametrize("backend", ["auto"] + SERIALIZABLE_BACKENDS)
 @pytest.mark.parametrize("make", [periodic_cubic, cluster])
-def test_mixed_interpolation_endpoints(make):
+def test_mixed_interpolation_endpoints(make, backend, caplog):
     atoms = make()
     top, mm = topology_of(atoms), mm_system(atoms)
     e_mm, f_mm = energy_forces(context_for(mm, atoms))
-    potential = MLPotential("mlpot", modelPath=MODEL)
+    potential = MLPotential("mlpot", modelPath=MODEL, backend=backend)
     # openmm-ml 1.8's interpolation also ignores the MM cutoff for ML-region pairs, so with a cutoff
     # (periodic case) the region is one fcc tetrahedron: all its pairs lie within the cutoff
     region = [0, 1, 2, 3] if atoms.pbc.any() else [0, 1, 4, 6, 13, 17, 25]
     mixed = potential.createMixedSystem(top, mm, region, interpolate=False)
     e_mixed, _ = energy_forces(context_for(mixed, atoms))
-    ctx = context_for(potential.createMixedSystem(top, mm, region, interpolate=True), atoms)
+    with caplog.at_level("INFO", logger="mlpot_plugins.openmm"):
+        ctx = context_for(potential.createMixedSystem(top, mm, region, interpolate=True), atoms)
+    # interpolation clones the force through XML: auto takes the best serializable backend and says so
+    chosen = SERIALIZABLE_BACKENDS[0] if backend == "auto" else backend
+    assert f"mlpot OpenMM backend: {'auto: ' if backend == 'auto' else ''}{chosen}" in caplog.text
     ctx.setParameter("lambda_interpolate", 0.0)
     e0, f0 = energy_forces(ctx)
     assert e0 == pytest.approx(e_mm, rel=1e-10)

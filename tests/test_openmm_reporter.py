@@ -7,13 +7,13 @@ import pytest
 from mlpot_plugins.ase import MLPotCalculator
 from mlpot_plugins.openmm import (UncertaintyExceeded, UncertaintyReporter, UncertaintyWarning, create_force,
                                   read_uncertainty)
-from openmm_systems import COMMITTEE, cluster, empty_system, periodic_triclinic, topology_of
+from openmm_systems import BACKENDS, COMMITTEE, cluster, empty_system, periodic_triclinic, topology_of
 from mlpot_plugins import units
 
 
-def simulation(atoms, model=COMMITTEE):
+def simulation(atoms, model=COMMITTEE, backend="auto", ml_atoms=None):
     system = empty_system(atoms)
-    system.addForce(create_force(model, topology_of(atoms)))
+    system.addForce(create_force(model, topology_of(atoms), backend=backend, atoms=ml_atoms))
     sim = app.Simulation(topology_of(atoms), system, openmm.VerletIntegrator(0.001),
                          openmm.Platform.getPlatformByName("Reference"))
     sim.context.setPositions(atoms.positions * units.NM_PER_ANGSTROM)
@@ -28,13 +28,16 @@ def ase_std(atoms, positions_nm):
     return atoms.calc.get_property("forces_std", atoms)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("make", [periodic_triclinic, cluster])
-def test_per_atom_std_equals_ase(tmp_path, make):
+def test_per_atom_std_equals_ase(tmp_path, make, backend):
     atoms = make()
-    sim = simulation(atoms)
+    sim = simulation(atoms, backend=backend)
     rep = UncertaintyReporter(COMMITTEE, tmp_path / "unc.txt", 4, pdb=tmp_path / "unc.pdb")
     sim.reporters.append(rep)
     sim.step(8)  # reports at steps 4 and 8, not every step
+    # the python backend hands over the statistics of its own model call; the others need a second pass
+    assert rep.same_call == (backend == "python") and rep.separate_evaluations == (0 if rep.same_call else 2)
     pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value
     rep.close()
     rec = read_uncertainty(tmp_path / "unc.npy")
@@ -173,3 +176,54 @@ def test_continued_run_appends_and_drops_a_cut_record(tmp_path):
     rep.close()
     assert read_uncertainty(tmp_path / "u.npy")["step"].tolist() == []
     assert (tmp_path / "u.txt").read_text().count("\n") == 1
+
+
+@pytest.mark.parametrize("ml_atoms", [None, [3, 8, 9, 10, 11, 12, 20]])
+def test_same_call_statistics_cost_no_extra_model_evaluation(tmp_path, ml_atoms):
+    """python backend driving with the reporter's committee: per report one model call gives forces and
+    statistics (equal to ASE's at that step), and the next step reuses it: N steps cost N evaluations."""
+    from mlpot_plugins.openmm.python_force import computations_of
+
+    atoms = periodic_triclinic()
+    sim = simulation(atoms, backend="python", ml_atoms=ml_atoms)
+    (comp,) = computations_of(sim.system.getForce(0))
+    rep = UncertaintyReporter(COMMITTEE, tmp_path / "u.txt", 3, atoms=ml_atoms)
+    sim.reporters.append(rep)
+    sim.step(9)  # reports at 3, 6, 9
+    assert rep.same_call and rep.separate_evaluations == 0
+    # one call per positions: at a report OpenMM's getState evaluates (with the statistics) and the next
+    # step reuses it, so 9 steps + the report at step 9 = 10 calls, and step 10 adds none
+    assert comp.evaluations == 10
+    sim.step(1)
+    assert comp.evaluations == 10
+    assert read_uncertainty(tmp_path / "u.npy")["step"].tolist() == [3, 6, 9]
+    rep.close()
+
+
+def test_same_call_values_equal_ase_at_the_report_step(tmp_path):
+    atoms = cluster()
+    ml_atoms = [3, 8, 9, 10, 11, 12, 20]
+    sim = simulation(atoms, backend="python", ml_atoms=ml_atoms)
+    rep = UncertaintyReporter(COMMITTEE, tmp_path / "u.txt", 4, atoms=ml_atoms)
+    sim.reporters.append(rep)
+    sim.step(4)
+    pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value[ml_atoms]
+    assert rep.same_call
+    np.testing.assert_allclose(rep.last_std, ase_std(atoms[ml_atoms], pos), rtol=1e-10, atol=1e-14)
+    assert rep.last["energy_std"] > 0 and rep.last["energies_std"].shape == (len(ml_atoms),)
+    rep.close()
+
+
+def test_reporter_with_another_model_or_region_evaluates_itself(tmp_path):
+    """Only the same committee on the same ML region is taken from the driving force."""
+    atoms = cluster()
+    sim = simulation(atoms, model="morse-cuau", backend="python")
+    rep = UncertaintyReporter(COMMITTEE, tmp_path / "a.txt", 2)
+    sim.reporters.append(rep)
+    sim.step(2)
+    assert not rep.same_call and rep.separate_evaluations == 1
+    sim = simulation(atoms, backend="python")
+    rep = UncertaintyReporter(COMMITTEE, tmp_path / "b.txt", 2, atoms=[0, 1, 2])
+    sim.reporters.append(rep)
+    sim.step(2)
+    assert not rep.same_call and rep.separate_evaluations == 1

@@ -9,16 +9,15 @@ from typing import Iterable, Optional, Union
 
 import torch  # before openmmtorch: its extension links against the loaded libtorch
 
+from .backends import check_choice, choose_backend, tag
 from .ml_region import MLRegion, resolve_region
 from ..model_file import resolve_device
 from ..engine_setup import engine_setup
 from .model_loading import load_for_openmm
 
-BACKENDS = ("torch", "python")
-
 
 def create_force(model, topology_or_elements, atoms: Optional[Iterable[int]] = None, device: str = "cpu",
-                 dtype: Union[None, str, torch.dtype] = None, backend: str = "torch",
+                 dtype: Union[None, str, torch.dtype] = None, backend: str = "auto",
                  periodic: Optional[bool] = None, cuda_graphs: bool = False, fallback: Optional[float] = None,
                  threads: Optional[int] = None):
     """Return an OpenMM Force computing the model's energy and forces.
@@ -29,8 +28,11 @@ def create_force(model, topology_or_elements, atoms: Optional[Iterable[int]] = N
     device: torch device for the python backend; for the torch backend OpenMM's platform decides
         (CUDA platform -> cuda) and ``device`` only selects the CUDA-graph properties.
     dtype: None (the model's own), "float32" or "float64".
-    backend: "torch" -> ``openmmtorch.TorchForce`` (fast, TorchScript in OpenMM's C++ loop);
-        "python" -> ``openmm.PythonForce`` (any torch build, model run from Python each step).
+    backend: "auto" (default) -> the best usable of "native" (the C++ OpenMM plugin), "torch"
+        (``openmmtorch.TorchForce``, TorchScript in OpenMM's C++ loop; the optional extra
+        ``mlpot_plugins[openmm-torch]``) and "python" (``openmm.PythonForce``: any torch build, serializable,
+        same-call uncertainty); see :mod:`mlpot_plugins.openmm.backends`. The returned force says which:
+        ``force.mlpot_backend`` and ``force.mlpot_backend_reason`` (also logged at INFO).
     periodic: default: periodic when the topology has a box (an element list: not periodic).
     cuda_graphs: with a cuda device, ask openmm-torch to capture the model in a CUDA graph.
     fallback: lattice models only: the force-std threshold above which a site gets the exact force of the
@@ -38,27 +40,36 @@ def create_force(model, topology_or_elements, atoms: Optional[Iterable[int]] = N
     threads: torch intra-op threads for this process (None: MLPOT_THREADS, OMP_NUM_THREADS, else 1); the
         allocator is tuned too (mlpot_plugins.engine_setup, docs/equivariant.md "Speed").
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)}")
+    check_choice(backend)  # before anything is loaded
     # a bad device name fails here; a missing GPU too for the python backend (the torch backend's
     # device follows OpenMM's platform, so a force built on a CPU machine may run on a GPU one)
     resolve_device(device, available=backend == "python")
     engine_setup(threads)
+    if cuda_graphs and torch.device(device).type != "cuda":
+        raise ValueError("cuda_graphs=True needs device='cuda' (and OpenMM's CUDA platform)")
     loaded = load_for_openmm(model, device if backend == "python" else "cpu", dtype)
     if loaded.kind == "lattice":  # particle k = lattice site k, Q = z (mlpot_plugins/openmm/lattice.py)
         from .lattice import create_lattice_force
 
-        return create_lattice_force(loaded, topology_or_elements, atoms, backend, fallback)
+        backend, reason = choose_backend(backend, loaded, allowed=("torch", "python"))
+        return tag(create_lattice_force(loaded, topology_or_elements, atoms, backend, fallback), backend, reason)
     if fallback is not None:
         loaded.check_fallback(fallback)  # names why: the fallback is for lattice models
-    if backend == "torch" and loaded.metadata.get("torch_libraries"):
-        raise ValueError(f"{loaded.path}: the model holds TorchScript extension objects "
-                         f"({', '.join(e['python_module'] for e in loaded.metadata['torch_libraries'])}) that "
-                         "openmm-torch's TorchForce cannot freeze; use create_force(..., backend='python')")
+    backend, reason = choose_backend(backend, loaded)
+    if cuda_graphs and backend == "python":
+        raise ValueError("cuda_graphs=True is not available with the python backend (it runs the model from "
+                         "Python each step); use backend='torch' or 'native', or cuda_graphs=False")
+    if backend == "python" and torch.device(device) != loaded.device:
+        resolve_device(device, available=True)
+        loaded = load_for_openmm(loaded, device, dtype)
     region = resolve_region(loaded.species, topology_or_elements, atoms, periodic)
+    if backend == "native":
+        from .native import create_native_force
+
+        return tag(create_native_force(loaded, region, device), backend, reason)
     if backend == "python":
-        return _python_force(loaded, region)
-    return _torch_force(loaded, region, device, cuda_graphs)
+        return tag(_python_force(loaded, region), backend, reason)
+    return tag(_torch_force(loaded, region, device, cuda_graphs), backend, reason)
 
 
 def _torch_force(loaded, region: MLRegion, device: str, cuda_graphs: bool):
@@ -79,8 +90,6 @@ def _torch_force(loaded, region: MLRegion, device: str, cuda_graphs: bool):
     if torch.device(device).type == "cuda":
         force.setProperty("useCUDAGraphs", "true" if cuda_graphs else "false")
         force.setProperty("CUDAGraphWarmupSteps", "10")
-    elif cuda_graphs:
-        raise ValueError("cuda_graphs=True needs device='cuda' (and OpenMM's CUDA platform)")
     return force
 
 

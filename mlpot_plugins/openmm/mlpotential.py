@@ -9,7 +9,8 @@ mlpot_plugins
 >>> mixed = potential.createMixedSystem(topology, mm_system, ml_atoms, interpolate=True)
 
 Extra keyword arguments of createSystem/createMixedSystem reach :func:`create_force`:
-``backend`` ("torch"/"python"), ``device``, ``dtype``, ``cuda_graphs`` and openmm-ml's
+``backend`` ("auto" (default: native > torch > python) / "native" / "torch" / "python"; the force added
+says which in ``force.mlpot_backend``, and it is logged), ``device``, ``dtype``, ``cuda_graphs`` and openmm-ml's
 ``precision="single"|"double"`` (the model is converted to float32/float64; default: its own dtype). openmm-ml's generic
 embeddings (mechanical) do the ML/MM bookkeeping; this module only adds the model's Force.
 This module imports nothing heavy at import time, since openmm-ml loads every entry point on import.
@@ -85,13 +86,15 @@ class MLPotPotentialImpl(MLPotentialImpl):
         from openmmml.embeddings.mechanicalembedding import MechanicalEmbedding
 
         if interpolate:
-            backend = args.get("backend", self.force_args.get("backend"))
-            if backend not in (None, "python"):
+            from .backends import SERIALIZABLE, check_choice, choose_backend
+
+            backend = check_choice(args.get("backend", self.force_args.get("backend")))
+            if backend not in ("auto",) + SERIALIZABLE:
                 raise ValueError(
                     "interpolate=True wraps the ML force in a CustomCVForce, which copies it through XML "
                     "serialization, and openmmtorch 1.5's TorchForce deserializer crashes against OpenMM "
-                    f"8.6.1; use backend='python' (the default with interpolate=True) instead of {backend!r}")
-            args["backend"] = "python"
+                    f"8.6.1; use backend='python' or 'native' (or 'auto': the best of those) instead of {backend!r}")
+            args["backend"] = choose_backend(backend, self.model, allowed=SERIALIZABLE)[0]
         return MechanicalEmbedding().createMixedSystem(self, topology, system, atoms, forceGroup, interpolate,
                                                        returnInfo=returnInfo, **args)
 

@@ -1,8 +1,11 @@
 """``UncertaintyReporter``: a committee model's per-atom uncertainty during an OpenMM Simulation.
 
-Every ``reportInterval`` steps it evaluates the committee on the current positions (the ASE
-calculator's path: vesin neighbour list + the model's ``compute``, so its numbers are the
-calculator's) and records the contract's uncertainty outputs under their contract names:
+Every ``reportInterval`` steps it records the committee's statistics at the current positions. When
+the System is driven by the same committee through the python backend (``create_force(...,
+backend="python")``, same file content, dtype and ML region), they come from the driving force's own
+model call at that step (no second evaluation; ``same_call`` is True); otherwise the reporter evaluates
+the committee itself (the ASE calculator's path: vesin neighbour list + the model's ``compute``, so its
+numbers are the calculator's). It records the contract's uncertainty outputs under their contract names:
 ``forces_std`` (per atom, eV/A), ``energies_std`` (per atom, eV) and ``energy_std`` (total, eV).
 
 * ``file`` (text): step, max and mean per-atom force std [eV/A], max per-atom energy std and total
@@ -106,6 +109,9 @@ class UncertaintyReporter:
         self.worst = int(worst)
         self._atoms = None if atoms is None else list(atoms)
         self._region = None
+        self._driving = None  # (computations, force name) of a python-backend force running this committee
+        self.same_call = False  # whether the latest report came from the driving force's own model call
+        self.separate_evaluations = 0  # reports for which the reporter evaluated the committee itself
         if own_text:
             self._text: IO[str] = _open_text(paths["file"], append)
         else:
@@ -122,7 +128,14 @@ class UncertaintyReporter:
     # -- OpenMM reporter protocol ------------------------------------------------------------------
     def describeNextReport(self, simulation):
         steps = self.reportInterval - simulation.currentStep % self.reportInterval
-        return {"steps": steps, "periodic": None, "include": ["positions"]}
+        driving = self._driving_for(simulation)
+        if not driving:
+            return {"steps": steps, "periodic": None, "include": ["positions"]}
+        for comp in driving[0]:
+            comp.arm(simulation.currentStep + steps)
+        # the energy makes OpenMM evaluate the forces at the report step, with the statistics; the
+        # integrator's next step reuses that evaluation (same positions)
+        return {"steps": steps, "periodic": None, "include": ["positions", "energy"]}
 
     def report(self, simulation, state) -> None:
         region = self._region_for(simulation)
@@ -131,6 +144,14 @@ class UncertaintyReporter:
 
             out = site_uncertainty(self.model, state.getPositions(asNumpy=True)._value)
             return self._write(simulation.currentStep, out, region, simulation.topology, state)
+        driving = self._driving_for(simulation)
+        for comp in driving[0] if driving else ():
+            if comp.stats_step == simulation.currentStep and comp.stats:
+                self.same_call = True
+                self._write(simulation.currentStep, dict(comp.stats), region, simulation.topology, state)
+                return
+        self.same_call = False
+        self.separate_evaluations += 1
         pos_A = np.asarray(state.getPositions(asNumpy=True)._value) * units.OPENMM_LENGTH_TO_MODEL
         if region.indices is not None:
             pos_A = pos_A[region.indices]
@@ -154,6 +175,28 @@ class UncertaintyReporter:
     def evaluate(self, positions_A: np.ndarray, cell_A: np.ndarray, region) -> np.ndarray:
         """Per-atom force std [eV/A] of the ML region at these positions."""
         return self.evaluate_all(positions_A, cell_A, region)["forces_std"]
+
+    def _driving_for(self, simulation):
+        """The python-backend force in ``simulation`` that runs this very committee on this ML region, if any."""
+        if self._driving is None:
+            from .python_force import computations_of, file_sha256
+
+            self._driving = ()
+            path = Path(self.model.path)
+            sha = file_sha256(path) if path.is_file() else None
+            groups = simulation.context.getIntegrator().getIntegrationForceGroups()
+            system = simulation.system
+            for i in range(system.getNumForces()):
+                force = system.getForce(i)
+                comps = [c for c in computations_of(force) if c.error is None and sha is not None
+                         and c.sha256 == sha and c.model.dtype == self.model.dtype]
+                particles = list(force.getParticles()) if comps else []
+                same_region = (particles == self._atoms if self._atoms is not None
+                               else not particles or particles == list(range(system.getNumParticles())))
+                if comps and same_region and groups & (1 << force.getForceGroup()):
+                    self._driving = (comps, force.getName())
+                    break
+        return self._driving
 
     def _region_for(self, simulation):
         if self._region is None and self.model.kind == "lattice":

@@ -4,7 +4,7 @@ It only translates (nm -> A, subset selection, vesin neighbour list, eV -> kJ/mo
 come from the exported model's ``compute`` in one pass, so TorchForce is told the module outputs
 forces and no second autograd pass is made.
 """
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -53,7 +53,14 @@ class OpenMMModelWrapper(nn.Module):
         self.energy_from_model: float = units.OPENMM_ENERGY_FROM_MODEL
         self.force_from_model: float = units.OPENMM_FORCE_FROM_MODEL
 
-    def forward(self, positions: Tensor, boxvectors: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def forward(self, positions: Tensor, boxvectors: Optional[Tensor] = None,
+                need_uncertainty: bool = False) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
+        """(energy, forces, stats); with ``need_uncertainty`` (python backend) ``stats`` holds the committee's
+        ``forces_std`` [n_ml] (eV/A), ``energies_std`` [n_ml] (eV) and ``energy_std`` (eV) from this same
+        model call (openmm-torch reads the first two). Kept one flat method: splitting it into helper methods
+        made openmm-torch 1.5 segfault on the second of two Contexts whose evaluation raises
+        (tests/test_bad_inputs_openmm.py::test_bad_geometry_in_a_context)."""
+        stats: Dict[str, Tensor] = {}
         out_dtype = positions.dtype
         n_sys = positions.shape[0]
         if not self.use_subset and n_sys != self.types.shape[0]:
@@ -68,7 +75,7 @@ class OpenMMModelWrapper(nn.Module):
             x = x.index_select(0, self.atoms)
         if x.shape[0] == 0:  # empty ML region (e.g. a mixed system being set up): no contribution
             return (torch.zeros((), dtype=out_dtype, device=positions.device),
-                    torch.zeros_like(positions))
+                    torch.zeros_like(positions), stats)
         if self.periodic:
             if boxvectors is None:
                 raise RuntimeError("mlpot: the force uses periodic boundaries but OpenMM passed no box")
@@ -82,11 +89,15 @@ class OpenMMModelWrapper(nn.Module):
         check_distances(ij_s[0], ij_s[1], ij_s[3])
         edge_index = torch.stack([ij_s[0], ij_s[1]]).to(torch.int64)
         shifts = ij_s[2].to(self.dtype) @ box
-        out = self.model.compute(x, self.types, edge_index, shifts, x.shape[0], False, False)
+        out = self.model.compute(x, self.types, edge_index, shifts, x.shape[0], False, need_uncertainty)
         # detach: some exported models return an energy still attached to their internal graph
         energy = out["energy"].detach() * self.energy_from_model
         forces = out["forces"].detach() * self.force_from_model
+        if need_uncertainty:
+            for key in ["forces_std", "energies_std", "energy_std"]:
+                if key in out:
+                    stats[key] = out[key].detach()
         if self.use_subset:
             full = torch.zeros((positions.shape[0], 3), dtype=forces.dtype, device=forces.device)
             forces = full.index_copy(0, self.atoms, forces)
-        return energy.to(out_dtype), forces.to(out_dtype)
+        return energy.to(out_dtype), forces.to(out_dtype), stats
