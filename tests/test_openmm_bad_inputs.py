@@ -116,7 +116,7 @@ def test_ml_region_beyond_system():
     system = openmm.System()
     for _ in range(3):
         system.addParticle(63.5)
-    system.addForce(create_force(MODEL, ["Cu"] * 5, atoms=[0, 4]))  # topology of 5, System of 3
+    system.addForce(create_force(MODEL, ["Cu"] * 5, atoms=[0, 4], backend="torch"))  # topology of 5, System of 3
     ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
     ctx.setPositions([openmm.Vec3(0, 0, 0), openmm.Vec3(0.25, 0, 0), openmm.Vec3(0.5, 0, 0)])
     with pytest.raises(openmm.OpenMMException, match="refers to particle 4 but the System has only 3"):

@@ -44,7 +44,7 @@ def test_periodic_flag_follows_topology():
     assert create_force(MODEL, topology_of(periodic_cubic())).usesPeriodicBoundaryConditions()
     assert not create_force(MODEL, topology_of(cluster())).usesPeriodicBoundaryConditions()
     assert create_force(MODEL, topology_of(cluster()), backend="python").usesPeriodicBoundaryConditions() is False
-    assert create_force(MODEL, ["Cu", "Au"]).getOutputsForces()
+    assert create_force(MODEL, ["Cu", "Au"], backend="torch").getOutputsForces()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -145,11 +145,11 @@ def test_loaded_model_and_element_objects_accepted():
 
 def test_cuda_graph_properties_set_for_cuda_device():
     """The properties are set at creation (no GPU needed); only an OpenMM CUDA platform reads them."""
-    props = dict(create_force(MODEL, ["Cu", "Au"], device="cuda").getProperties())
+    props = dict(create_force(MODEL, ["Cu", "Au"], device="cuda", backend="torch").getProperties())
     assert props == {"useCUDAGraphs": "false", "CUDAGraphWarmupSteps": "10"}
-    props = dict(create_force(MODEL, ["Cu", "Au"], device="cuda", cuda_graphs=True).getProperties())
+    props = dict(create_force(MODEL, ["Cu", "Au"], device="cuda", cuda_graphs=True, backend="torch").getProperties())
     assert props["useCUDAGraphs"] == "true"
-    assert dict(create_force(MODEL, ["Cu"]).getProperties())["useCUDAGraphs"] == "false"
+    assert dict(create_force(MODEL, ["Cu"], backend="torch").getProperties())["useCUDAGraphs"] == "false"
 
 
 def test_auto_takes_the_best_available_backend_and_says_which(caplog):
