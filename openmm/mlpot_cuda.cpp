@@ -133,7 +133,7 @@ class CudaCalcMLPotForceKernel : public CalcMLPotForceKernel {
       cu.executeKernel(forceKernel, forceArgs, numAtoms);
       keep = forces;    // alive until the kernel has read it (the next call replaces it)
     };
-    return model->evaluate(context_owner, includeForces, inputs, add_forces);
+    return model->evaluate(context_owner, includeForces, inputs, add_forces, context.getStepCount());
   }
 
  private:

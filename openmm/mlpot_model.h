@@ -32,13 +32,17 @@ constexpr double MIN_CELL_HEIGHT = 0.1;     // Angstrom (mlpot_plugins/neighbors
 // the per-atom committee statistics of one evaluation (model units: eV/A, eV)
 struct Uncertainty {
   long long evaluation = 0;          // which evaluation of this force in this context (1, 2, ...)
+  long long step = -1;               // the Context's step count at that evaluation
   std::vector<double> forces_std;    // [n_ml]
   std::vector<double> energies_std;  // [n_ml]
   double energy_std = 0.0;
 };
 
 // the committee statistics registry: keyed by the force's tag and the OpenMM::Context that evaluated it
-bool uncertainty_requested(const std::string &tag, const void *context);   // consumes a one-shot request
+// requested for this evaluation: "next" (consumed), "always", or armed for this step count (consumed)
+bool uncertainty_requested(const std::string &tag, const void *context, long long step);
+// the same question without consuming anything (may a cached evaluation stand in for this one?)
+bool uncertainty_pending(const std::string &tag, const void *context, long long step);
 void store_uncertainty(const std::string &tag, const void *context, Uncertainty &&u);
 void forget_uncertainty(const std::string &tag, const void *context);    // when the kernel goes
 
@@ -64,21 +68,22 @@ class Model {
   // energy (eV) and forces [n,3] (eV/A, model device) of an output dict, shapes checked
   torch::Tensor output(const c10::impl::GenericDict &out, const char *key, std::vector<int64_t> shape) const;
   // record the committee statistics of `out` for (tag, context)
-  void record_uncertainty(const c10::impl::GenericDict &out, const void *context);
+  void record_uncertainty(const c10::impl::GenericDict &out, const void *context, long long step);
   // one evaluation of the kernels: inputs() -> (positions A, edge_index, shifts) on the model's device; the
   // committee statistics when requested for this context; add_forces(forces [n,3], model device and dtype)
   // when forces are wanted; returns the energy in kJ/mol. Torch errors become OpenMMExceptions naming the model.
   template <class Inputs, class AddForces>
-  double evaluate(const void *context, bool include_forces, Inputs &&inputs, AddForces &&add_forces)
+  double evaluate(const void *context, bool include_forces, Inputs &&inputs, AddForces &&add_forces,
+                  long long step = -1)
   {
     try {
       torch::Tensor x, edge_index, shifts;
       std::tie(x, edge_index, shifts) = inputs();
-      const bool unc = force.ensembleSize > 1 && uncertainty_requested(force.tag, context);
+      const bool unc = force.ensembleSize > 1 && uncertainty_requested(force.tag, context, step);
       auto out = compute(x, edge_index, shifts, unc);
       const double energy = output(out, "energy", {}).to(torch::kCPU, torch::kFloat64).item<double>();
       if (include_forces) add_forces(output(out, "forces", {x.size(0), 3}));
-      if (unc) record_uncertainty(out, context);
+      if (unc) record_uncertainty(out, context, step);
       return energy * ENERGY_FROM_MODEL;
     } catch (const OpenMM::OpenMMException &) {
       throw;

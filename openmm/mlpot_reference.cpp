@@ -77,6 +77,7 @@ struct Registry {
   std::mutex lock;
   std::map<std::pair<std::string, const void *>, Uncertainty> stats;
   std::map<std::pair<std::string, const void *>, int> requests;    // 1: next evaluation, 2: every evaluation
+  std::map<std::pair<std::string, const void *>, long long> armed;    // the evaluation at this step count
 };
 
 Registry &registry()
@@ -87,14 +88,27 @@ Registry &registry()
 
 }    // namespace
 
-bool uncertainty_requested(const std::string &tag, const void *context)
+bool uncertainty_requested(const std::string &tag, const void *context, long long step)
 {
   auto &r = registry();
   std::lock_guard<std::mutex> g(r.lock);
+  auto at = r.armed.find({tag, context});
+  if (at != r.armed.end() && at->second == step) {
+    r.armed.erase(at);
+    return true;
+  }
   auto it = r.requests.find({tag, context});
   if (it == r.requests.end()) return false;
   if (it->second == 1) r.requests.erase(it);
   return true;
+}
+
+bool uncertainty_pending(const std::string &tag, const void *context, long long step)
+{
+  auto &r = registry();
+  std::lock_guard<std::mutex> g(r.lock);
+  auto at = r.armed.find({tag, context});
+  return (at != r.armed.end() && at->second == step) || r.requests.count({tag, context}) > 0;
 }
 
 void store_uncertainty(const std::string &tag, const void *context, Uncertainty &&u)
@@ -110,6 +124,7 @@ void forget_uncertainty(const std::string &tag, const void *context)
   std::lock_guard<std::mutex> g(r.lock);
   r.stats.erase({tag, context});
   r.requests.erase({tag, context});
+  r.armed.erase({tag, context});
 }
 
 [[noreturn]] void rethrow_evaluation_error(const std::exception &e, const MLPotForce &force)
@@ -443,11 +458,12 @@ torch::Tensor Model::output(const c10::impl::GenericDict &out, const char *key, 
   return t;
 }
 
-void Model::record_uncertainty(const c10::impl::GenericDict &out, const void *context)
+void Model::record_uncertainty(const c10::impl::GenericDict &out, const void *context, long long step)
 {
   const int64_t n = types.size(0);
   Uncertainty u;
   u.evaluation = evaluations;
+  u.step = step;
   auto fs = output(out, "forces_std", {n}).to(torch::kCPU, torch::kFloat64).contiguous();
   auto es = output(out, "energies_std", {n}).to(torch::kCPU, torch::kFloat64).contiguous();
   u.forces_std.assign(fs.data_ptr<double>(), fs.data_ptr<double>() + n);
@@ -483,7 +499,7 @@ class ReferenceCalcMLPotForceKernel : public CalcMLPotForceKernel {
     x.resize(3 * (std::size_t) n);
     for (int k = 0; k < n; k++)
       for (int d = 0; d < 3; d++) x[3 * k + d] = pos[f.particles[k]][d] * LENGTH_TO_MODEL;
-    double box[9];
+    double box[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
     if (f.periodic) {
       Vec3 v[3];
       context.getPeriodicBoxVectors(v[0], v[1], v[2]);
@@ -491,8 +507,21 @@ class ReferenceCalcMLPotForceKernel : public CalcMLPotForceKernel {
       for (int i = 0; i < 3; i++)
         for (int d = 0; d < 3; d++) box[3 * i + d] = v[i][d] * LENGTH_TO_MODEL;
     }
-    if (!torch_neighbors) model->neighbor_list(x, f.periodic ? box : nullptr, edges, shifts);
     context_owner = &context.getOwner();
+    const long long step = context.getStepCount();
+    // the same positions and box as the last evaluation (a State's energy at a report step, then the
+    // integrator's next step): its result stands, unless statistics are wanted now
+    if (have_last && x == last_x && std::equal(box, box + 9, last_box) &&
+        !uncertainty_pending(f.tag, context_owner, step)) {
+      if (includeForces)
+        for (int k = 0; k < n; k++)
+          for (int d = 0; d < 3; d++) frc[f.particles[k]][d] += last_f[3 * k + d] * FORCE_FROM_MODEL;
+      return last_energy;
+    }
+    have_last = false;
+    last_x = x;
+    std::copy(box, box + 9, last_box);
+    if (!torch_neighbors) model->neighbor_list(x, f.periodic ? box : nullptr, edges, shifts);
     auto inputs = [&]() {
       auto topts = torch::TensorOptions().dtype(model->dtype).device(model->device);
       // the CPU buffers are wrapped, not copied (a copy happens only for float32 models or a GPU)
@@ -510,13 +539,17 @@ class ReferenceCalcMLPotForceKernel : public CalcMLPotForceKernel {
       }
       return std::make_tuple(xt, et, st);
     };
-    auto add_forces = [&](const torch::Tensor &forces) {
+    auto add_forces = [&](const torch::Tensor &forces) {    // always called: the forces are kept for reuse
       auto ft = forces.to(torch::kCPU, torch::kFloat64).contiguous();
       const double *fp = ft.data_ptr<double>();
-      for (int k = 0; k < n; k++)
-        for (int d = 0; d < 3; d++) frc[f.particles[k]][d] += fp[3 * k + d] * FORCE_FROM_MODEL;
+      last_f.assign(fp, fp + 3 * (std::size_t) n);
+      if (includeForces)
+        for (int k = 0; k < n; k++)
+          for (int d = 0; d < 3; d++) frc[f.particles[k]][d] += fp[3 * k + d] * FORCE_FROM_MODEL;
     };
-    return model->evaluate(context_owner, includeForces, inputs, add_forces);
+    last_energy = model->evaluate(context_owner, true, inputs, add_forces, step);
+    have_last = true;
+    return last_energy;
   }
 
  private:
@@ -525,6 +558,11 @@ class ReferenceCalcMLPotForceKernel : public CalcMLPotForceKernel {
   std::vector<int64_t> edges;
   bool torch_neighbors = false;
   const void *context_owner = nullptr;
+  // the last evaluation (model units), reused for identical positions and box
+  bool have_last = false;
+  std::vector<double> last_x, last_f;
+  double last_box[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+  double last_energy = 0.0;
 };
 
 class ReferenceKernelFactory : public KernelFactory {
@@ -556,6 +594,26 @@ extern "C" OPENMM_EXPORT int mlpot_openmm_request_uncertainty(const char *tag, c
   else
     r.requests[{tag, context}] = mode;
   return 0;
+}
+
+/* mlpot_openmm_request_uncertainty_at: the evaluation at this step count (Context.getStepCount()) computes them
+   (the uncertainty reporter arms its report step); mlpot_openmm_uncertainty_step: the step count of the last
+   statistics, -1 when none. */
+extern "C" OPENMM_EXPORT int mlpot_openmm_request_uncertainty_at(const char *tag, const void *context,
+                                                                 long long step)
+{
+  auto &r = MLPot::registry();
+  std::lock_guard<std::mutex> g(r.lock);
+  r.armed[{tag, context}] = step;
+  return 0;
+}
+
+extern "C" OPENMM_EXPORT long long mlpot_openmm_uncertainty_step(const char *tag, const void *context)
+{
+  auto &r = MLPot::registry();
+  std::lock_guard<std::mutex> g(r.lock);
+  auto it = r.stats.find({tag, context});
+  return it == r.stats.end() ? -1 : it->second.step;
 }
 
 extern "C" OPENMM_EXPORT long long mlpot_openmm_get_uncertainty(const char *tag, const void *context, int n,

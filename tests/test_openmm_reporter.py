@@ -36,8 +36,10 @@ def test_per_atom_std_equals_ase(tmp_path, make, backend):
     rep = UncertaintyReporter(COMMITTEE, tmp_path / "unc.txt", 4, pdb=tmp_path / "unc.pdb")
     sim.reporters.append(rep)
     sim.step(8)  # reports at steps 4 and 8, not every step
-    # the python backend hands over the statistics of its own model call; the others need a second pass
-    assert rep.same_call == (backend == "python") and rep.separate_evaluations == (0 if rep.same_call else 2)
+    # the python backend and the native plugin hand over the statistics of their own model call; torch needs a
+    # second pass
+    assert rep.same_call == (backend in ("python", "native"))
+    assert rep.separate_evaluations == (0 if rep.same_call else 2)
     pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value
     rep.close()
     rec = read_uncertainty(tmp_path / "unc.npy")
@@ -197,6 +199,33 @@ def test_same_call_statistics_cost_no_extra_model_evaluation(tmp_path, ml_atoms)
     sim.step(1)
     assert comp.evaluations == 10
     assert read_uncertainty(tmp_path / "u.npy")["step"].tolist() == [3, 6, 9]
+    rep.close()
+
+
+@pytest.mark.skipif("native" not in BACKENDS, reason="the native plugin is not usable here")
+@pytest.mark.parametrize("ml_atoms", [None, [3, 8, 9, 10, 11, 12, 20]])
+def test_native_same_call_statistics_cost_no_extra_model_evaluation(tmp_path, ml_atoms):
+    """native plugin driving with the reporter's committee: the report step's State evaluation computes the
+    statistics and the integrator's next step reuses it (same positions), so N steps cost N model calls."""
+    from mlpot_plugins.openmm import native
+
+    atoms = periodic_triclinic()
+    sim = simulation(atoms, backend="native", ml_atoms=ml_atoms)
+    rep = UncertaintyReporter(COMMITTEE, tmp_path / "u.txt", 3, atoms=ml_atoms)
+    sim.reporters.append(rep)
+    sim.step(9)  # reports at 3, 6, 9
+    assert rep.same_call and rep.separate_evaluations == 0
+    tag = native.native_force_info(sim.system.getForce(0))["tag"]
+    n = len(atoms) if ml_atoms is None else len(ml_atoms)
+    got = native.read_uncertainty(tag, sim.context, n)
+    assert got["step"] == 9 and got["evaluation"] == 10  # positions x0..x9, each evaluated once
+    sim.step(3)
+    got = native.read_uncertainty(tag, sim.context, n)
+    assert got["step"] == 12 and got["evaluation"] == 13
+    pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value
+    sub = atoms if ml_atoms is None else atoms[ml_atoms]
+    np.testing.assert_allclose(rep.last_std, ase_std(sub, pos if ml_atoms is None else pos[ml_atoms]),
+                               rtol=1e-10, atol=1e-14)
     rep.close()
 
 

@@ -163,6 +163,10 @@ def load_plugin():
         dbl = ctypes.POINTER(ctypes.c_double)
         lib.mlpot_openmm_get_uncertainty.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int, dbl, dbl, dbl]
         lib.mlpot_openmm_get_uncertainty.restype = ctypes.c_longlong
+        lib.mlpot_openmm_request_uncertainty_at.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_longlong]
+        lib.mlpot_openmm_request_uncertainty_at.restype = ctypes.c_int
+        lib.mlpot_openmm_uncertainty_step.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+        lib.mlpot_openmm_uncertainty_step.restype = ctypes.c_longlong
         _LOADED["lib"] = lib
         return lib
 
@@ -248,9 +252,17 @@ def request_uncertainty(tag: str, context, mode: str = "next") -> None:
     load_plugin().mlpot_openmm_request_uncertainty(tag.encode(), _context_address(context), UNCERTAINTY_MODES[mode])
 
 
+def request_uncertainty_at(tag: str, context, step: int) -> None:
+    """Ask the MLPotForce with ``tag`` to compute its committee statistics in the evaluation at ``context``'s step
+    count ``step`` (a State asked for at that step, or the integrator's next step: the Reference/CPU kernel reuses
+    its last evaluation for identical positions, so a report step costs one model call)."""
+    load_plugin().mlpot_openmm_request_uncertainty_at(tag.encode(), _context_address(context), int(step))
+
+
 def read_uncertainty(tag: str, context, n_ml: int) -> Optional[dict]:
     """The committee statistics of the last evaluation that computed them (model units: ``forces_std`` [n_ml]
-    eV/A, ``energies_std`` [n_ml] eV, ``energy_std`` eV, ``evaluation`` its number), or None if none did."""
+    eV/A, ``energies_std`` [n_ml] eV, ``energy_std`` eV, ``evaluation`` its number, ``step`` the Context's step count
+    then), or None if none did."""
     fs, es, e = np.zeros(n_ml), np.zeros(n_ml), ctypes.c_double(0.0)
     dbl = ctypes.POINTER(ctypes.c_double)
     got = load_plugin().mlpot_openmm_get_uncertainty(tag.encode(), _context_address(context), int(n_ml),
@@ -259,4 +271,5 @@ def read_uncertainty(tag: str, context, n_ml: int) -> Optional[dict]:
         return None
     if got < 0:
         raise ValueError(f"the force's ML region has {-got} atoms, not {n_ml}")
-    return {"forces_std": fs, "energies_std": es, "energy_std": e.value, "evaluation": int(got)}
+    step = int(load_plugin().mlpot_openmm_uncertainty_step(tag.encode(), _context_address(context)))
+    return {"forces_std": fs, "energies_std": es, "energy_std": e.value, "evaluation": int(got), "step": step}

@@ -1,11 +1,13 @@
 """``UncertaintyReporter``: a committee model's per-atom uncertainty during an OpenMM Simulation.
 
 Every ``reportInterval`` steps it records the committee's statistics at the current positions. When
-the System is driven by the same committee through the python backend (``create_force(...,
-backend="python")``, same file content, dtype and ML region), they come from the driving force's own
-model call at that step (no second evaluation; ``same_call`` is True); otherwise the reporter evaluates
-the committee itself (the ASE calculator's path: vesin neighbour list + the model's ``compute``, so its
-numbers are the calculator's). It records the contract's uncertainty outputs under their contract names:
+the System is driven by the same committee (same file content, dtype and ML region) through the python backend
+(``create_force(..., backend="python")``) or the native plugin (``backend="native"``, the default when it
+builds), they come from the driving force's own model call at that step (no second evaluation; ``same_call``
+is True: the report step's State evaluation computes them and the integrator's next step reuses it, same
+positions); otherwise (the torch backend, another model or region) the reporter evaluates the committee itself
+(the ASE calculator's path: vesin neighbour list + the model's ``compute``, so its numbers are the
+calculator's). It records the contract's uncertainty outputs under their contract names:
 ``forces_std`` (per atom, eV/A), ``energies_std`` (per atom, eV) and ``energy_std`` (total, eV).
 
 * ``file`` (text): step, max and mean per-atom force std [eV/A], max per-atom energy std and total
@@ -110,6 +112,7 @@ class UncertaintyReporter:
         self._atoms = None if atoms is None else list(atoms)
         self._region = None
         self._driving = None  # (computations, force name) of a python-backend force running this committee
+        self._native = None  # the tag of a native MLPotForce running this committee on this region ("" if none)
         self.same_call = False  # whether the latest report came from the driving force's own model call
         self.separate_evaluations = 0  # reports for which the reporter evaluated the committee itself
         if own_text:
@@ -129,9 +132,14 @@ class UncertaintyReporter:
     def describeNextReport(self, simulation):
         steps = self.reportInterval - simulation.currentStep % self.reportInterval
         driving = self._driving_for(simulation)
-        if not driving:
+        native_tag = self._native_for(simulation) if not driving else ""
+        if not driving and not native_tag:
             return {"steps": steps, "periodic": None, "include": ["positions"]}
-        for comp in driving[0]:
+        if native_tag:
+            from .native import request_uncertainty_at
+
+            request_uncertainty_at(native_tag, simulation.context, simulation.context.getStepCount() + steps)
+        for comp in driving[0] if driving else ():
             comp.arm(simulation.currentStep + steps)
         # the energy makes OpenMM evaluate the forces at the report step, with the statistics; the
         # integrator's next step reuses that evaluation (same positions)
@@ -149,6 +157,16 @@ class UncertaintyReporter:
             if comp.stats_step == simulation.currentStep and comp.stats:
                 self.same_call = True
                 self._write(simulation.currentStep, dict(comp.stats), region, simulation.topology, state)
+                return
+        native_tag = self._native_for(simulation) if not driving else ""
+        if native_tag:
+            from .native import read_uncertainty
+
+            got = read_uncertainty(native_tag, simulation.context, region.n_ml)
+            if got is not None and got["step"] == simulation.context.getStepCount():
+                self.same_call = True
+                self._write(simulation.currentStep, {k: got[k] for k in NPY_FIELDS[1:]}, region,
+                            simulation.topology, state)
                 return
         self.same_call = False
         self.separate_evaluations += 1
@@ -197,6 +215,32 @@ class UncertaintyReporter:
                     self._driving = (comps, force.getName())
                     break
         return self._driving
+
+    def _native_for(self, simulation) -> str:
+        """The tag of a native MLPotForce in ``simulation`` running this very committee (same file content and
+        precision) on this ML region in an integrated force group, else ""."""
+        if self._native is None:
+            self._native = ""
+            path = Path(self.model.path)
+            if self.model.kind != "atomistic" or not path.is_file():
+                return self._native
+            try:
+                from .native import model_sha1, native_force_info
+            except ImportError:
+                return self._native
+            sha = model_sha1(path)
+            groups = simulation.context.getIntegrator().getIntegrationForceGroups()
+            system = simulation.system
+            everyone = list(range(system.getNumParticles()))
+            for i in range(system.getNumForces()):
+                force = system.getForce(i)
+                info = native_force_info(force)
+                if (info and info.get("modelSha1") == sha and info.get("precision") == self.model.metadata["dtype"]
+                        and info["particles"] == (self._atoms if self._atoms is not None else everyone)
+                        and groups & (1 << force.getForceGroup())):
+                    self._native = info["tag"]
+                    break
+        return self._native
 
     def _region_for(self, simulation):
         if self._region is None and self.model.kind == "lattice":
