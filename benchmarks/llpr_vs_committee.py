@@ -42,6 +42,15 @@ def ensure_sets(work: Path) -> Path:
     return work
 
 
+def step_inputs(cutoff: float):
+    """compute() inputs of the timed step: 108 Cu atoms (fcc 3x3x3, rattled by 0.05 A, seed 0)."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
+    atoms.positions += np.random.default_rng(0).normal(0, 0.05, atoms.positions.shape)
+    ei, sh = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, cutoff)
+    return (torch.tensor(atoms.positions), torch.zeros(len(atoms), dtype=torch.long), torch.tensor(ei),
+            torch.tensor(sh))
+
+
 def predictions(model, frames):
     sig, err = [], []
     for atoms in frames:
@@ -78,11 +87,7 @@ def main():
         m["force_rmse"] = float(np.sqrt(np.mean(err ** 2)))
         m["ood_over_id_median_std"] = float(np.median(sig_ood) / np.median(sig))
         res[label] = m
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
-    atoms.positions += np.random.default_rng(0).normal(0, 0.05, atoms.positions.shape)
-    ei, sh = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, committee.cutoff)
-    args = (torch.tensor(atoms.positions), torch.zeros(len(atoms), dtype=torch.long), torch.tensor(ei),
-            torch.tensor(sh))
+    args = step_inputs(committee.cutoff)
     times = {"single": [], "llpr_with_uncertainty": [], "committee_with_uncertainty": []}
     for _ in range(a.rounds):  # interleaved: load changes hit all three alike
         times["single"].append(step_time(single, args, 5, False))

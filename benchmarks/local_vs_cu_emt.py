@@ -16,15 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from ase.build import bulk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from committee_cost import step_time  # noqa: E402
-from llpr_vs_committee import ensure_sets  # noqa: E402
+from llpr_vs_committee import ensure_sets, step_inputs  # noqa: E402
 
 from mlpot_plugins import export, load  # noqa: E402
 from mlpot_plugins.llpr import single_model  # noqa: E402
-from mlpot_plugins.neighbors import neighbor_list  # noqa: E402
 from mlpot_plugins.pretrained.build_cu_emt import CONFIG  # noqa: E402
 from mlpot_plugins.training.dataset import read_frames  # noqa: E402
 
@@ -62,11 +60,7 @@ def main():
            "force_rmse": {"local_1_layer": force_rmse(local, test), "cu_emt_member0": force_rmse(member, test),
                           "cu_emt_committee": force_rmse(committee, test)},
            "interaction_range": {"local_1_layer": local.interaction_range, "cu_emt": committee.interaction_range}}
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)
-    atoms.positions += np.random.default_rng(0).normal(0, 0.05, atoms.positions.shape)
-    ei, sh = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, committee.cutoff)
-    args = (torch.tensor(atoms.positions), torch.zeros(len(atoms), dtype=torch.long), torch.tensor(ei),
-            torch.tensor(sh))
+    args = step_inputs(committee.cutoff)
     times = {"local_1_layer": [], "cu_emt_member0": [], "cu_emt_committee": []}
     models = {"local_1_layer": local, "cu_emt_member0": member, "cu_emt_committee": committee}
     for _ in range(a.rounds):

@@ -80,6 +80,13 @@ def export(model: torch.nn.Module, path: PathLike, **metadata: Any) -> Path:
     return path
 
 
+def _whole_halo(halo, needed: str) -> int:
+    """A block halo as an int; ValueError when it is not a whole number of sites (``needed`` says the minimum)."""
+    if isinstance(halo, bool) or int(halo) != halo:
+        raise ValueError(f"halo {halo!r} must be a whole number of sites; {needed}")
+    return int(halo)
+
+
 class LoadedModel:
     """A validated exported model: ``module`` (TorchScript) and ``metadata`` (dict)."""
 
@@ -123,10 +130,8 @@ class LoadedModel:
                 "exported before domain-decomposed lattice evaluation existed), so an engine cannot split its "
                 "lattice into blocks. Re-export it, keeping its weights, with `python -m "
                 f"mlpot_plugins.pretrained.reexport_holstein {self.path}`")
-        if isinstance(halo, bool) or int(halo) != halo:
-            raise ValueError(f"halo {halo!r} must be a whole number of sites; the model needs at least "
-                             f"{self.interaction_range:g} (metadata interaction_range)")
-        return self._call(self.module.compute_lattice_block, Q_block, int(halo), bool(need_uncertainty))
+        halo = _whole_halo(halo, f"the model needs at least {self.interaction_range:g} (metadata interaction_range)")
+        return self._call(self.module.compute_lattice_block, Q_block, halo, bool(need_uncertainty))
 
     def compute_lattice_block_fallback(self, Q_block: torch.Tensor, halo: int,
                                        threshold: float) -> Dict[str, torch.Tensor]:
@@ -134,10 +139,9 @@ class LoadedModel:
         calibrated std > ``threshold`` replaced by the exact force, ``forces_std``, ``fallback_mask``. Models
         exported without the solver: ModelFormatError naming the export command that adds it."""
         threshold = self.check_fallback(threshold)
-        if isinstance(halo, bool) or int(halo) != halo:
-            raise ValueError(f"halo {halo!r} must be a whole number of sites; the fallback needs at least "
-                             f"{self.metadata['fallback_range']} (metadata fallback_range)")
-        return self._call(self.module.compute_lattice_block_fallback, Q_block, int(halo), threshold)
+        halo = _whole_halo(halo, f"the fallback needs at least {self.metadata['fallback_range']} (metadata "
+                                 "fallback_range)")
+        return self._call(self.module.compute_lattice_block_fallback, Q_block, halo, threshold)
 
     def check_fallback(self, threshold) -> float:
         """``threshold`` as a float, after checking that this model carries the exact local solver and that the

@@ -73,6 +73,16 @@ def run_lmp(deck: str, cwd: Path, nprocs: int = 1, timeout: float = 120, check: 
     return res
 
 
+def results(stdout: str) -> dict:
+    """Values of the deck's `print "RESULT key value ..."` lines (later lines add to and override earlier ones)."""
+    out = {}
+    for line in stdout.splitlines():
+        if line.startswith("RESULT "):
+            words = line.split()[1:]
+            out.update({k: float(v) for k, v in zip(words[::2], words[1::2])})
+    return out
+
+
 def read_dump(path: Path) -> dict:
     """Last frame of a `dump custom` text file sorted by id: {column: array}."""
     lines = Path(path).read_text().splitlines()

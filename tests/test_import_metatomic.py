@@ -87,8 +87,8 @@ def test_openmm_python_backend_agrees(imported):
 def test_lammps_one_and_two_ranks(tmp_path, plugin, variant):
     """The C++ engine dlopens the model's `torch_libraries` itself (no LD_PRELOAD, no metatomic import in
     lmp) and then agrees with metatomic's ASE calculator."""
-    from lammps_util import read_dump, run_lmp, write_data
-    from test_lammps_mpi import SNAPSHOT, deck, results
+    from lammps_util import read_dump, results, run_lmp, write_data
+    from test_lammps_mpi import SNAPSHOT, deck
 
     src, out = import_tiny(tmp_path, variant)
     atoms = cuau((3, 3, 3), seed=4, rattle=0.1)

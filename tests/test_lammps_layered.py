@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from lammps_util import lammps_cell, plugin, read_dump, run_lmp, write_data  # noqa: F401
+from lammps_util import lammps_cell, plugin, read_dump, results, run_lmp, write_data  # noqa: F401
 from mlpot_plugins import pretrained_path
 from mlpot_plugins.ase import MLPotCalculator
 
@@ -30,15 +30,6 @@ thermo_style custom step pe press pxx pyy pzz pxy pxz pyz
 run 0
 print "RESULT pe $(pe:%.17g) pxx $(pxx:%.17g) pyy $(pyy:%.17g) pzz $(pzz:%.17g) pxy $(pxy:%.17g) pxz $(pxz:%.17g) pyz $(pyz:%.17g) vol $(vol:%.17g)"
 """
-
-
-def results(stdout):
-    out = {}
-    for line in stdout.splitlines():
-        if line.startswith("RESULT "):
-            words = line.split()[1:]
-            out.update({k: float(v) for k, v in zip(words[::2], words[1::2])})
-    return out
 
 
 def cu_cell(seed=4):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lammps_util import cuau, lammps_cell, plugin, read_dump, run_lmp, write_data  # noqa: F401
+from lammps_util import cuau, lammps_cell, plugin, read_dump, results, run_lmp, write_data  # noqa: F401
 from mlpot_plugins import export, pretrained_path
 from mlpot_plugins.ase import MLPotCalculator
 from mlpot_plugins.models.base import AtomisticPotential
@@ -26,16 +26,6 @@ pair_style mlpot {model} {pair_extra}
 pair_coeff * * Cu Au
 {body}
 """
-
-
-def results(stdout):
-    """Values of `print "RESULT key value ..."` lines."""
-    out = {}
-    for line in stdout.splitlines():
-        if line.startswith("RESULT "):
-            words = line.split()[1:]
-            out.update({k: float(v) for k, v in zip(words[::2], words[1::2])})
-    return out
 
 
 SNAPSHOT = """compute pe all pe/atom
