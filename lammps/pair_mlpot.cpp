@@ -119,6 +119,7 @@ PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
   unc = unc_e = member_f = nullptr;
   have_member_virial = warned_member_virial = false;
   fallback_threshold = 0.0;
+  fallback_until = -1;
   lattice_extra[0] = 0.0;
   layerwise_opt = -1;
   layered = false;
@@ -158,18 +159,19 @@ void PairMLPot::allocate()
 }
 
 /* pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N]
-                          [model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD] [layerwise yes|no]
+                          [model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD [until STEP]] [layerwise yes|no]
                           [dtype float32|float64] [threads N] */
 void PairMLPot::settings(int narg, char **arg)
 {
   const char *usage = "expected: pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N] "
-                      "[model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD] [layerwise yes|no] "
+                      "[model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD [until STEP]] [layerwise yes|no] "
                       "[dtype float32|float64] [threads N]";
   if (narg < 1) error->all(FLERR, "Illegal pair_style mlpot command: no model file; {}", usage);
 
   device_name = "cpu";
   unc_every = devi_every = devi_calibrated = devi_atomic = 0;
   fallback_threshold = 0.0;
+  fallback_until = -1;
   layerwise_opt = -1;
   dtype_opt.clear();
   threads_opt = 0;
@@ -199,6 +201,19 @@ void PairMLPot::settings(int narg, char **arg)
         error->all(FLERR, "pair_style mlpot fallback THRESHOLD must be a force std > 0 (model units, e.g. 0.05), "
                           "got {}", arg[iarg + 1]);
       iarg += 2;
+      if (iarg < narg && strcmp(arg[iarg], "until") == 0) {    // the hot phase only: off from timestep STEP on
+        if (iarg + 1 >= narg)
+          error->all(FLERR, "pair_style mlpot fallback THRESHOLD until: expected a timestep STEP >= 0 after it; {}",
+                     usage);
+        fallback_until = utils::bnumeric(FLERR, arg[iarg + 1], false, lmp);
+        if (fallback_until < 0)
+          error->all(FLERR, "pair_style mlpot fallback ... until STEP needs STEP >= 0 (the timestep from which the "
+                            "exact solver is off), got {}", arg[iarg + 1]);
+        iarg += 2;
+      }
+    } else if (word == "until") {
+      error->all(FLERR, "pair_style mlpot until: it belongs after 'fallback THRESHOLD' (fallback THRESHOLD until "
+                        "STEP); {}", usage);
     } else if (word == "layerwise") {
       if (iarg + 1 >= narg) error->all(FLERR, "pair_style mlpot layerwise: expected yes or no after it; {}", usage);
       const std::string value = arg[iarg + 1];

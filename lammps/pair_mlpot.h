@@ -75,6 +75,8 @@ class PairMLPot : public Pair {
   std::vector<std::string> style_args;    // pair_style / pair_coeff words, kept for write_restart
   std::vector<std::string> coeff_args;
   double fallback_threshold;            // pair_style ... fallback THRESHOLD (lattice models), 0: off
+  bigint fallback_until;                // ... fallback THRESHOLD until STEP: off from timestep STEP on; -1: always
+  bool fallback_active() const;         // fallback asked for and the timestep before its 'until'
   double lattice_extra[1];              // pvector (compute pair mlpot): [sites of this rank that fell back]
   // layer-wise message passing (contract "Message passing layer by layer"; pair_mlpot_layered.cpp)
   int layerwise_opt;              // pair_style option layerwise yes|no (-1: not given: yes when the model can)

@@ -208,6 +208,13 @@ void PairMLPot::lattice_build_block()
   }
 }
 
+/* `fallback THRESHOLD [until STEP]`: the exact solver runs for the forces of timesteps before STEP (the hot phase
+   of a quench, where the committee is least accurate), then the plain block method on the same block */
+bool PairMLPot::fallback_active() const
+{
+  return fallback_threshold > 0.0 && (fallback_until < 0 || update->ntimestep < fallback_until);
+}
+
 void PairMLPot::lattice_call_model(bool need_uncertainty)
 {
   Model &m = *model;
@@ -216,7 +223,7 @@ void PairMLPot::lattice_call_model(bool need_uncertainty)
   auto topts = torch::TensorOptions().dtype(m.dtype).device(m.device);
   auto q = torch::from_blob(m.qblock.data(), {bx, by}, torch::kFloat64).to(topts);
   std::vector<c10::IValue> inputs{q, (int64_t) m.halo};
-  const bool fallback = fallback_threshold > 0.0;
+  const bool fallback = fallback_active();
   if (fallback)
     inputs.emplace_back(fallback_threshold);
   else
@@ -235,7 +242,7 @@ void PairMLPot::lattice_scatter_outputs(bool write_forces, bool need_uncertainty
 {
   Model &m = *model;
   const int nlocal = atom->nlocal;
-  const bool fallback = fallback_threshold > 0.0;
+  const bool fallback = fallback_active();
   const bool with_std = (need_uncertainty || fallback) && nmembers > 1;
   if (with_std) grow_uncertainty_buffers();
   lattice_extra[0] = 0.0;

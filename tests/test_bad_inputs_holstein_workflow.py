@@ -59,6 +59,10 @@ CASES = [
     (LAMMPS, ["--fallback", "0"], ["--fallback", "> 0"]),
     (LAMMPS, ["--fallback", "nan"], ["--fallback"]),
     (LAMMPS, ["--model", "{dir}/plain.pt", "--fallback", "0.05"], ["no exact local solver", "--fallback-radius", "drop --fallback"]),
+    (LAMMPS, ["--no-fallback", "--fallback", "0.1"], ["--no-fallback contradicts", "--fallback"]),
+    (LAMMPS, ["--fallback-until", "-1"], ["--fallback-until"]),
+    (LAMMPS, ["--model", "{dir}/plain.pt", "--fallback-until", "5"], ["--fallback-until 5", "no recommended fallback",
+                                                                      "--fallback THRESHOLD"]),
     (LAMMPS, ["--param", "gamma=0"], ["gamma=0", "friction > 0"]),
     (LAMMPS, ["--param", "dt=-1"], ["dt > 0"]),
     (LAMMPS, ["--param", "foo=1"], ["unknown Holstein parameter", "foo"]),
@@ -111,3 +115,25 @@ def test_fallback_threshold_is_checked_in_python():
         with pytest.raises(ValueError, match="finite number > 0"):
             check_fallback_model(m, bad)
     assert np.isfinite(1.0)
+
+
+@pytest.mark.parametrize("rec,words", [
+    ({"threshold": -1, "until_time": 5}, ["threshold -1", "> 0"]),
+    ({"threshold": 0.07, "until_time": float("nan")}, ["until_time nan", ">= 0"]),
+    ({"until_time": 5}, ["extra.fallback_default", "threshold"]),
+    ("0.07", ["extra.fallback_default", "threshold"]),
+])
+def test_bad_recommended_fallback_is_named(rec, words):
+    """A malformed hot-phase recommendation in a model file is an error naming the field, not a silent default."""
+    import copy
+
+    import mlpot_plugins
+    from mlpot_plugins.holstein.fallback import recommended_fallback
+
+    m = mlpot_plugins.load("holstein-d4")
+    m.metadata = copy.deepcopy(m.metadata)
+    m.metadata["extra"]["fallback_default"] = rec
+    with pytest.raises(ValueError) as e:
+        recommended_fallback(m)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))

@@ -89,6 +89,9 @@ CASES = {
     "fallback -1": (sites(), "holstein-d4", "fallback -1", {}, 1, ["THRESHOLD must be a force std > 0"]),
     "fallback nan": (sites(), "holstein-d4", "fallback nan", {}, 1, ["nan"]),
     "fallback no value": (sites(), "holstein-d4", "fallback", {}, 1, ["expected a threshold"]),
+    "fallback until no step": (sites(), "holstein-d4", "fallback 0.07 until", {}, 1, ["until", "expected a timestep"]),
+    "fallback until -1": (sites(), "holstein-d4", "fallback 0.07 until -1", {}, 1, ["STEP >= 0", "got -1"]),
+    "until without fallback": (sites(), "holstein-d4", "until 100", {}, 1, ["after 'fallback THRESHOLD'"]),
 }
 
 

@@ -51,7 +51,8 @@ def test_deck_writes_the_runner_state_on_the_lattice(tmp_path, capsys):
                  "variable steps index 30", "thermo_modify temp tz"]:
         assert line in deck, line
     assert deck.index("fix lv") < deck.index("fix xy") < deck.index("fix nve")  # setforce after the noise
-    assert "fallback" not in deck.split("pair_style")[1].splitlines()[0]
+    # the model's recommended hot-phase fallback (metadata extra.fallback_default), until t = 5 = step 100
+    assert deck.split("pair_style")[1].splitlines()[0].endswith(" fallback 0.07 until 100")
     info = json.loads((out / "holstein-lammps.json").read_text())
     assert info["unit_mapping"]["langevin_damp"] == 4.0 and info["params"]["m"] == 2.0 and info["L"] == 8
     assert "lmp -in in.holstein" in capsys.readouterr().out

@@ -231,3 +231,40 @@ def test_tiled_rcb_decomposition_on_three_ranks(tmp_path, plugin, twins):
     d = read_dump(tmp_path / "out.dump")
     ref = reference(model, Q)
     assert np.abs(d["fz"] - ref["forces"]).max() < 1e-12 and np.abs(d["c_u[1]"] - ref["forces_std"]).max() < 1e-12
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_fallback_until_step_is_the_hot_phase_only(tmp_path, plugin, fallback_twin, nprocs):
+    """`fallback THRESHOLD until 2`: the forces of timesteps 0 and 1 are the Python GatedForces' (sites fell
+    back, counted in c_fb[1]); from timestep 2 on they are the plain committee's and nothing falls back."""
+    loaded, p = fallback_twin
+    L = 14
+    Q = hot_field(L, seed=21, scale=1.5)
+    std = np.sort(loaded.module.compute_lattice(torch.tensor(Q), True)["forces_std"].numpy().ravel())
+    threshold = float(0.5 * (std[L * L // 2] + std[L * L // 2 + 1]))  # about half the sites fall back at t = 0
+    write_lattice_data(tmp_path / "lat.data", lattice_sites(Q), (L, L, 20.0), mass=p.m)
+    dump = "dump {n} all custom 1 {n}.dump id x y z fz\ndump_modify {n} sort id format float %.17g"
+    body = ("compute fb all pair mlpot\nthermo_style custom step c_fb[1]\nthermo_modify norm no\nthermo 1\n"
+            "fix xy all setforce 0.0 0.0 NULL\nfix nve all nve\ntimestep 0.05\n"
+            + dump.format(n="a") + "\nrun 1\nundump a\nrun 2\n" + dump.format(n="b") + "\nrun 0")
+    res = run_lmp(deck(plugin, loaded.path, f"fallback {threshold!r} until 2", body), tmp_path, nprocs=nprocs)
+    counts = {}
+    for ln in res.stdout.splitlines():
+        w = ln.split()
+        if len(w) == 2 and w[0].isdigit() and w[1].replace(".", "", 1).isdigit():
+            counts[int(w[0])] = float(w[1])
+    assert set(counts) == {0, 1, 2, 3}, res.stdout[-2000:]
+    assert counts[0] > 0 and counts[1] > 0 and counts[2] == 0 and counts[3] == 0, counts
+    gate = GatedForces(loaded.module, p, threshold, radius=FALLBACK_RADIUS, n_moments=FALLBACK_MOMENTS,
+                       max_fraction=None, until_step=2)
+    for name, step in (("a", 1), ("b", 3)):
+        d = read_dump(tmp_path / f"{name}.dump")
+        Qs = torch.tensor(d["z"].reshape(L, L))
+        gate.set_step(step)
+        ref = gate(Qs).numpy().ravel()
+        assert np.abs(d["fz"] - ref).max() < 1e-10, (step, np.abs(d["fz"] - ref).max())
+        ml = loaded.module.compute_lattice(Qs, False)["forces"].numpy().ravel()
+        if step == 1:
+            assert int(gate.last_mask.sum()) == counts[1] and np.abs(d["fz"] - ml).max() > 1e-3
+        else:
+            assert np.abs(d["fz"] - ml).max() < 1e-12

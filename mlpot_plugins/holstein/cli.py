@@ -84,6 +84,9 @@ def _run(args) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     if args.restart and checkpoint is None:
         raise ValueError("--restart needs --checkpoint FILE (the checkpoint written by the run to continue)")
+    if args.engine in ("ml", "ed", "kpm") and (args.threshold is not None or args.fallback_until is not None):
+        raise ValueError(f"--threshold/--fallback-until set the exact-solver fallback, which --engine {args.engine} "
+                         "does not use; pass --engine ml+fallback (or auto), or drop them")
     model = load_model(args.model) if args.engine != "ed" and args.engine != "kpm" else None
     seed = args.seed
     if args.restart:  # --param changes the checkpoint's parameters from here on (recorded in param_changes)
@@ -96,7 +99,7 @@ def _run(args) -> int:
     p = HolsteinParams.from_dict({**base, **_overrides(args.param)})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        forces = make_forces(args.engine, p, model, args.threshold, force_seed)
+        forces = make_forces(args.engine, p, model, args.threshold, force_seed, args.fallback_until)
     for w in caught:
         print(f"mlpot holstein run: warning: {w.message}", file=sys.stderr)
     defaults = {"L": 64, "batch": 1, "seed": 0}  # on --restart an omitted value is the checkpoint's
@@ -105,7 +108,7 @@ def _run(args) -> int:
     rec = run_quench(forces, p, L, args.steps, seed=seed, batch=batch, record_every=args.every,
                      out_dir=Path(args.out), snapshots=args.snapshots, checkpoint=checkpoint,
                      restart=args.restart, save_every=args.save_every)
-    print(f"{args.engine}: L={rec['L']} batch={rec['batch']}, step {rec['step']} of {args.steps} in "
+    print(f"{rec.get('engine', args.engine)}: L={rec['L']} batch={rec['batch']}, step {rec['step']} of {args.steps} in "
           f"{rec['wall_seconds']:.1f} s ({rec['site_steps_per_second']:.3g} site-steps/s); final S(pi,pi)/N="
           f"{rec['s_pi_pi'][-1]:.3f}, L(t)={rec['domain_length'][-1]:.2f}; files in {args.out}")
     return 0
@@ -116,12 +119,16 @@ def _lammps(args) -> int:
     from .dynamics import model_params
     from .lammps_deck import write_lammps_inputs
 
+    if args.no_fallback and (args.fallback is not None or args.fallback_until is not None):
+        raise ValueError("--no-fallback contradicts --fallback/--fallback-until; pass one of them")
     base = model_params(load_model(args.model)).to_dict()
     p = HolsteinParams.from_dict({**base, **_overrides(args.param)})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         paths = write_lammps_inputs(args.out, args.model, L=args.L, steps=args.steps, seed=args.seed, params=p,
-                                    fallback=args.fallback, dump_every=args.every, thermo_every=args.every,
+                                    fallback=None if args.no_fallback else
+                                    ("auto" if args.fallback is None else args.fallback),
+                                    fallback_until=args.fallback_until, dump_every=args.every, thermo_every=args.every,
                                     restart_every=args.restart_every, device=args.device)
     for w in caught:
         print(f"mlpot holstein lammps: warning: {w.message}", file=sys.stderr)
@@ -192,7 +199,8 @@ def _analyze(args) -> int:
 def _export(args) -> int:
     from ..pretrained.reexport_holstein import reexport
 
-    rep = reexport(args.model, args.out, args.fallback_radius, args.fallback_moments, args.no_fallback)
+    rep = reexport(args.model, args.out, args.fallback_radius, args.fallback_moments, args.no_fallback,
+                   args.recommend_threshold, args.recommend_until)
     fb = rep["fallback"]
     print(f"wrote {rep['file']} (weights unchanged; compute_lattice bit-identical); "
           + (f"exact local solver: KPM window radius {fb['radius']}, {fb['n_moments']} moments, block halo "
@@ -260,14 +268,22 @@ def register_cli(sub) -> None:
     t.set_defaults(func=_train)
     r = hs.add_parser("run", help="Langevin quench from a hot random state")
     r.add_argument("--model", default="holstein-d4", help="exported lattice model or shipped name")
-    r.add_argument("--engine", default="ml", choices=["ml", "ed", "kpm", "ml+fallback"])
+    r.add_argument("--engine", default="auto", choices=["auto", "ml", "ed", "kpm", "ml+fallback"],
+                   help="auto (default): ml+fallback during the model's recommended hot phase (metadata "
+                        "extra.fallback_default: exact forces where the committee std exceeds its threshold, "
+                        "until t = until_time), ml afterwards; plain ml for a model without a recommendation")
     r.add_argument("--L", type=lattice_size, default=None, help="lattice size (default 64; on --restart the checkpoint's)")
     r.add_argument("--steps", type=nonneg_int, default=2000,
                    help="total length of the run in steps (a --restart continues up to this step)")
     r.add_argument("--batch", type=positive_int, default=None, help="independent seeds run together (default 1)")
     r.add_argument("--every", type=positive_int, default=50, help="record observables every N steps")
     r.add_argument("--snapshots", type=nonneg_int, default=3, help="PNG snapshots of the order field")
-    r.add_argument("--threshold", type=positive_float, default=0.05, help="ml+fallback force-std threshold")
+    r.add_argument("--threshold", type=positive_float, default=None,
+                   help="fallback force-std threshold (default: the model's recommendation with auto, 0.05 with "
+                        "ml+fallback)")
+    r.add_argument("--fallback-until", type=nonneg_float, default=None, metavar="T",
+                   help="fall back only for t < T (default: the model's recommendation with auto, the whole run "
+                        "with ml+fallback)")
     r.add_argument("--seed", type=int, default=None, help="default 0")
     r.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="override the model's Holstein parameters (e.g. kT, gamma, dt); " + PARAM_HELP)
@@ -300,7 +316,13 @@ def register_cli(sub) -> None:
     d.add_argument("--every", type=positive_int, default=50, help="dump and thermo every N steps")
     d.add_argument("--restart-every", type=positive_int, default=500, help="write_restart every N steps")
     d.add_argument("--fallback", type=positive_float, default=None, metavar="THRESHOLD",
-                   help="exact-solver fallback above this calibrated force std (pair_style mlpot ... fallback)")
+                   help="exact-solver fallback above this calibrated force std (pair_style mlpot ... fallback); "
+                        "default: the model's recommended hot-phase fallback (metadata extra.fallback_default), "
+                        "if it has one")
+    d.add_argument("--fallback-until", type=nonneg_float, default=None, metavar="T",
+                   help="fall back only for t < T (pair_style ... until STEP = T/dt); default: the "
+                        "recommendation's, or the whole run with --fallback")
+    d.add_argument("--no-fallback", action="store_true", help="ML forces only (no exact-solver fallback)")
     d.add_argument("--device", default=None, choices=["cpu", "cuda"], help="pair_style mlpot device keyword")
     d.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="override the model's parameters for the thermostat (m, gamma, dt, kT); " + PARAM_HELP)

@@ -18,7 +18,7 @@ from .langevin import DEFAULT_SAVE_EVERY, LangevinIntegrator
 from .observables import plot_snapshot, record_frame
 from .params import HolsteinParams, check_lattice_size, hot_random_state
 
-ENGINES = ("ml", "ed", "kpm", "ml+fallback")
+ENGINES = ("ml", "ed", "kpm", "ml+fallback", "auto")
 
 
 class MLForces:
@@ -68,7 +68,22 @@ def warn_if_untrained(model, p: HolsteinParams) -> Optional[str]:
     return msg
 
 
-def make_forces(engine: str, p: HolsteinParams, model=None, threshold: float = 0.05, seed: int = 0):
+def make_forces(engine: str, p: HolsteinParams, model=None, threshold: Optional[float] = None, seed: int = 0,
+                until_time: Optional[float] = None):
+    """The force callable of an engine. ``auto`` (the default of ``mlpot holstein run``): ``ml+fallback`` with
+    the model's own hot-phase recommendation (``fallback.recommended_fallback``: threshold, until_time) when the
+    model carries one, else ``ml``. ``threshold``/``until_time`` override it (``ml+fallback`` without them:
+    threshold 0.05 for the whole run). ``forces.describe`` says what was chosen."""
+    if engine == "auto":
+        from .fallback import recommended_fallback
+
+        rec = recommended_fallback(model) if model is not None else None
+        if rec is None:
+            engine = "ml"
+        else:
+            engine = "ml+fallback"
+            threshold = rec["threshold"] if threshold is None else threshold
+            until_time = rec["until_time"] if until_time is None else until_time
     if engine == "ed":
         return EDForces(p)
     if engine == "kpm":
@@ -84,8 +99,15 @@ def make_forces(engine: str, p: HolsteinParams, model=None, threshold: float = 0
 
         if model.metadata["ensemble_size"] < 2:
             raise ValueError("ml+fallback needs a committee model (ensemble_size > 1) for its force std")
+        from .fallback import until_step
+
         fb = model.metadata.get("fallback") or {}  # a model exported with its solver: the same window and moments
-        forces = GatedForces(model.module, p, threshold, **fb)  # fb: {"radius", "n_moments"} (contract)
+        threshold = 0.05 if threshold is None else threshold
+        forces = GatedForces(model.module, p, threshold, **fb,  # fb: {"radius", "n_moments"} (contract)
+                             until_step=until_step(until_time, p.dt))
+    forces.describe = engine if engine == "ml" else (
+        f"ml+fallback (threshold {forces.threshold:g}" + (
+            f", until t = {until_time:g}, step {forces.until_step})" if forces.until_step is not None else ")"))
     forces.warning = warn_if_untrained(model, p)  # run_quench records it with the observables
     return forces
 
@@ -155,6 +177,8 @@ def run_quench(forces, p: HolsteinParams, L: int, steps: int, seed: int = 0, bat
         Q0, P0 = quench_initial_state(L, p, seed, batch, kT_hot)
         integ = LangevinIntegrator(forces, p, Q0, P0, seed=seed + 1)
         rec = new_record(p, L, batch, seed)
+    if getattr(forces, "describe", None):
+        rec["engine"] = forces.describe
     warning = getattr(forces, "warning", None)
     if warning and warning not in rec.setdefault("warnings", []):
         rec["warnings"].append(warning)

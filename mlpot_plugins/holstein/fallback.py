@@ -10,6 +10,7 @@ Two users, one KPM implementation (``kpm.window_site_density``):
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional
 
 import torch
@@ -21,6 +22,35 @@ from .params import HolsteinParams, check_lattice_size
 
 DEFAULT_RADIUS = 6       # window (2 radius + 1)^2 = 13 x 13: nearsightedness error ~ 1e-3 at the shipped kT
 DEFAULT_MOMENTS = 2048   # Chebyshev moments of the exported solver (its n_moments is fixed: block-split invariant)
+RECOMMENDATION_KEY = "fallback_default"  # metadata extra: the hot-phase fallback the quench tools use by default
+
+
+def recommended_fallback(model) -> Optional[Dict[str, float]]:
+    """The model's own hot-phase fallback, metadata ``extra.fallback_default`` = {"threshold": force std,
+    "until_time": t} (measured per regime, ``benchmarks/holstein_regimes.py``): what ``mlpot holstein run`` and
+    ``mlpot holstein lammps`` use by default, so a quench from the hot t = 0 state keeps the force error of
+    every regime within the model's stated bound. None when the file has none (or no exact solver to fall back
+    to). The one reader of that field."""
+    rec = (model.metadata.get("extra") or {}).get(RECOMMENDATION_KEY)
+    if rec is None or not model.metadata.get("fallback"):
+        return None
+    where = f"{getattr(model, 'path', 'model')}: metadata extra.{RECOMMENDATION_KEY}"
+    if not isinstance(rec, dict) or set(rec) - {"threshold", "until_time", "measured"} or "threshold" not in rec:
+        raise ValueError(f"{where} must be {{\"threshold\": std > 0, \"until_time\": t >= 0 or null}}, got "
+                         f"{rec!r}; re-export the model (`mlpot holstein export MODEL --out FILE`)")
+    thr, until = rec["threshold"], rec.get("until_time")
+    ok_thr = isinstance(thr, (int, float)) and not isinstance(thr, bool) and math.isfinite(thr) and thr > 0
+    ok_until = until is None or (isinstance(until, (int, float)) and not isinstance(until, bool)
+                                 and math.isfinite(until) and until >= 0)
+    if not (ok_thr and ok_until):
+        raise ValueError(f"{where} has threshold {thr!r} (needs a finite force std > 0) and until_time {until!r} "
+                         "(needs a finite time >= 0 or null); re-export the model with valid values")
+    return {"threshold": float(thr), "until_time": None if until is None else float(until)}
+
+
+def until_step(until_time: Optional[float], dt: float) -> Optional[int]:
+    """The first step (timestep) whose forces no longer fall back: round(until_time / dt); None = never off."""
+    return None if until_time is None else int(round(until_time / dt))
 
 
 class GatedForces:
@@ -32,21 +62,35 @@ class GatedForces:
     (``compute_lattice_block_fallback``), which it then equals for the same radius and n_moments."""
 
     def __init__(self, module, p: HolsteinParams, threshold: float, radius: int = DEFAULT_RADIUS,
-                 n_moments: Optional[int] = None, max_fraction: Optional[float] = 0.25):
+                 n_moments: Optional[int] = None, max_fraction: Optional[float] = 0.25,
+                 until_step: Optional[int] = None):
         if not threshold > 0:
             raise ValueError(f"fallback threshold {threshold} must be > 0 (a force std in units of t)")
+        if until_step is not None and (isinstance(until_step, bool) or not isinstance(until_step, int)
+                                       or until_step < 0):
+            raise ValueError(f"fallback until_step {until_step!r} must be an integer step >= 0 (or None: always)")
         self.module, self.p, self.threshold = module, p, float(threshold)
         self.radius, self.n_moments, self.max_fraction = radius, n_moments, max_fraction
+        self.until_step = until_step  # as pair_style mlpot ... fallback THRESHOLD until STEP
+        self.step = 0  # the step whose forces the next call computes (LangevinIntegrator.set_step)
         self.stats: Dict[str, float] = {"calls": 0, "sites": 0, "fallback_sites": 0}
         self.last_mask = None
         self.min_L = min_lattice(module)
+
+    def set_step(self, step: int) -> None:
+        """The integrator says which step the next force call is for (the fallback is off from until_step on)."""
+        self.step = int(step)
+
+    @property
+    def active(self) -> bool:
+        return self.until_step is None or self.step < self.until_step
 
     def __call__(self, Q: Tensor) -> Tensor:
         check_lattice_size(Q.shape[-1], self.min_L, why=PATCH_WHY)
         out = self.module.compute_lattice(Q, True)
         F = out["forces"].to(Q.dtype)
         std = out["forces_std"]
-        mask = std > self.threshold
+        mask = std > self.threshold if self.active else torch.zeros_like(std, dtype=torch.bool)
         if self.max_fraction is not None:
             # never let a badly extrapolating model turn the run into a full KPM run silently
             budget = int(self.max_fraction * mask[..., :, :].numel())

@@ -62,13 +62,17 @@ def check_fallback_model(model, threshold: float) -> float:
 
 
 def write_lammps_inputs(out_dir, model_ref: str = "holstein-d4", L: int = 64, steps: int = 2000, seed: int = 0,
-                        params: Optional[HolsteinParams] = None, fallback: Optional[float] = None,
+                        params: Optional[HolsteinParams] = None, fallback="auto",
                         dump_every: int = 50, thermo_every: int = 50, restart_every: int = 500,
-                        device: Optional[str] = None, kT_hot: float = 5.0, boundary_z: str = "f") -> dict:
+                        device: Optional[str] = None, kT_hot: float = 5.0, boundary_z: str = "f",
+                        fallback_until: Optional[float] = None) -> dict:
     """Write ``holstein.data`` (the quench's t = 0 state), ``in.holstein`` (the deck) and
     ``holstein-lammps.json`` (parameters, unit mapping, file names: what ``mlpot holstein analyze`` needs)
     into ``out_dir``; return the paths. ``params`` overrides the model's Holstein parameters (m, gamma, dt,
-    kT of the thermostat; others warn as in ``mlpot holstein run``)."""
+    kT of the thermostat; others warn as in ``mlpot holstein run``). ``fallback``: "auto" (default) = the
+    model's recommended hot-phase fallback if it carries one (``fallback.recommended_fallback``), a threshold,
+    or None (ML only); ``fallback_until``: the time from which it is off (default: the recommendation's with
+    "auto", the whole run with a threshold) -> ``pair_style mlpot ... fallback THR until STEP``."""
     from ..model_file import load as load_model
     from .dynamics import PATCH_WHY, min_lattice, model_params, quench_initial_state, warn_if_untrained
 
@@ -83,6 +87,21 @@ def write_lammps_inputs(out_dir, model_ref: str = "holstein-d4", L: int = 64, st
     restart_every = bounded_int(restart_every, "restart_every", 1)
     if boundary_z not in ("f", "m"):
         raise ValueError(f"boundary_z={boundary_z!r}: use 'f' (fixed z box) or 'm' (shrink-wrapped with a minimum)")
+    if fallback_until is not None:
+        fallback_until = bounded_float(fallback_until, "fallback_until", 0.0, strict=False)
+    if isinstance(fallback, str):
+        if fallback != "auto":
+            raise ValueError(f"fallback={fallback!r}: use 'auto', a threshold > 0 or None")
+        from .fallback import recommended_fallback
+
+        rec = recommended_fallback(model)
+        fallback = None if rec is None else rec["threshold"]
+        if rec is not None and fallback_until is None:
+            fallback_until = rec["until_time"]
+    if fallback is None and fallback_until is not None:
+        raise ValueError(f"--fallback-until {fallback_until:g} limits a fallback, but there is none: {model.path.name} "
+                         "carries no recommended fallback (metadata extra.fallback_default) or --no-fallback was "
+                         "given; pass --fallback THRESHOLD too, or drop --fallback-until")
     if fallback is not None:
         fallback = check_fallback_model(model, fallback)
     if p.gamma <= 0:
@@ -100,11 +119,15 @@ def write_lammps_inputs(out_dir, model_ref: str = "holstein-d4", L: int = 64, st
     write_lattice_data(out_dir / DATA_NAME, Q0, P0 / p.m, p.m, a, zmax,
                        f"Holstein {L}x{L} quench, t = 0 hot state of `mlpot holstein run --seed {seed}` (kT_hot "
                        f"{kT_hot:g})")
+    from .fallback import until_step
+
+    fb_until = until_step(fallback_until, p.dt) if fallback is not None else None
     deck = deck_text(model_arg, p, L, steps, seed, fallback, dump_every, thermo_every, restart_every, device,
-                     boundary_z)
+                     boundary_z, fb_until)
     atomic_write_text(out_dir / DECK_NAME, deck)
     info = {"kind": "mlpot-holstein-lammps", "model": model_arg, "L": L, "spacing": a, "steps": steps,
-            "seed": seed, "kT_hot": kT_hot, "params": p.to_dict(), "fallback": fallback, "dump": DUMP_NAME,
+            "seed": seed, "kT_hot": kT_hot, "params": p.to_dict(), "fallback": fallback,
+            "fallback_until_step": fb_until, "dump": DUMP_NAME,
             "dump_every": dump_every, "data": DATA_NAME, "deck": DECK_NAME,
             "unit_mapping": {"mass": p.m, "langevin_damp": p.m / p.gamma, "temperature": p.kT, "timestep": p.dt,
                              "units": "lj: energy t, length = Q unit, time 1/t, k_B = 1"},
@@ -139,9 +162,10 @@ def write_lattice_data(path: Path, Q: np.ndarray, vz: np.ndarray, m: float, a: f
 
 def deck_text(model_arg: str, p: HolsteinParams, L: int, steps: int, seed: int, fallback: Optional[float],
               dump_every: int, thermo_every: int, restart_every: int, device: Optional[str],
-              boundary_z: str = "f") -> str:
+              boundary_z: str = "f", fallback_until_step: Optional[int] = None) -> str:
     pair = f"pair_style mlpot {model_arg}" + (f" device {device}" if device else "") + \
-        (f" fallback {fallback!r}" if fallback is not None else "")
+        (f" fallback {fallback!r}" if fallback is not None else "") + \
+        (f" until {fallback_until_step}" if fallback is not None and fallback_until_step is not None else "")
     fb = [f"compute fb all pair mlpot          # {FALLBACK_THERMO}: sites that fell back to the exact solver"] \
         if fallback is not None else []
     thermo = "step time temp pe c_u[1] c_u[2]" + (f" {FALLBACK_THERMO}" if fallback is not None else "")

@@ -42,8 +42,17 @@ class LangevinIntegrator:
         self.generator = torch.Generator(device=Q.device).manual_seed(int(seed))
         self.step_count = 0
         self.q_limit = runaway_limit(params, self.Q)
+        if forces is None:
+            self._tell_step(0)
         self.F = self.force_fn(self.Q) if forces is None else forces.clone()
         self.check_state()
+
+    def _tell_step(self, step: int) -> None:
+        """Force callables that depend on the step (a fallback that is on only for the hot phase) learn it
+        through ``set_step(step)`` before each call: step n = the forces of the positions after n steps."""
+        set_step = getattr(self.force_fn, "set_step", None)
+        if set_step is not None:
+            set_step(step)
 
     def check_state(self) -> None:
         """Raise ``DivergenceError`` if Q or F is non-finite or max|Q| ran away (one reduction each)."""
@@ -74,6 +83,7 @@ class LangevinIntegrator:
             xi = torch.randn(Q.shape, generator=self.generator, dtype=Q.dtype, device=Q.device)
             P = c * P + s * xi
             Q = Q + (h / p.m) * P
+            self._tell_step(self.step_count + 1)
             F = self.force_fn(Q)
             self.P, self.Q, self.F = P + h * F, Q, F
             self.step_count += 1

@@ -17,7 +17,8 @@ from typing import Optional
 import torch
 
 from ..cli_types import positive_int
-from ..holstein.fallback import DEFAULT_MOMENTS, with_fallback
+from ..cli_types import positive_float, nonneg_float
+from ..holstein.fallback import DEFAULT_MOMENTS, RECOMMENDATION_KEY, recommended_fallback, with_fallback
 from ..holstein.params import HolsteinParams, periodic_block
 from ..holstein.train import build_model
 from ..model_file import export, load
@@ -43,14 +44,26 @@ def eager_model(old) -> torch.nn.Module:
 
 
 def reexport(model: str, out: Optional[str] = None, fallback_radius: Optional[int] = None,
-             fallback_moments: Optional[int] = None, no_fallback: bool = False) -> dict:
+             fallback_moments: Optional[int] = None, no_fallback: bool = False,
+             recommend_threshold: Optional[float] = None, recommend_until: Optional[float] = None) -> dict:
     """Re-export a shipped model name or a model file in place (or to ``out``); returns what was checked.
-    ``fallback_radius``/``fallback_moments``: add or change the exact local solver (default: keep the file's)."""
-    if no_fallback and (fallback_radius or fallback_moments):
-        raise ValueError("--no-fallback contradicts --fallback-radius/--fallback-moments; pass one of them")
+    ``fallback_radius``/``fallback_moments``: add or change the exact local solver (default: keep the file's).
+    ``recommend_threshold``/``recommend_until``: the hot-phase fallback the quench tools use by default
+    (metadata extra.fallback_default; measure it with benchmarks/holstein_regimes.py); a file keeps its own
+    unless given, and loses it with ``no_fallback``."""
+    if no_fallback and (fallback_radius or fallback_moments or recommend_threshold):
+        raise ValueError("--no-fallback contradicts --fallback-radius/--fallback-moments/--recommend-threshold; "
+                         "pass one of them")
+    if recommend_until is not None and recommend_threshold is None:
+        raise ValueError("--recommend-until needs --recommend-threshold (the recommendation is both)")
     old = load(model)
     target = Path(out) if out is not None else Path(model) if Path(model).is_file() else HERE / f"{model}.pt"
-    meta, extra = old.metadata, old.metadata["extra"]
+    meta, extra = old.metadata, dict(old.metadata["extra"])
+    if no_fallback:
+        extra.pop(RECOMMENDATION_KEY, None)
+    elif recommend_threshold is not None:
+        extra[RECOMMENDATION_KEY] = {"threshold": float(recommend_threshold), "until_time":
+                                     None if recommend_until is None else float(recommend_until)}
     m = eager_model(old)
     had = meta.get("fallback") or {}
     if not no_fallback and (had or fallback_radius or fallback_moments):
@@ -72,7 +85,12 @@ def reexport(model: str, out: Optional[str] = None, fallback_radius: Optional[in
             for k in ref:
                 assert torch.equal(ref[k], out[k]), f"compute_lattice {k} changed by re-export"
         changed = {k for k in set(meta) | set(new.metadata) if meta.get(k) != new.metadata.get(k)}
+        if "extra" in changed:  # only the recommendation may change in extra
+            keys = set(meta["extra"]) | set(extra)
+            assert {k for k in keys if meta["extra"].get(k) != extra.get(k)} <= {RECOMMENDATION_KEY}
+            changed.discard("extra")
         assert changed <= {"interaction_range", "fallback_range", "fallback"}, f"metadata changed: {sorted(changed)}"
+        recommended_fallback(new)  # the recommendation reads back
         halo = int(new.metadata["interaction_range"])
         Q = fields[1]
         out = new.compute_lattice_block(periodic_block(Q, halo), halo, True)  # the whole lattice as one block
@@ -101,6 +119,10 @@ def add_fallback_options(ap) -> None:
     ap.add_argument("--fallback-moments", type=positive_int, default=None,
                     help=f"Chebyshev moments of the solver (default {DEFAULT_MOMENTS}, or the file's)")
     ap.add_argument("--no-fallback", action="store_true", help="drop the solver a file carries")
+    ap.add_argument("--recommend-threshold", type=positive_float, default=None, metavar="STD",
+                    help="record the hot-phase fallback the quench tools use by default: this force-std threshold")
+    ap.add_argument("--recommend-until", type=nonneg_float, default=None, metavar="T",
+                    help="... falling back only for t < T (default: the whole run)")
 
 
 def main(argv=None) -> None:
@@ -110,7 +132,8 @@ def main(argv=None) -> None:
     add_fallback_options(ap)
     args = ap.parse_args(argv)
     for name in args.models:
-        reexport(name, None, args.fallback_radius, args.fallback_moments, args.no_fallback)
+        reexport(name, None, args.fallback_radius, args.fallback_moments, args.no_fallback,
+                 args.recommend_threshold, args.recommend_until)
 
 
 if __name__ == "__main__":
