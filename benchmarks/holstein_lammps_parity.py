@@ -1,5 +1,7 @@
 """Physics parity: an ML Holstein quench driven by LAMMPS (the deck of `mlpot holstein lammps`, pair_style
 mlpot, fix langevin + fix nve) against `mlpot holstein run` with the same model and the same initial states.
+Both engines run the ML committee alone (`--engine ml`, the deck written with `--no-fallback`), so that the
+comparison is of the engines, not of the hot-phase fallback the tools add by default.
 
 For each seed s the two engines start from the same t = 0 hot state (``dynamics.quench_initial_state``) with
 independent thermostat noise; S(pi,pi,t)/N and L(t) (one implementation: ``observables.record_frame``, via
@@ -40,7 +42,7 @@ def lammps_seed(work: Path, model: str, L: int, steps: int, seed: int, every: in
                 tag="lammps", cdw=False):
     d = work / f"{tag}-seed{seed}"
     files = write_lammps_inputs(d, model, L=L, steps=steps, seed=seed, dump_every=every, thermo_every=every,
-                                restart_every=steps, params=params)
+                                restart_every=steps, params=params, fallback=None)  # the ML quench: no fallback
     if cdw:  # equilibrium start: the checkerboard CDW (+ small noise) with thermal momenta
         g = torch.Generator().manual_seed(seed)
         A = params.cdw_amplitude()
