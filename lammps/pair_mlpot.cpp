@@ -30,6 +30,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <climits>
 #include <cstring>
 #include <dlfcn.h>
 #ifdef __GLIBC__
@@ -702,9 +703,19 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty, bool need_mem
   const bool need_unc = need_uncertainty && nmembers > 1;
   const char *stage = "building the model inputs";
   unc_step = -1;
+  std::string fail;    // lattice models: this rank's error, made collective below
   try {
     if (lattice()) {
-      lattice_evaluate(write_forces, need_unc, stage);    // pair_mlpot_lattice.cpp
+      try {
+        lattice_evaluate(write_forces, need_unc, stage);    // pair_mlpot_lattice.cpp (no MPI calls inside)
+      } catch (LAMMPSException &) {
+        throw;
+      } catch (const MLPotError &e) {
+        fail = e.what();
+      } catch (const std::exception &e) {
+        fail = fmt::format("model {} failed in {}: {}", model_path, stage, torch_message(e));
+      }
+      collective_error(fail);
     } else {
       build_inputs();
       stage = layered ? "its layer-wise methods (mp_*)" : "its compute() method";
@@ -729,6 +740,24 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty, bool need_mem
                oom ? "; use fewer atoms per rank (more MPI ranks or GPUs) or device cpu" : "");
   }
   time_evaluate += platform::walltime() - t_start;
+}
+
+/* An error found by some ranks only (a doubled site, an atom off its lattice point in one sub-domain) stops every
+   rank with the message of the lowest such rank through error->all, printed by rank 0: error->one's MPI_Abort
+   can kill the job before another rank's message reaches the screen. One integer allreduce per evaluation. */
+void PairMLPot::collective_error(const std::string &fail)
+{
+  int mine = fail.empty() ? INT_MAX : comm->me, first = INT_MAX;
+  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world);
+  if (first == INT_MAX) return;
+  std::string msg = fail;
+  int len = (int) msg.size();
+  MPI_Bcast(&len, 1, MPI_INT, first, world);
+  msg.resize(len);
+  MPI_Bcast(&msg[0], len, MPI_CHAR, first, world);
+  const bool oom = msg.find("out of memory") != std::string::npos;
+  error->all(FLERR, "pair_style mlpot: {}{}{}", msg, comm->nprocs > 1 ? fmt::format(" (rank {})", first) : "",
+             oom ? "; use fewer sites per rank (more MPI ranks or GPUs) or device cpu" : "");
 }
 
 /* rows: the mapped local atoms, then only the ghosts that are an end of some edge (the ghost shell of

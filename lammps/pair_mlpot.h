@@ -76,6 +76,7 @@ class PairMLPot : public Pair {
   std::vector<std::string> coeff_args;
   double fallback_threshold;            // pair_style ... fallback THRESHOLD (lattice models), 0: off
   bigint fallback_until;                // ... fallback THRESHOLD until STEP: off from timestep STEP on; -1: always
+  void collective_error(const std::string &fail);    // lattice: any rank's error -> error->all everywhere
   bool fallback_active() const;         // fallback asked for and the timestep before its 'until'
   double lattice_extra[1];              // pvector (compute pair mlpot): [sites of this rank that fell back]
   // layer-wise message passing (contract "Message passing layer by layer"; pair_mlpot_layered.cpp)
