@@ -5,8 +5,10 @@ for 1 and 2 ranks, and the LAMMPS step time over the bare ``compute_lattice_bloc
     PYTHONPATH=. python benchmarks/lattice_lammps_scale.py [--L 100 316 1000] [--ranks 1 2] [--steps 20]
 
 The deck builds the lattice itself (no data file): `create_atoms` on a square lattice of spacing 1 in a
-`units lj`, `boundary p p f` box, Q = z ~ N(0, 0.8) (`set ... z v_q`), `fix nve`, dt 0.05, skin 1.0 checked
-every 10 steps, no thermo output during the timed run. LAMMPS time = the `Loop time` of `run STEPS` after a
+`units lj`, `boundary p p f` box, Q = z ~ N(0, 0.8) (`set ... z v_q`), the quench deck's integrator (`fix langevin`
+kT 0.1, damp 25 = m/gamma, `fix setforce 0 0 NULL`, `fix nve`; without the thermostat the direct-force committee is
+not conservative and a 1000-step NVE run of 10^6 sites ran away: a site's |Q| left the z box), dt 0.05, skin 1.0
+checked every 10 steps, thermo every max(100, steps/10) steps. ``--workdir`` keeps each run's log.lammps. LAMMPS time = the `Loop time` of `run STEPS` after a
 `run 2` warm-up (TorchScript profiles its first calls). Bare call = min of repeated calls in this process
 (one torch thread, as each rank has). The machine is shared, so the load average is printed.
 """
@@ -29,6 +31,7 @@ BIN = Path(sys.executable).parent
 
 
 def deck(L: int, steps: int, model: str) -> str:
+    thermo = max(100, steps // 10)  # a few thermo lines: progress in log.lammps and LAMMPS' lost-atom check
     return f"""units lj
 processors * * 1
 atom_style atomic
@@ -45,9 +48,11 @@ pair_style mlpot {model}
 pair_coeff * * Q
 neighbor 1.0 bin
 neigh_modify every 10 delay 0 check yes
+fix lv all langevin 0.1 0.1 25.0 4321
+fix xy all setforce 0.0 0.0 NULL
 fix nve all nve
 timestep 0.05
-thermo 100000
+thermo {thermo}
 run 2
 run {steps}
 """
@@ -55,11 +60,11 @@ run {steps}
 
 def lammps_loop(L: int, ranks: int, steps: int, model: str, workdir: Path) -> dict:
     (workdir / "in.scale").write_text(deck(L, steps, model))
-    cmd = [str(BIN / "lmp"), "-in", "in.scale", "-log", "none"]
+    cmd = [str(BIN / "lmp"), "-in", "in.scale", "-log", "log.lammps"]
     if ranks > 1:
         cmd = [str(BIN / "mpiexec"), "-n", str(ranks)] + cmd
     env = dict(os.environ, OMP_NUM_THREADS="1", MLPOT_TIMING="1")
-    res = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=3600)
+    res = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=6 * 3600)
     out = res.stdout + res.stderr
     if res.returncode:
         raise RuntimeError(f"lmp failed ({res.returncode}):\n{out[-3000:]}")
@@ -92,6 +97,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--model", default="holstein-d4")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--workdir", help="keep each run's deck and log.lammps here (default: a temporary folder)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     print(f"machine: {os.cpu_count()}-core CPU, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} "
@@ -100,8 +106,13 @@ def main():
     for L in a.L:
         per_rank = {}
         for ranks in a.ranks:
-            with tempfile.TemporaryDirectory() as tmp:
-                lmp = lammps_loop(L, ranks, a.steps, a.model, Path(tmp))
+            if a.workdir:
+                wd = Path(a.workdir) / f"L{L}-ranks{ranks}"
+                wd.mkdir(parents=True, exist_ok=True)
+                lmp = lammps_loop(L, ranks, a.steps, a.model, wd)
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    lmp = lammps_loop(L, ranks, a.steps, a.model, Path(tmp))
             bare = bare_block_call(L, ranks, a.model, a.repeats)
             rate = L * L * a.steps / lmp["loop_s"]
             per_rank[ranks] = rate

@@ -200,7 +200,9 @@ void PairMLPot::lattice_build_block()
       const int64_t i = s / by + m.i0, j = s % by + m.j0;
       throw MLPotError(fmt::format(
           "no atom on lattice site ({}, {}) (x = {:.10g}, y = {:.10g}), which the forces of this rank's sites "
-          "need: a missing site (or one moved to another); give exactly one atom per site at x = xlo + i*a, "
+          "need: a missing site (or one moved to another, or an atom lost through a fixed z boundary when its |Q| "
+          "outgrew the box: the dynamics ran away; use a thermostat, a smaller timestep or boundary p p m); give "
+          "exactly one atom per site at x = xlo + i*a, "
           "y = ylo + j*a", (i % m.L + m.L) % m.L, (j % m.L + m.L) % m.L, xlo + ((i % m.L + m.L) % m.L) * a,
           ylo + ((j % m.L + m.L) % m.L) * a));
     }
