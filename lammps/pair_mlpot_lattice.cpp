@@ -125,7 +125,7 @@ void PairMLPot::lattice_evaluate(bool write_forces, bool need_uncertainty, const
                                  "that compute (the global energy is in pe for energy-based models)", model_path,
                                  eflag_atom ? "energies" : "virials"));
   lattice_build_block();
-  stage = fallback_threshold > 0.0 ? "its compute_lattice_block_fallback() method"
+  stage = fallback_active() ? "its compute_lattice_block_fallback() method"
                                    : "its compute_lattice_block() method";
   lattice_call_model(need_uncertainty);
   stage = "reading its outputs";

@@ -28,8 +28,13 @@ def test_shipped_model_recommends_a_hot_phase_fallback(shipped):
     f = make_forces("auto", p, m)
     assert isinstance(f, GatedForces) and f.threshold == rec["threshold"]
     assert f.until_step == round(rec["until_time"] / p.dt) and f.describe.startswith("ml+fallback")
-    # the energy variant carries no recommendation: auto is the plain committee
-    assert make_forces("auto", p, mlpot_plugins.load("holstein-d4-energy")).describe == "ml"
+    # the energy variant carries no recommendation: auto is the plain committee, unless a threshold is asked for
+    energy = mlpot_plugins.load("holstein-d4-energy")
+    assert make_forces("auto", p, energy).describe == "ml"
+    asked = make_forces("auto", p, energy, threshold=0.2)
+    assert isinstance(asked, GatedForces) and asked.threshold == 0.2 and asked.until_step is None
+    with pytest.raises(ValueError, match="no recommended fallback"):
+        make_forces("auto", p, energy, until_time=5.0)
 
 
 def test_default_fallback_brings_the_hot_state_within_three_percent(shipped):

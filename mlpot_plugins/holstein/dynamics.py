@@ -78,8 +78,12 @@ def make_forces(engine: str, p: HolsteinParams, model=None, threshold: Optional[
         from .fallback import recommended_fallback
 
         rec = recommended_fallback(model) if model is not None else None
-        if rec is None:
-            engine = "ml"
+        if rec is None:  # a threshold asked for is honoured (the whole run, or until until_time), never ignored
+            if threshold is None and until_time is not None:
+                raise ValueError(f"--fallback-until {until_time:g} limits a fallback, but there is none: the model "
+                                 "carries no recommended fallback (metadata extra.fallback_default); pass "
+                                 "--threshold STD too, or drop --fallback-until")
+            engine = "ml" if threshold is None else "ml+fallback"
         else:
             engine = "ml+fallback"
             threshold = rec["threshold"] if threshold is None else threshold
