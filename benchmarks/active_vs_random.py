@@ -10,9 +10,12 @@ Systems:
 * ``cu``: Cu/EMT. Initial data: 32-atom Cu at 300 K (narrow on purpose); exploration from the perfect, a
   vacancy and a strained cell at 600-2000 K; OOD: ``mlpot data emt`` ood-hot (2400 K), ood-compressed (10 %)
   and vacancy MD at 1500 K.
-* ``ala2``: alanine dipeptide / GFN2-xTB (tblite). Initial data: the first frames of an ``mlpot data xtb``
-  train set (300-600 K); exploration at 600/1000 K; OOD: the ood set (1000 K, other conformer basin).
-  Needs the sets of benchmarks/make_xtb_sets.sh (``--xtb-dir``).
+* ``ala2``: alanine dipeptide / GFN2-xTB (tblite). Initial data: ``--n-init`` frames spread evenly over an
+  ``mlpot data xtb`` train set (300-600 K, C7eq basin); 4 walkers, three from the C7eq minimum at
+  300/450/600 K and one from the built phi/psi = +80/-60 start of ``mlpot data xtb --set ood`` (the start
+  structure only, no OOD frame) at 1000 K, so most explored frames revisit the known basin and a minority
+  is new (the situation active learning is for); walkers stop above ``--max-sigma`` (exploded geometries
+  are not labelled); OOD: the ood set (1000 K, phi > 0). Needs the sets of benchmarks/make_xtb_sets.sh or build_ala2_xtb (``--xtb-dir``).
 
 Usage (one thread; minutes):
   OMP_NUM_THREADS=1 python benchmarks/active_vs_random.py --system cu --out out/avr-cu
@@ -31,8 +34,8 @@ import yaml
 
 CU_MODEL = dict(species=["Cu"], cutoff=4.0, lmax=1, n_layers=1, channels=6, n_basis=6, radial_hidden=8,
                 readout_hidden=6, ensemble_size=3, dtype="float64")
-ALA2_MODEL = dict(species=["H", "C", "N", "O"], cutoff=4.0, lmax=1, n_layers=2, channels=6, n_basis=6,
-                  radial_hidden=8, readout_hidden=6, ensemble_size=3, dtype="float64")
+ALA2_MODEL = dict(species=["H", "C", "N", "O"], cutoff=4.0, lmax=1, n_layers=2, channels=8, n_basis=6,
+                  radial_hidden=8, readout_hidden=8, ensemble_size=3, dtype="float32")
 
 
 def cu_sets(out: Path, seed: int) -> dict:
@@ -64,10 +67,12 @@ def ala2_sets(out: Path, xtb_dir: Path, n_init: int) -> dict:
     import ase.io
 
     from mlpot_plugins.refdata import write
+    from mlpot_plugins.xtb_data import start_structure
 
-    train = ase.io.read(xtb_dir / "ala2-train.extxyz", index=f":{n_init}")
-    write(out / "init.extxyz", train)
-    write(out / "start.extxyz", [train[0]])
+    train = ase.io.read(xtb_dir / "ala2-train.extxyz", index=":")
+    write(out / "init.extxyz", [train[int(i)] for i in np.linspace(0, len(train) - 1, n_init).round()])
+    known, new = start_structure("ala2", "train"), start_structure("ala2", "ood")
+    write(out / "start.extxyz", [known, known, known, new])
     return {"init": "init.extxyz", "start": "start.extxyz",
             "ood": {"ood": str((xtb_dir / "ala2-ood.extxyz").resolve())},
             "test": str((xtb_dir / "ala2-test.extxyz").resolve())}
@@ -80,16 +85,25 @@ def config(system: str, sets: dict, mode: str, args, seed: int) -> dict:
         model, reference = CU_MODEL, {"calculator": "emt"}
         max_sigma = 0.0
     else:
-        explore = dict(engine="ase", walkers=2, steps=args.steps, check_every=10, temperatures=[600, 1000],
+        explore = dict(engine="ase", walkers=4, steps=args.steps, check_every=10, temperatures=[300, 450, 600, 1000],
                        timestep_fs=0.5, seed=seed, min_distance=0.7)
         model, reference = ALA2_MODEL, {"calculator": "xtb"}
-        max_sigma = 0.0
+        max_sigma = args.max_sigma
+    if args.init_from:  # continue a trained committee: its architecture, its weights (both arms alike)
+        from mlpot_plugins.training.train import initial_weights
+
+        hp = initial_weights(args.init_from)[0]
+        model = {k: v for k, v in hp.items() if k not in ("uncertainty_scale", "dtype", "seed")}
+        model["dtype"] = "float32"
     data = {"train": sets["init"], "ood": sets["ood"]}
     if sets.get("test"):
         data["test"] = sets["test"]
     return {"reference": reference, "data": data, "model": dict(model, seed=seed),
             "training": dict(epochs=args.epochs, lr=5e-3, batch_size=4, val_fraction=0.2, seed=seed, threads=1,
-                             lr_patience=4, early_stopping_patience=8),
+                             lr_patience=4, early_stopping_patience=8)
+            if system == "cu" else dict(epochs=args.epochs, lr=args.lr, min_lr=1e-5, lr_schedule="cosine", batch_size=4,
+                                        val_fraction=0.2, seed=seed, threads=1, early_stopping_patience=args.epochs,
+                                        **({"init_from": str(Path(args.init_from).resolve())} if args.init_from else {})),
             "explore": dict(explore, start=sets["start"]),
             "select": dict(mode=mode, threshold=1e-4, max_sigma=max_sigma, per_iteration=args.per_iteration,
                            min_separation=2),
@@ -142,9 +156,26 @@ def summarize(curves: dict, budgets) -> list:
         rnd = {k: float(np.mean([curves["random"][s][b][k] for s in ok])) for k in sets}
         a_all = float(np.sqrt(np.mean([v ** 2 for v in act.values()])))
         r_all = float(np.sqrt(np.mean([v ** 2 for v in rnd.values()])))
+        per_seed = []  # each seed's own reduction (RMS over the OOD sets): how often and how much active wins
+        for s in ok:
+            a_s = np.sqrt(np.mean([curves["topk"][s][b][k] ** 2 for k in sets]))
+            r_s = np.sqrt(np.mean([curves["random"][s][b][k] ** 2 for k in sets]))
+            per_seed.append(float(1.0 - a_s / r_s))
         rows.append({"budget": b, "seeds": ok, "active": act, "random": rnd, "active_ood_rms": a_all,
-                     "random_ood_rms": r_all, "reduction": 1.0 - a_all / r_all})
+                     "random_ood_rms": r_all, "reduction": 1.0 - a_all / r_all, "reduction_per_seed": per_seed,
+                     "median_reduction": float(np.median(per_seed)),
+                     "active_wins": int(sum(r > 0 for r in per_seed))})
     return rows
+
+
+def merge(paths) -> dict:
+    """The curves of several runs of this script (e.g. seeds run in separate invocations), one dict."""
+    curves = {"topk": {}, "random": {}}
+    for path in paths:
+        for mode, by_seed in json.loads(Path(path).read_text())["curves"].items():
+            for seed, c in by_seed.items():
+                curves[mode][int(seed)] = {int(n): v for n, v in c.items()}
+    return curves
 
 
 def main() -> None:
@@ -158,10 +189,22 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30, help="epochs per retraining (same for both arms)")
     ap.add_argument("--steps", type=int, default=200, help="MD steps per walker per exploration")
     ap.add_argument("--n-init", type=int, default=24, help="ala2: initial frames from the train set")
+    ap.add_argument("--init-from", default="", help="ala2: start every arm from this exported committee or "
+                    "checkpoint (training.init_from; the model options become its architecture)")
+    ap.add_argument("--lr", type=float, default=5e-3, help="ala2: initial learning rate (cosine decay per iteration)")
+    ap.add_argument("--max-sigma", type=float, default=3.0,
+                    help="ala2: a walker stops above this calibrated force std (eV/Å): exploded frames are not labelled")
+    ap.add_argument("--merge", nargs="+", metavar="CURVES_JSON",
+                    help="no runs: merge the curves.json of earlier runs (other seeds) into OUT and print the table")
     args = ap.parse_args()
     args.budgets = [int(b) for b in args.budgets.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        curves = merge(args.merge)
+        (out / "curves.json").write_text(json.dumps({"curves": curves, "summary": summarize(curves, args.budgets),
+                                                      "merged": args.merge}, indent=1))
+        return table(curves, args.budgets, out)
     from mlpot_plugins.learn.loop import run
 
     curves = {"topk": {}, "random": {}}
@@ -186,10 +229,16 @@ def main() -> None:
             summary = summarize(curves, args.budgets)
             (out / "curves.json").write_text(json.dumps({"curves": curves, "summary": summary, "timing": timing,
                                                           "args": vars(args)}, indent=1))
+    table(curves, args.budgets, out)
+
+
+def table(curves: dict, budgets, out: Path) -> None:
     plot(curves, out / "active_vs_random.png")
-    print("budget  active OOD RMSE  random OOD RMSE  reduction   (eV/Å, RMS over the OOD sets, mean over seeds)")
-    for r in summarize(curves, args.budgets):
-        print(f"{r['budget']:6d}  {r['active_ood_rms']:15.4f}  {r['random_ood_rms']:15.4f}  {100 * r['reduction']:8.1f} %  "
+    print("budget  active OOD RMSE  random OOD RMSE  reduction  median/seed  wins   (eV/Å, RMS over the OOD sets, "
+          "mean over seeds)")
+    for r in summarize(curves, budgets):
+        print(f"{r['budget']:6d}  {r['active_ood_rms']:15.4f}  {r['random_ood_rms']:15.4f}  {100 * r['reduction']:7.1f} %  "
+              f"{100 * r['median_reduction']:9.1f} %  {r['active_wins']}/{len(r['seeds'])}  "
               + " ".join(f"{k}: {r['active'][k]:.4f}/{r['random'][k]:.4f}" for k in r["active"]))
 
 

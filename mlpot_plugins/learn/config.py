@@ -19,7 +19,7 @@ MODES = ("threshold", "topk", "random")
 SCORES = ("max", "bald")
 EXPLORE_DEFAULTS: Dict[str, Any] = dict(
     engine="ase", start="", walkers=2, steps=200, temperatures=[300.0], timestep_fs=2.0, friction=0.02,
-    check_every=10, seed=0, rattle=0.0, strain=0.0, supercell=1, min_distance=0.0)
+    check_every=10, seed=0, rattle=0.0, strain=0.0, supercell=1, min_distance=0.0, stop_after=0)
 SELECT_DEFAULTS: Dict[str, Any] = dict(mode="threshold", threshold=0.1, max_sigma=0.0, per_iteration=8,
                                        score="max", min_separation=1)
 STOP_DEFAULTS: Dict[str, Any] = dict(label_budget=64, max_iterations=20)

@@ -6,7 +6,9 @@ repeated, strained and rattled) in the configured engine and returns one candida
 steps: the frame (positions as extxyz writes them) with its per-atom calibrated force std in
 ``arrays["forces_std"]`` and ``info`` = walker, step, check (index in the walker), temperature, sigma_max. A walker whose max std exceeds
 ``max_sigma``, or with two atoms closer than ``min_distance`` (Å), stops there (its later frames would be
-unphysical; the frame is not a candidate).
+unphysical; the frame is not a candidate). With ``stop_after`` = N > 0 a walker also ends, normally, once N of
+its checked frames are over ``threshold`` (the selection's): the rest of its run would only add candidates the
+iteration has no labels for, so early iterations of an uncertain model spend little time in MD.
 
 Engines, each through its own adapter and its own uncertainty output:
 * ``ase``: ``MLPotCalculator`` + ASE Langevin (``forces_std`` property);
@@ -30,12 +32,17 @@ class LeftDomain(Exception):
     """Internal: a walker crossed ``max_sigma``."""
 
 
+class Enough(Exception):
+    """Internal: a walker found ``stop_after`` frames over the threshold."""
+
+
 @dataclass
 class Exploration:
     candidates: List[Atoms] = field(default_factory=list)
     steps: int = 0  # MD steps run, all walkers
     max_sigma: float = 0.0
     aborted_walkers: int = 0
+    stopped_early: int = 0  # walkers that ended at explore.stop_after frames over the threshold
 
 
 def prepare_start(atoms: Atoms, settings: Dict, rng: np.random.Generator) -> Atoms:
@@ -69,13 +76,14 @@ def min_pair_distance(atoms: Atoms) -> float:
 
 
 def explore(model_path, starts: List[Atoms], settings: Dict, seed: int, max_sigma: float = 0.0,
-            on_steps: Optional[Callable[[int], None]] = None) -> Exploration:
+            on_steps: Optional[Callable[[int], None]] = None, threshold: float = 0.0) -> Exploration:
     run_walker = {"ase": _ase_walker, "lammps": _lammps_walker, "openmm": _openmm_walker}[settings["engine"]]
     rng = np.random.default_rng(seed)
     result = Exploration()
     cache: Dict = {}  # the engine's loaded model, shared by the walkers (one TorchScript warm-up)
     temps = settings["temperatures"]
     min_distance = float(settings.get("min_distance", 0.0))
+    stop_after = int(settings.get("stop_after", 0))
     for w in range(int(settings["walkers"])):
         start = prepare_start(starts[w % len(starts)], settings, rng)
         t = float(temps[w % len(temps)])
@@ -91,11 +99,15 @@ def explore(model_path, starts: List[Atoms], settings: Dict, seed: int, max_sigm
             result.max_sigma = max(result.max_sigma, s_max)
             if max_sigma and s_max > max_sigma:
                 raise LeftDomain
+            if stop_after and sum(f.info["sigma_max"] > threshold for f in frames) >= stop_after:
+                raise Enough
 
         try:
             run_walker(model_path, start, t, settings, rng, record, on_steps, cache)
         except LeftDomain:
             result.aborted_walkers += 1
+        except Enough:
+            result.stopped_early += 1
         result.candidates += frames
         result.steps += int(frames[-1].info["step"]) if frames else 0
     return result

@@ -128,7 +128,7 @@ class Loop:
 
         try:
             ex = explore(prev, self.starts, e, seed=int(e["seed"]) * 7919 + k, max_sigma=float(s["max_sigma"]),
-                         on_steps=on_steps)
+                         on_steps=on_steps, threshold=float(s["threshold"]))
         except _Stop:
             bar.close()
             raise self.interrupted(f"during the exploration of iteration {k}; it restarts")
@@ -136,7 +136,7 @@ class Loop:
         t0 = self.tick("explore", t0)
         over = int(sum(a.info["sigma_max"] > s["threshold"] for a in ex.candidates))
         info = {"md_steps": ex.steps, "candidates": len(ex.candidates), "over_threshold": over,
-                "max_sigma": ex.max_sigma, "aborted_walkers": ex.aborted_walkers}
+                "max_sigma": ex.max_sigma, "aborted_walkers": ex.aborted_walkers, "stopped_early": ex.stopped_early}
         self.st["pending_row"] = {"iteration": k, "explore": info}
         if over == 0 and ex.aborted_walkers == 0:
             return self.end_without_labels(
@@ -229,7 +229,9 @@ class Loop:
         train_file = it / "train.extxyz"
         if not train_file.is_file():
             write(train_file, list(self.initial) + self.labels())
-        trainer = Trainer(self.train_config(k, train_file), log=self.log)
+        t0 = self.tick("bookkeeping", t0)
+        trainer = Trainer(self.train_config(k, train_file), log=self.log)  # reads and featurises the data: training
+        t0 = self.tick("train", t0)
         self.st["avg_num_neighbors"] = trainer.hparams["avg_num_neighbors"]
         last = it / "last.pt"
         if last.is_file():

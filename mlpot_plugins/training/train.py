@@ -12,7 +12,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -29,7 +29,10 @@ from .dataset import Structure, read_frames, species_statistics, split, to_struc
 TRAINING_DEFAULTS: Dict[str, Any] = dict(
     epochs=100, lr=5e-3, min_lr=1e-5, batch_size=4, energy_weight=1.0, force_weight=1.0, stress_weight=0.0,
     nll_weight=0.0, lr_factor=0.5, lr_patience=4, early_stopping_patience=12, seed=0, threads=1,
-    max_minutes=0.0, val_fraction=0.1, checkpoint_minutes=10.0)
+    max_minutes=0.0, val_fraction=0.1, checkpoint_minutes=10.0, lr_schedule="plateau", init_from="")
+LR_SCHEDULES = ("plateau", "cosine")
+# hyperparameters that may differ between a model and the weights it starts from (``training.init_from``)
+INIT_FREE = ("dtype", "seed", "uncertainty_scale")
 SECTIONS = ("data", "model", "training", "output")
 
 
@@ -138,6 +141,15 @@ def validate_sections(path, cfg: dict) -> Dict[str, Any]:
     data["ood"] = {k: _path_option(path, "data.ood", k, v) for k, v in ood.items()}
     model = typed_options(path, cfg, "model", MODEL_DEFAULTS, fill=False)
     training = typed_options(path, cfg, "training", TRAINING_DEFAULTS)
+    if training["lr_schedule"] not in LR_SCHEDULES:
+        raise ValueError(f"{path}: training.lr_schedule={training['lr_schedule']!r} is not one of "
+                         f"{list(LR_SCHEDULES)}; plateau halves the rate when validation stalls, cosine decays it "
+                         "to min_lr over the epochs")
+    if training["init_from"]:
+        training["init_from"] = _path_option(path, "training", "init_from", training["init_from"])
+        if not Path(training["init_from"]).is_file():
+            raise ValueError(f"{path}: training.init_from {training['init_from']} does not exist; give an "
+                             "exported model (.pt from mlpot train/export) or a checkpoint (best.pt, last.pt)")
     output = _section(path, cfg, "output")
     output["dir"] = _path_option(path, "output", "dir", output.get("dir", "run"))
     check_output_dir(output["dir"], "output.dir")  # before the work: fail now, not after training
@@ -173,6 +185,39 @@ def structure_loss(model: EquivariantPotential, s: Structure, tc: Dict[str, Any]
         total = total + tc["nll_weight"] * terms["nll"]
     terms["total"] = total
     return terms
+
+
+def batchable(s: Structure, tc: Dict[str, Any]) -> bool:
+    """Structures whose loss has only energy and force terms can share one call (``batch_loss``)."""
+    return tc["nll_weight"] == 0 and not (tc["stress_weight"] > 0 and s.stress is not None)
+
+
+def batch_loss(model: EquivariantPotential, batch: List[Structure], tc: Dict[str, Any]) -> torch.Tensor:
+    """The mean of ``structure_loss(...)["total"]`` over ``batch`` (energy and force terms), in one model call
+    on the disjoint union of the structures: each structure keeps its own weight (per-atom energy error, forces
+    averaged over its own atoms), so the value equals the per-structure mean up to rounding, at the cost of one
+    call of the whole batch instead of one per structure (small molecules: calls are overhead-bound)."""
+    k = model.ensemble_size
+    offsets = np.cumsum([0] + [s.n_atoms for s in batch])
+    positions = torch.cat([s.positions for s in batch])
+    types = torch.cat([s.types for s in batch])
+    edge_index = torch.cat([s.edge_index + int(o) for s, o in zip(batch, offsets[:-1])], dim=1)
+    shifts = torch.cat([s.shifts for s in batch])
+    seg = torch.cat([torch.full((s.n_atoms,), i, dtype=torch.long) for i, s in enumerate(batch)])
+    n_b = torch.tensor([float(s.n_atoms) for s in batch], dtype=positions.dtype)
+    src, dst = edge_index[0], edge_index[1]
+    r = positions.index_select(0, dst) - positions.index_select(0, src) + shifts
+    rk = r.unsqueeze(0).expand(k, -1, -1).clone().requires_grad_(True)
+    atom_e = model.member_atom_energies(rk, edge_index, types)  # [K, N]
+    (g,) = torch.autograd.grad([atom_e.sum()], [rk], create_graph=True)
+    n = positions.shape[0]
+    member_f = torch.zeros((k, n, 3), dtype=r.dtype).index_add(1, src, g).index_add(1, dst, -g)
+    member_e = torch.zeros((k, len(batch)), dtype=r.dtype).index_add(1, seg, atom_e)
+    ref_e = torch.tensor([s.energy for s in batch], dtype=r.dtype)
+    e_term = (((member_e - ref_e) / n_b) ** 2).mean()
+    f_err2 = (member_f - torch.cat([s.forces for s in batch])).pow(2).sum(-1).sum(0)  # [N]
+    f_term = (f_err2 / (3.0 * k * n_b[seg])).sum() / len(batch)
+    return tc["energy_weight"] * e_term + tc["force_weight"] * f_term
 
 
 def predict(model: EquivariantPotential, structures: List[Structure]) -> Dict[str, np.ndarray]:
@@ -224,15 +269,24 @@ class Trainer:
         structures = to_structures(frames, hp["species"], hp["cutoff"], self.dtype, config["data"]["train"])
         self.train_set, self.val_set = split(structures, float(self.tc["val_fraction"]), int(self.tc["seed"]))
         shift, scale, avg_nb = species_statistics(self.train_set, len(hp["species"]))
+        init = initial_weights(self.tc["init_from"]) if self.tc["init_from"] else None
         if "avg_num_neighbors" not in config["model"]:
-            hp["avg_num_neighbors"] = round(avg_nb, 3)
+            hp["avg_num_neighbors"] = init[0]["avg_num_neighbors"] if init else round(avg_nb, 3)
         self.hparams = hp
         self.model = EquivariantPotential(**hp)
         self.model.set_species_stats(torch.as_tensor(shift), torch.as_tensor(scale))
+        if init:
+            check_same_architecture(hp, init[0], self.tc["init_from"])
+            self.model.load_state_dict(init[1])  # species shift/scale included: the start is that model
+            self.log(f"initial weights from {self.tc['init_from']}")
         self.opt = torch.optim.Adam(self.model.parameters(), lr=float(self.tc["lr"]))
-        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.opt, factor=float(self.tc["lr_factor"]), patience=int(self.tc["lr_patience"]),
-            min_lr=float(self.tc["min_lr"]))
+        if self.tc["lr_schedule"] == "cosine":
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.opt, T_max=int(self.tc["epochs"]), eta_min=float(self.tc["min_lr"]))
+        else:
+            self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.opt, factor=float(self.tc["lr_factor"]), patience=int(self.tc["lr_patience"]),
+                min_lr=float(self.tc["min_lr"]))
         self.epoch = 0
         self.best_val = math.inf
         self.best_state = copy.deepcopy(self.model.state_dict())
@@ -311,16 +365,22 @@ class Trainer:
                 for b in range(part.get("next", 0), len(order), bs):
                     self.opt.zero_grad(set_to_none=True)
                     batch = order[b:b + bs]
-                    for i in batch:
-                        loss = structure_loss(self.model, self.train_set[i], tc)["total"] / len(batch)
+                    joint = [i for i in batch if batchable(self.train_set[i], tc)]
+                    groups = [(joint, None)] if joint else []
+                    groups += [([i], "single") for i in batch if i not in joint]
+                    for members, how in groups:
+                        if how is None:  # one call for the energy/force-only structures of the batch
+                            loss = batch_loss(self.model, [self.train_set[i] for i in members], tc)
+                        else:
+                            loss = structure_loss(self.model, self.train_set[members[0]], tc)["total"]
                         value = check_finite(
-                            float(loss.detach()) * len(batch), f"the training loss at epoch {self.epoch + 1}",
+                            float(loss.detach()), f"the training loss at epoch {self.epoch + 1}",
                             f"lower training.lr (now {self.opt.param_groups[0]['lr']:g}) or check the labels in "
                             f"{self.cfg['data']['train']}; the last good state is in last.pt (--resume)")
                         self.check_runaway(value)
-                        loss.backward()
-                        total += value
-                        count += 1
+                        (loss * (len(members) / len(batch))).backward()
+                        total += value * len(members)
+                        count += len(members)
                     self.opt.step()
                     if stop.signum is not None or (
                             tc["checkpoint_minutes"] and time.time() - last_save >= 60.0 * tc["checkpoint_minutes"]):
@@ -335,7 +395,7 @@ class Trainer:
                 val = self.validation_loss()
                 check_finite(val["val_loss"], f"the validation loss at epoch {self.epoch}",
                              f"lower training.lr (now {self.opt.param_groups[0]['lr']:g})")
-                self.sched.step(val["val_loss"])
+                self.sched.step(val["val_loss"]) if self.tc["lr_schedule"] == "plateau" else self.sched.step()
                 lr = self.opt.param_groups[0]["lr"]
                 row = {"epoch": self.epoch, "train_loss": total / max(count, 1), "lr": lr,
                        "minutes": (time.time() - t_start) / 60.0, **val}
@@ -367,6 +427,47 @@ class Trainer:
         self.log(f"training stopped ({stop_reason}) after {self.epoch} epochs; best validation loss "
                  f"{self.best_val:.5g}")
         return {"stop_reason": stop_reason, "epochs": self.epoch}
+
+
+def initial_weights(path) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+    """(hyperparameters, state dict) of the model a run starts from (``training.init_from``): a `mlpot train`
+    checkpoint (its best weights) or a model exported by `mlpot train`/`mlpot export` (TorchScript with
+    ``extra.hparams`` in its metadata)."""
+    import warnings
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # an exported model is a TorchScript archive: torch.load warns
+            warnings.simplefilter("ignore")
+            ck = read_checkpoint(path)
+    except Exception:  # not a checkpoint: an exported model
+        ck = None
+    if ck is not None:
+        return dict(ck["hparams"]), ck["best_state_dict"]
+    from ..model_file import load
+
+    try:
+        loaded = load(path)
+    except Exception as exc:
+        raise ValueError(f"training.init_from {path} is neither a `mlpot train` checkpoint nor an exported model "
+                         f"({type(exc).__name__}: {str(exc)[:160]})") from None
+    extra = loaded.metadata.get("extra", {})
+    if extra.get("architecture") != "mlpot_plugins.models.equivariant.EquivariantPotential" or "hparams" not in extra:
+        raise ValueError(f"training.init_from {path} is not an equivariant model exported by `mlpot train` (its "
+                         f"metadata has architecture {extra.get('architecture')!r}); start from one of those or "
+                         "from a checkpoint (best.pt)")
+    hp = dict(extra["hparams"], species=list(loaded.metadata["species"]))
+    return hp, {k: v.detach().clone() for k, v in loaded.module.state_dict().items()}
+
+
+def check_same_architecture(hp: Dict[str, Any], init: Dict[str, Any], path) -> None:
+    """``training.init_from`` must describe the model being trained (all but dtype, seed, uncertainty scale)."""
+    diff = {k: (hp.get(k), init.get(k)) for k in sorted(set(hp) | set(init)) if k not in INIT_FREE
+            and hp.get(k) != init.get(k)}
+    if diff:
+        raise ValueError(f"training.init_from {path} has a different architecture: "
+                         + ", ".join(f"model.{k}={a!r} but the start has {b!r}" for k, (a, b) in diff.items())
+                         + "; set these model options to the start's values (or drop init_from)")
 
 
 def model_from_checkpoint(path, best: bool = True) -> EquivariantPotential:
