@@ -94,6 +94,17 @@ def test_cosine_schedule_ends_at_min_lr(tmp_path):
     assert lrs[-1] == pytest.approx(1e-4)
 
 
+def test_cosine_schedule_resumed_with_more_epochs_still_ends_at_min_lr(tmp_path):
+    cfg = write_config(tmp_path, lr_schedule="cosine", lr=1e-2, min_lr=1e-4, epochs=2, early_stopping_patience=10)
+    run(cfg, progress=False, log=lambda *a: None)
+    text = yaml.safe_load(cfg.read_text())
+    text["training"]["epochs"] = 4
+    cfg.write_text(yaml.safe_dump(text))
+    lrs = [row["lr"] for row in run(cfg, resume=True, progress=False, log=lambda *a: None)["history"]]
+    assert len(lrs) == 4 and lrs == sorted(lrs, reverse=True)  # no restart upwards (torch cycles past T_max)
+    assert lrs[-1] == pytest.approx(1e-4)
+
+
 def test_walkers_stop_after_enough_frames_over_the_threshold(tmp_path):
     folder = learn_folder(tmp_path)
     cfg = write_learn_config(folder, explore={"stop_after": 2}, stop={"label_budget": 3, "max_iterations": 1})

@@ -330,6 +330,8 @@ class Trainer:
         self.best_state = ck["best_state_dict"]
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
+        if self.tc["lr_schedule"] == "cosine":  # resumed with more (or fewer) epochs: decay to min_lr at the new end
+            self.sched.T_max = int(self.tc["epochs"])
         self.epoch, self.best_val, self.bad_epochs = ck["epoch"], ck["best_val"], ck["bad_epochs"]
         self.history = ck["history"]
         self.partial = ck.get("partial_epoch") or {}
