@@ -6,8 +6,9 @@
 2. runs the active-learning loop ``mlpot learn`` (``LEARN``; config written to WORKDIR/ala2_learn.yaml):
    iteration 0 continues training the committee in the package (``training.init_from``: copied to
    WORKDIR/start.pt first, so a rebuild is self-contained; ``--from-scratch`` starts from random weights) on the
-   600 frames with a cosine learning-rate decay (30 epochs); iterations 1 and 2 each explore with the previous
-   iteration's committee (ASE Langevin, 4 walkers x 500 steps of 0.5 fs at 300-600 K, checked every 10 steps),
+   600 frames with a cosine learning-rate decay (30 epochs); iterations 1-5 each explore with the previous
+   iteration's committee (ASE Langevin, 4 walkers x 500 steps of 0.5 fs at 300-600 K, checked every 10 steps;
+   a walker ends early once 24 of its frames are over 0.45 eV/A),
    label the 48 frames of largest committee force std with GFN2-xTB (tblite) and retrain from the previous
    weights on everything labelled so far (30 epochs, cosine); the loop recalibrates the force std on its
    validation split (10 % of train) and exports every iteration. fp32 training, 1 CPU thread, ~13 min per
