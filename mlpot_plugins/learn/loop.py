@@ -215,8 +215,11 @@ class Loop:
         if self.st.get("avg_num_neighbors") is not None:  # fixed after iteration 0: same architecture throughout
             model["avg_num_neighbors"] = self.st["avg_num_neighbors"]
         name = cfg["output"].get("name") or "learn"
+        training = dict(cfg["training"])
+        if k > 0:  # starts from iteration k-1's weights (loaded in train()), not from training.init_from again
+            training["init_from"] = ""
         return {"data": {"train": str(train_file), "ood": {}},  # held-out sets: evaluated (and timed) apart
-                "model": model, "training": cfg["training"],
+                "model": model, "training": training,
                 "output": {"dir": str(iteration_dir(self.out, k)), "name": f"{name}-iter{k}",
                            "export_dtype": cfg["output"].get("export_dtype", "float64")}}
 

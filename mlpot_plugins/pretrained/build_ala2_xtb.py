@@ -84,8 +84,8 @@ def finish(work: Path) -> Path:
     """Threshold from the held-out test set, export with it and the xTB references, copy into the package."""
     from ..training.checkpoint import read_checkpoint
     from ..training.dataset import read_frames, to_structures
-    from ..training.report import export_checkpoint, plot_calibration, plot_parity
-    from ..training.train import accuracy, model_from_checkpoint, predict
+    from ..training.report import evaluate_sets, export_checkpoint, plot_calibration, plot_parity
+    from ..training.train import model_from_checkpoint
 
     run = last_iteration(work)
     best = run / "best.pt"
@@ -95,22 +95,17 @@ def finish(work: Path) -> Path:
     import torch
     from scipy import stats
 
-    preds, metrics = {}, {}
-    for name in ("test", "ood"):
-        frames = to_structures(read_frames(work / f"ala2-{name}.extxyz"), hp["species"], hp["cutoff"],
-                               getattr(torch, hp["dtype"]))
-        preds[name] = p = predict(model, frames)
-        p["forces_std"] = p["forces_std"] * model.uncertainty_scale
-        err = np.linalg.norm(p["forces"] - p["forces_ref"], axis=1)
-        metrics[name] = dict(accuracy(p), spearman_sigma_vs_abs_error=float(stats.spearmanr(p["forces_std"], err).statistic),
-                             median_forces_std=float(np.median(p["forces_std"])))
+    sets = {name: to_structures(read_frames(work / f"ala2-{name}.extxyz"), hp["species"], hp["cutoff"],
+                                getattr(torch, hp["dtype"])) for name in ("test", "ood")}
+    result = evaluate_sets(model, sets, model.uncertainty_scale)  # accuracy + calibrated-σ metrics per set
+    preds, metrics = result["predictions"], result["metrics"]
     sigma = preds["test"]["forces_std"]
     threshold = float(THRESHOLD_FACTOR * sigma.max())
     pooled_sigma = np.concatenate([p["forces_std"] for p in preds.values()])
     pooled_err = np.concatenate([np.linalg.norm(p["forces"] - p["forces_ref"], axis=1) for p in preds.values()])
     summary = {"model": str(best), "uncertainty_scale": float(model.uncertainty_scale), "held_out": metrics,
                "spearman_sigma_vs_abs_error_test_plus_ood": float(stats.spearmanr(pooled_sigma, pooled_err).statistic),
-               "ood_over_test_median_forces_std": float(np.median(preds["ood"]["forces_std"]) / np.median(sigma)),
+               "ood_over_test_median_forces_std": metrics["ood"]["median_std_over_test"],
                "ood_frames_over_threshold": float(np.mean([s.max() > threshold for s in np.split(
                    preds["ood"]["forces_std"], np.cumsum(preds["ood"]["n_atoms"])[:-1])])),
                "threshold_eV_A": threshold}

@@ -397,7 +397,10 @@ class Trainer:
                 val = self.validation_loss()
                 check_finite(val["val_loss"], f"the validation loss at epoch {self.epoch}",
                              f"lower training.lr (now {self.opt.param_groups[0]['lr']:g})")
-                self.sched.step(val["val_loss"]) if self.tc["lr_schedule"] == "plateau" else self.sched.step()
+                if self.tc["lr_schedule"] == "plateau":
+                    self.sched.step(val["val_loss"])
+                else:
+                    self.sched.step()
                 lr = self.opt.param_groups[0]["lr"]
                 row = {"epoch": self.epoch, "train_loss": total / max(count, 1), "lr": lr,
                        "minutes": (time.time() - t_start) / 60.0, **val}
