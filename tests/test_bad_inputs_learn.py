@@ -50,6 +50,8 @@ CASES = [
     (put("explore", "check_every", 50), ["check_every=50", "larger than explore.steps", "lower check_every"]),
     (put("explore", "start", "missing.extxyz"), ["explore.start", "does not exist", "starting structures"]),
     (put("explore", "strain", 0.7), ["explore.strain=0.7", "[0, 0.5)"]),
+    (put("explore", "stop_after", -2), ["explore.stop_after=-2"]),
+    (put("explore", "stop_after", 2.5), ["explore.stop_after=2.5"]),
     (lambda c: c["explore"].update(engine="lammps", start="cluster.extxyz"),
      ["engine lammps needs periodic start structures", "[0]", "use engine ase or openmm"]),
     (put("select", "mode", "bald"), ["select.mode='bald'", "threshold", "topk", "random"]),
