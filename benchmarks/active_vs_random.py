@@ -99,16 +99,29 @@ def config(system: str, sets: dict, mode: str, args, seed: int) -> dict:
     if sets.get("test"):
         data["test"] = sets["test"]
     return {"reference": reference, "data": data, "model": dict(model, seed=seed),
-            "training": dict(epochs=args.epochs, lr=5e-3, batch_size=4, val_fraction=0.2, seed=seed, threads=1,
-                             lr_patience=4, early_stopping_patience=8)
-            if system == "cu" else dict(epochs=args.epochs, lr=args.lr, min_lr=1e-5, lr_schedule="cosine", batch_size=4,
-                                        val_fraction=0.2, seed=seed, threads=1, early_stopping_patience=args.epochs,
-                                        **({"init_from": str(Path(args.init_from).resolve())} if args.init_from else {})),
+            "training": training(args, seed),
             "explore": dict(explore, start=sets["start"]),
             "select": dict(mode=mode, threshold=1e-4, max_sigma=max_sigma, per_iteration=args.per_iteration,
-                           min_separation=2),
+                           min_separation=2, balance=args.balance if mode == "topk" else "none"),
             "stop": dict(label_budget=max(args.budgets), max_iterations=100),
-            "output": dict(dir=f"{mode}-seed{seed}", name=f"{system}-{mode}")}
+            "output": dict(dir=arm_dir(mode, args, seed), name=f"{system}-{mode}")}
+
+
+def arm_dir(mode: str, args, seed: int) -> str:
+    """Each arm's run folder; the random arm does not depend on --balance, so its runs are shared."""
+    return f"{mode}{'-bal' if mode == 'topk' and args.balance == 'walkers' else ''}-seed{seed}"
+
+
+def training(args, seed: int) -> dict:
+    """Retraining options, the same for both arms: a cosine decay from ``--lr`` over every retraining (the
+    default), or the plateau schedule of the first Cu runs (``--schedule plateau``: lr 5e-3, patience 4, early
+    stop after 8 epochs without improvement)."""
+    common = dict(epochs=args.epochs, batch_size=4, val_fraction=0.2, seed=seed, threads=1)
+    if args.init_from:
+        common["init_from"] = str(Path(args.init_from).resolve())
+    if args.schedule == "plateau":
+        return dict(common, lr=5e-3, lr_patience=4, early_stopping_patience=8)
+    return dict(common, lr=args.lr, min_lr=1e-5, lr_schedule="cosine", early_stopping_patience=args.epochs)
 
 
 def curve(report: dict) -> dict:
@@ -191,9 +204,13 @@ def main() -> None:
     ap.add_argument("--n-init", type=int, default=24, help="ala2: initial frames from the train set")
     ap.add_argument("--init-from", default="", help="ala2: start every arm from this exported committee or "
                     "checkpoint (training.init_from; the model options become its architecture)")
-    ap.add_argument("--lr", type=float, default=5e-3, help="ala2: initial learning rate (cosine decay per iteration)")
+    ap.add_argument("--lr", type=float, default=5e-3, help="initial learning rate (cosine decay per retraining)")
+    ap.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine",
+                    help="learning-rate schedule of every retraining (plateau: the first Cu runs' settings)")
     ap.add_argument("--max-sigma", type=float, default=3.0,
                     help="ala2: a walker stops above this calibrated force std (eV/Å): exploded frames are not labelled")
+    ap.add_argument("--balance", choices=["none", "walkers"], default="none",
+                    help="select.balance of the active arm (walkers: round-robin over the walkers); random stays uniform")
     ap.add_argument("--merge", nargs="+", metavar="CURVES_JSON",
                     help="no runs: merge the curves.json of earlier runs (other seeds) into OUT and print the table")
     args = ap.parse_args()
@@ -214,10 +231,10 @@ def main() -> None:
         folder.mkdir(exist_ok=True)
         sets = cu_sets(folder, seed) if args.system == "cu" else ala2_sets(folder, Path(args.xtb_dir), args.n_init)
         for mode in ("topk", "random"):
-            cfg = folder / f"{mode}.yaml"
+            cfg = folder / f"{arm_dir(mode, args, seed).rsplit('-seed', 1)[0]}.yaml"
             cfg.write_text(yaml.safe_dump(config(args.system, sets, mode, args, seed)))
             t0 = time.time()
-            state = folder / f"{mode}-seed{seed}" / "learn_state.pt"
+            state = folder / arm_dir(mode, args, seed) / "learn_state.pt"
             report = run(cfg, resume=state.exists(), progress=False, log=lambda *a: None)
             timing[f"{mode}-seed{seed}"] = {"wall_s": time.time() - t0,
                                             "overhead_mean": report["overhead_fraction_mean"],

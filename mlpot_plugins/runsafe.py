@@ -140,11 +140,23 @@ def check_finite(value: float, what: str, fix: str) -> float:
     return v
 
 
-def resume_state(path, kind: str, config: dict, resume: bool, command: str) -> Optional[dict]:
+def with_defaults(config: dict, later: dict) -> dict:
+    """``config`` with each ``later`` option its section lacks set to its default (sections are dicts)."""
+    out = dict(config)
+    for section, defaults in later.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {**defaults, **out[section]}
+    return out
+
+
+def resume_state(path, kind: str, config: dict, resume: bool, command: str,
+                 later: Optional[dict] = None) -> Optional[dict]:
     """The saved state of an interrupted run to continue (``resume``), or ``None`` for a fresh run.
 
     ``config`` (plain values) must equal the saved one: a resume with other options would silently mix two
-    runs. A fresh run refuses to start while ``path`` holds an interrupted run (its work would be lost)."""
+    runs. ``later`` = {section: {option: default}} names options added after a state could have been written:
+    a state without one counts as having its default. A fresh run refuses to start while ``path`` holds an
+    interrupted run (its work would be lost)."""
     import torch
 
     path = Path(path)
@@ -164,7 +176,8 @@ def resume_state(path, kind: str, config: dict, resume: bool, command: str) -> O
         why = f" ({type(st).__name__})" if isinstance(st, Exception) else ""
         raise RunError(f"{path} is not a readable state file of `{command}`{why}: it is truncated or of another "
                        "kind; delete it and run without --resume to start afresh")
-    saved = st["config"]
+    saved = with_defaults(st["config"], later or {})
+    config = with_defaults(config, later or {})
     diff = [f"{k}={saved.get(k)!r} (now {config.get(k)!r})" for k in sorted(set(saved) | set(config))
             if saved.get(k) != config.get(k)]
     if diff:

@@ -56,6 +56,7 @@ CASES = [
      ["engine lammps needs periodic start structures", "[0]", "use engine ase or openmm"]),
     (put("select", "mode", "bald"), ["select.mode='bald'", "threshold", "topk", "random"]),
     (put("select", "score", "entropy"), ["select.score='entropy'", "max", "bald"]),
+    (put("select", "balance", "temperature"), ["select.balance='temperature'", "none", "walkers"]),
     (put("select", "threshold", 0), ["select.threshold=0", "must be a finite number > 0"]),
     (put("select", "threshold", "high"), ["select.threshold='high' is not a number"]),
     (put("select", "max_sigma", 1e-5), ["select.max_sigma", "must exceed select.threshold"]),

@@ -17,11 +17,12 @@ SECTIONS = ("reference", "explore", "select", "stop") + TRAIN_SECTIONS
 ENGINES = ("ase", "lammps", "openmm")
 MODES = ("threshold", "topk", "random")
 SCORES = ("max", "bald")
+BALANCE = ("none", "walkers")
 EXPLORE_DEFAULTS: Dict[str, Any] = dict(
     engine="ase", start="", walkers=2, steps=200, temperatures=[300.0], timestep_fs=2.0, friction=0.02,
     check_every=10, seed=0, rattle=0.0, strain=0.0, supercell=1, min_distance=0.0, stop_after=0)
 SELECT_DEFAULTS: Dict[str, Any] = dict(mode="threshold", threshold=0.1, max_sigma=0.0, per_iteration=8,
-                                       score="max", min_separation=1)
+                                       score="max", min_separation=1, balance="none")
 STOP_DEFAULTS: Dict[str, Any] = dict(label_budget=64, max_iterations=20)
 REFERENCE_KEYS = ("calculator", "options")
 
@@ -98,6 +99,7 @@ def load_learn_config(path) -> Dict[str, Any]:
                            positive=("threshold", "per_iteration", "min_separation"))
     _choice(path, "select.mode", select["mode"], MODES)
     _choice(path, "select.score", select["score"], SCORES)
+    _choice(path, "select.balance", select["balance"], BALANCE)
     if select["max_sigma"] and select["max_sigma"] <= select["threshold"]:
         raise ValueError(f"{path}: select.max_sigma={select['max_sigma']} must exceed select.threshold="
                          f"{select['threshold']} (or be 0: no upper limit)")
@@ -109,8 +111,12 @@ def load_learn_config(path) -> Dict[str, Any]:
     return out
 
 
+# options added after the first release: a state written without one counts as having its default
+LATER_OPTIONS = {"explore": {"stop_after": 0}, "select": {"balance": "none"}}
+
+
 def resume_key(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """The options a resumed run must share with the interrupted one (plain values, for runsafe); ``stop``
-    may change (a larger budget continues a finished run)."""
+    """The options a resumed run must share with the interrupted one (plain values, for runsafe; compared
+    with LATER_OPTIONS filled in); ``stop`` may change (a larger budget continues a finished run)."""
     return {k: cfg[k] for k in ("reference", "explore", "select", "model", "training")} | {
         "data": cfg["data"]["train"]}

@@ -25,7 +25,7 @@ from ..refdata import label, write
 from ..runsafe import RunInterrupted, StopSignals, resume_state, torch_save_atomic
 from ..training.checkpoint import read_checkpoint
 from ..training.dataset import read_frames
-from .config import load_learn_config, resume_key
+from .config import LATER_OPTIONS, load_learn_config, resume_key
 from .explore import explore
 from .references import make_reference
 from .select import select
@@ -308,7 +308,8 @@ def run(config_path, resume: bool = False, progress: bool = True, log=print, ref
     (an ASE calculator) replaces the configured one (used by tests and benchmarks)."""
     cfg = load_learn_config(config_path)
     out = Path(cfg["output"]["dir"])
-    st: Optional[Dict[str, Any]] = resume_state(out / STATE_FILE, STATE_KIND, resume_key(cfg), resume, "mlpot learn")
+    st: Optional[Dict[str, Any]] = resume_state(out / STATE_FILE, STATE_KIND, resume_key(cfg), resume, "mlpot learn",
+                                                 later=LATER_OPTIONS)
     if st is None:
         if (iteration_dir(out, 0) / "last.pt").exists():
             raise ValueError(f"{out} already holds an `mlpot learn` run without its state file; choose a new "

@@ -12,6 +12,11 @@ Modes (``select.mode``):
 * ``random``: uniform draws from all explored frames (the baseline of an active-learning benchmark).
 All skip frames above ``max_sigma`` (if set) and take at most one frame per walker within
 ``min_separation`` checks of one already taken (consecutive frames are nearly the same structure).
+
+``select.balance: walkers`` takes the frames round-robin over the walkers (each walker's frames in the mode's
+order; walkers in the order of their first frame), so one hot or strained walker cannot take a whole
+iteration's labels while the others' regions go unlabelled (a batch of top-k frames is otherwise mostly
+near-duplicates of one trajectory); ``none`` (default) takes them in the mode's order only.
 """
 from __future__ import annotations
 
@@ -45,6 +50,8 @@ def select(candidates: List[Atoms], settings: Dict, n: int, noise: float, seed: 
     else:
         sc = scores(candidates, settings["score"], noise)
         order = pool[np.argsort(-sc[pool], kind="stable")]
+    if settings.get("balance", "none") == "walkers":
+        order = round_robin(order, [candidates[i].info["walker"] for i in order])
     sep = int(settings["min_separation"])
     taken: List[int] = []
     for i in order:
@@ -56,3 +63,15 @@ def select(candidates: List[Atoms], settings: Dict, n: int, noise: float, seed: 
         if len(taken) == n:
             break
     return taken
+
+
+def round_robin(order, groups) -> List[int]:
+    """``order`` interleaved over ``groups``: the first of each group (groups in order of first appearance),
+    then the second of each, ...; within a group the order is kept."""
+    queues: Dict = {}
+    for i, g in zip(order, groups):
+        queues.setdefault(g, []).append(int(i))
+    out: List[int] = []
+    for rank in range(max((len(q) for q in queues.values()), default=0)):
+        out.extend(q[rank] for q in queues.values() if rank < len(q))
+    return out

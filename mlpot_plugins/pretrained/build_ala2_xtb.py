@@ -14,12 +14,16 @@
    validation split (10 % of train) and exports every iteration. fp32 training, 1 CPU thread, ~13 min per
    iteration on the 2-core VM; an interrupted run continues where it stopped when the same command is run
    again (``mlpot learn --resume``);
-3. sets the stop threshold for engines: ``THRESHOLD_FACTOR`` x the largest calibrated per-atom force std on
+3. a final fit (``POLISH``, a plain ``mlpot train`` run in WORKDIR/final): the loop converges (its walkers stay under
+   the threshold) while the in-distribution error still falls at the end of every 30-epoch cycle, so the last
+   iteration's committee is trained on to convergence on the same 840 structures (its own train/validation
+   split) with one longer cosine cycle (``POLISH_EPOCHS``), then recalibrated on validation;
+4. sets the stop threshold for engines: ``THRESHOLD_FACTOR`` x the largest calibrated per-atom force std on
    the held-out in-distribution test set, stored in the metadata as ``extra["uncertainty_threshold"]``
    (eV/A; :func:`uncertainty_threshold` reads it), exports in float64 to ``pretrained/ala2-xtb.pt`` and
    leaves parity/calibration PNGs and ala2_summary.json (held-out metrics) in WORKDIR.
 
-``--finish WORKDIR`` redoes step 3 from the last iteration's best.pt.
+``--finish WORKDIR`` redoes step 4 from WORKDIR/final/best.pt (or the last iteration's best.pt if there is no final fit).
 """
 import json
 import shutil
@@ -56,6 +60,8 @@ LEARN = {
     "select": {"mode": "topk", "threshold": 0.45, "per_iteration": 48, "score": "max", "min_separation": 2},
     "stop": {"label_budget": 240, "max_iterations": 5},
 }
+POLISH_EPOCHS = 60
+POLISH = {"epochs": POLISH_EPOCHS, "lr": 1.5e-3, "min_lr": 1e-5, "lr_schedule": "cosine"}
 SETS = {"ala2-train.extxyz": ("train", 0, 600), "ala2-test.extxyz": ("test", 2, 100),
         "ala2-ood.extxyz": ("ood", 3, 100)}
 
@@ -80,6 +86,29 @@ def last_iteration(work: Path) -> Path:
     return iters[-1].parent
 
 
+def polish(work: Path) -> Path:
+    """Step 3: train the last iteration's committee on (``POLISH``) with its own data, split and architecture;
+    resumable (an interrupted run continues when the build is run again)."""
+    from ..training.train import initial_weights
+    from ..training.train import run as train
+
+    run = last_iteration(work)
+    final = work / "final"
+    if (final / "model.pt").is_file():  # finished (exported after calibration)
+        return final
+    hp = initial_weights(run / "best.pt")[0]
+    model = {k: v for k, v in hp.items() if k not in ("uncertainty_scale", "dtype", "seed")}
+    model.update(dtype=CONFIG["model"]["dtype"], seed=CONFIG["model"]["seed"])
+    training = dict(CONFIG["training"], **POLISH, early_stopping_patience=POLISH_EPOCHS,
+                    init_from=str(run / "best.pt"))
+    config = {"data": dict(CONFIG["data"], train=str(run / "train.extxyz")), "model": model, "training": training,
+              "output": {"dir": "final", "name": NAME, "export_dtype": "float64"}}
+    path = work / "ala2_final.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    train(path, resume=(final / "last.pt").is_file(), progress=sys.stderr.isatty())
+    return final
+
+
 def finish(work: Path) -> Path:
     """Threshold from the held-out test set, export with it and the xTB references, copy into the package."""
     from ..training.checkpoint import read_checkpoint
@@ -87,8 +116,9 @@ def finish(work: Path) -> Path:
     from ..training.report import evaluate_sets, export_checkpoint, plot_calibration, plot_parity
     from ..training.train import model_from_checkpoint
 
-    run = last_iteration(work)
-    best = run / "best.pt"
+    best = work / "final" / "best.pt"
+    if not best.is_file():
+        best = last_iteration(work) / "best.pt"
     ck = read_checkpoint(best)
     model = model_from_checkpoint(best)
     hp = ck["hparams"]
@@ -143,6 +173,7 @@ def main(workdir: str = "ala2-xtb-build", from_scratch: bool = False) -> Path:
     (work / "ala2_learn.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     state = work / CONFIG["output"]["dir"] / "learn_state.pt"
     learn(work / "ala2_learn.yaml", resume=state.is_file(), progress=sys.stderr.isatty())
+    polish(work)
     return finish(work)
 
 
