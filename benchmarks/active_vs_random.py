@@ -83,6 +83,8 @@ def config(system: str, sets: dict, mode: str, args, seed: int) -> dict:
         explore = dict(engine="ase", walkers=4, steps=args.steps, check_every=10, temperatures=[600, 1200, 1800],
                        timestep_fs=2.0, strain=0.04, seed=seed, min_distance=1.7)
         model, reference = CU_MODEL, {"calculator": "emt"}
+        if args.channels:
+            model = dict(model, channels=args.channels, readout_hidden=args.channels)
         max_sigma = 0.0
     else:
         explore = dict(engine="ase", walkers=4, steps=args.steps, check_every=10, temperatures=[300, 450, 600, 1000],
@@ -108,8 +110,10 @@ def config(system: str, sets: dict, mode: str, args, seed: int) -> dict:
 
 
 def arm_dir(mode: str, args, seed: int) -> str:
-    """Each arm's run folder; the random arm does not depend on --balance, so its runs are shared."""
-    return f"{mode}{'-bal' if mode == 'topk' and args.balance == 'walkers' else ''}-seed{seed}"
+    """Each arm's run folder; the random arm does not depend on --balance, so its runs are shared (for one
+    model width)."""
+    width = f"-c{args.channels}" if args.channels else ""
+    return f"{mode}{'-bal' if mode == 'topk' and args.balance == 'walkers' else ''}{width}-seed{seed}"
 
 
 def training(args, seed: int) -> dict:
@@ -209,6 +213,8 @@ def main() -> None:
                     help="learning-rate schedule of every retraining (plateau: the first Cu runs' settings)")
     ap.add_argument("--max-sigma", type=float, default=3.0,
                     help="ala2: a walker stops above this calibrated force std (eV/Å): exploded frames are not labelled")
+    ap.add_argument("--channels", type=int, default=0,
+                    help="cu: committee width (channels = readout_hidden; default the 6 of CU_MODEL)")
     ap.add_argument("--balance", choices=["none", "walkers"], default="none",
                     help="select.balance of the active arm (walkers: round-robin over the walkers); random stays uniform")
     ap.add_argument("--merge", nargs="+", metavar="CURVES_JSON",

@@ -14,16 +14,16 @@
    validation split (10 % of train) and exports every iteration. fp32 training, 1 CPU thread, ~13 min per
    iteration on the 2-core VM; an interrupted run continues where it stopped when the same command is run
    again (``mlpot learn --resume``);
-3. a final fit (``POLISH``, a plain ``mlpot train`` run in WORKDIR/final): the loop converges (its walkers stay under
-   the threshold) while the in-distribution error still falls at the end of every 30-epoch cycle, so the last
+3. a final fit (``POLISH``, plain ``mlpot train`` runs in WORKDIR/final, final_2, ...): the loop converges (its
+   walkers stay under the threshold) while the in-distribution error still falls at the end of every 30-epoch cycle, so the last
    iteration's committee is trained on to convergence on the same 840 structures (its own train/validation
-   split) with one longer cosine cycle (``POLISH_EPOCHS``), then recalibrated on validation;
+   split) with ``POLISH_CYCLES`` longer cosine cycles (``POLISH_EPOCHS`` each), then recalibrated on validation;
 4. sets the stop threshold for engines: ``THRESHOLD_FACTOR`` x the largest calibrated per-atom force std on
    the held-out in-distribution test set, stored in the metadata as ``extra["uncertainty_threshold"]``
    (eV/A; :func:`uncertainty_threshold` reads it), exports in float64 to ``pretrained/ala2-xtb.pt`` and
    leaves parity/calibration PNGs and ala2_summary.json (held-out metrics) in WORKDIR.
 
-``--finish WORKDIR`` redoes step 4 from WORKDIR/final/best.pt (or the last iteration's best.pt if there is no final fit).
+``--finish WORKDIR`` redoes step 4 from the last finished final-fit cycle's best.pt (or the last iteration's).
 """
 import json
 import shutil
@@ -61,6 +61,7 @@ LEARN = {
     "stop": {"label_budget": 240, "max_iterations": 5},
 }
 POLISH_EPOCHS = 60
+POLISH_CYCLES = 3
 POLISH = {"epochs": POLISH_EPOCHS, "lr": 1.5e-3, "min_lr": 1e-5, "lr_schedule": "cosine"}
 SETS = {"ala2-train.extxyz": ("train", 0, 600), "ala2-test.extxyz": ("test", 2, 100),
         "ala2-ood.extxyz": ("ood", 3, 100)}
@@ -86,27 +87,33 @@ def last_iteration(work: Path) -> Path:
     return iters[-1].parent
 
 
+def final_dirs(work: Path) -> list:
+    """The final fit's run folders, one per cosine cycle (``POLISH_CYCLES``)."""
+    return [work / ("final" if c == 0 else f"final_{c + 1}") for c in range(POLISH_CYCLES)]
+
+
 def polish(work: Path) -> Path:
-    """Step 3: train the last iteration's committee on (``POLISH``) with its own data, split and architecture;
-    resumable (an interrupted run continues when the build is run again)."""
+    """Step 3: train the last iteration's committee on (``POLISH``, ``POLISH_CYCLES`` cycles, each from the
+    previous one's best weights) with its own data, split and architecture; resumable (an interrupted cycle
+    continues when the build is run again)."""
     from ..training.train import initial_weights
     from ..training.train import run as train
 
     run = last_iteration(work)
-    final = work / "final"
-    if (final / "model.pt").is_file():  # finished (exported after calibration)
-        return final
-    hp = initial_weights(run / "best.pt")[0]
-    model = {k: v for k, v in hp.items() if k not in ("uncertainty_scale", "dtype", "seed")}
-    model.update(dtype=CONFIG["model"]["dtype"], seed=CONFIG["model"]["seed"])
-    training = dict(CONFIG["training"], **POLISH, early_stopping_patience=POLISH_EPOCHS,
-                    init_from=str(run / "best.pt"))
-    config = {"data": dict(CONFIG["data"], train=str(run / "train.extxyz")), "model": model, "training": training,
-              "output": {"dir": "final", "name": NAME, "export_dtype": "float64"}}
-    path = work / "ala2_final.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    train(path, resume=(final / "last.pt").is_file(), progress=sys.stderr.isatty())
-    return final
+    start = run / "best.pt"
+    for final in final_dirs(work):
+        if not (final / "model.pt").is_file():  # not finished (model.pt is exported after calibration)
+            hp = initial_weights(start)[0]
+            model = {k: v for k, v in hp.items() if k not in ("uncertainty_scale", "dtype", "seed")}
+            model.update(dtype=CONFIG["model"]["dtype"], seed=CONFIG["model"]["seed"])
+            training = dict(CONFIG["training"], **POLISH, early_stopping_patience=POLISH_EPOCHS, init_from=str(start))
+            config = {"data": dict(CONFIG["data"], train=str(run / "train.extxyz")), "model": model,
+                      "training": training, "output": {"dir": final.name, "name": NAME, "export_dtype": "float64"}}
+            path = work / f"ala2_{final.name}.yaml"
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            train(path, resume=(final / "last.pt").is_file(), progress=sys.stderr.isatty())
+        start = final / "best.pt"
+    return start.parent
 
 
 def finish(work: Path) -> Path:
@@ -116,9 +123,8 @@ def finish(work: Path) -> Path:
     from ..training.report import evaluate_sets, export_checkpoint, plot_calibration, plot_parity
     from ..training.train import model_from_checkpoint
 
-    best = work / "final" / "best.pt"
-    if not best.is_file():
-        best = last_iteration(work) / "best.pt"
+    done = [d / "best.pt" for d in final_dirs(work) if (d / "model.pt").is_file()]
+    best = done[-1] if done else last_iteration(work) / "best.pt"
     ck = read_checkpoint(best)
     model = model_from_checkpoint(best)
     hp = ck["hparams"]
