@@ -92,10 +92,9 @@ def config(system: str, sets: dict, mode: str, args, seed: int) -> dict:
         model, reference = ALA2_MODEL, {"calculator": "xtb"}
         max_sigma = args.max_sigma
     if args.init_from:  # continue a trained committee: its architecture, its weights (both arms alike)
-        from mlpot_plugins.training.train import initial_weights
+        from mlpot_plugins.training.train import architecture_options
 
-        hp = initial_weights(args.init_from)[0]
-        model = {k: v for k, v in hp.items() if k not in ("uncertainty_scale", "dtype", "seed")}
+        model = architecture_options(args.init_from)
         model["dtype"] = "float32"
     data = {"train": sets["init"], "ood": sets["ood"]}
     if sets.get("test"):

@@ -112,7 +112,8 @@ def load_learn_config(path) -> Dict[str, Any]:
 
 
 # options added after the first release: a state written without one counts as having its default
-LATER_OPTIONS = {"explore": {"stop_after": 0}, "select": {"balance": "none"}}
+LATER_OPTIONS = {"explore": {"stop_after": EXPLORE_DEFAULTS["stop_after"]},
+                 "select": {"balance": SELECT_DEFAULTS["balance"]}}
 
 
 def resume_key(cfg: Dict[str, Any]) -> Dict[str, Any]:

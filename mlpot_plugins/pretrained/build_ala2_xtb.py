@@ -15,9 +15,10 @@
    iteration on the 2-core VM; an interrupted run continues where it stopped when the same command is run
    again (``mlpot learn --resume``);
 3. a final fit (``POLISH``, plain ``mlpot train`` runs in WORKDIR/final, final_2, ...): the loop converges (its
-   walkers stay under the threshold) while the in-distribution error still falls at the end of every 30-epoch cycle, so the last
-   iteration's committee is trained on to convergence on the same 840 structures (its own train/validation
-   split) with ``POLISH_CYCLES`` longer cosine cycles (``POLISH_EPOCHS`` each), then recalibrated on validation;
+   walkers stay under the threshold) while the in-distribution error still falls at the end of every 30-epoch
+   cycle, so the last iteration's committee is trained on to convergence on the same 840 structures (its own
+   train/validation split) with ``POLISH_CYCLES`` longer cosine cycles (``POLISH_EPOCHS`` each, each from the
+   previous one's best weights), then recalibrated on validation;
 4. sets the stop threshold for engines: ``THRESHOLD_FACTOR`` x the largest calibrated per-atom force std on
    the held-out in-distribution test set, stored in the metadata as ``extra["uncertainty_threshold"]``
    (eV/A; :func:`uncertainty_threshold` reads it), exports in float64 to ``pretrained/ala2-xtb.pt`` and
@@ -96,16 +97,14 @@ def polish(work: Path) -> Path:
     """Step 3: train the last iteration's committee on (``POLISH``, ``POLISH_CYCLES`` cycles, each from the
     previous one's best weights) with its own data, split and architecture; resumable (an interrupted cycle
     continues when the build is run again)."""
-    from ..training.train import initial_weights
+    from ..training.train import architecture_options
     from ..training.train import run as train
 
     run = last_iteration(work)
     start = run / "best.pt"
     for final in final_dirs(work):
         if not (final / "model.pt").is_file():  # not finished (model.pt is exported after calibration)
-            hp = initial_weights(start)[0]
-            model = {k: v for k, v in hp.items() if k not in ("uncertainty_scale", "dtype", "seed")}
-            model.update(dtype=CONFIG["model"]["dtype"], seed=CONFIG["model"]["seed"])
+            model = dict(architecture_options(start), dtype=CONFIG["model"]["dtype"], seed=CONFIG["model"]["seed"])
             training = dict(CONFIG["training"], **POLISH, early_stopping_patience=POLISH_EPOCHS, init_from=str(start))
             config = {"data": dict(CONFIG["data"], train=str(run / "train.extxyz")), "model": model,
                       "training": training, "output": {"dir": final.name, "name": NAME, "export_dtype": "float64"}}

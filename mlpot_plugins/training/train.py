@@ -465,6 +465,12 @@ def initial_weights(path) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     return hp, {k: v.detach().clone() for k, v in loaded.module.state_dict().items()}
 
 
+def architecture_options(path) -> Dict[str, Any]:
+    """The model options of the start ``path`` (``initial_weights``) that a run continuing it must repeat:
+    all but INIT_FREE (dtype, seed and uncertainty scale are the new run's own)."""
+    return {k: v for k, v in initial_weights(path)[0].items() if k not in INIT_FREE}
+
+
 def check_same_architecture(hp: Dict[str, Any], init: Dict[str, Any], path) -> None:
     """``training.init_from`` must describe the model being trained (all but dtype, seed, uncertainty scale)."""
     diff = {k: (hp.get(k), init.get(k)) for k in sorted(set(hp) | set(init)) if k not in INIT_FREE
