@@ -16,10 +16,16 @@ Systems:
   structure only, no OOD frame) at 1000 K, so most explored frames revisit the known basin and a minority
   is new (the situation active learning is for); walkers stop above ``--max-sigma`` (exploded geometries
   are not labelled); OOD: the ood set (1000 K, phi > 0). Needs the sets of benchmarks/make_xtb_sets.sh or build_ala2_xtb (``--xtb-dir``).
+* ``holstein``: Holstein lattice model (12 x 12) with exact diagonalisation as the reference (the lattice
+  loop of ``mlpot learn``, ``reference: holstein-ed``). Initial data: 2 short quenches and 2 short
+  domain trajectories of ED Langevin dynamics; exploration: 4 walkers of the committee (hot-quench and
+  checkerboard-domain starts, bath kT 0.1 and 0.2); OOD: long domain-coarsening trajectories (ood-domains)
+  and hot random states (ood-hot), both ED-labelled. Forces in units of t per unit Q.
 
 Usage (one thread; minutes):
   OMP_NUM_THREADS=1 python benchmarks/active_vs_random.py --system cu --out out/avr-cu
   python benchmarks/active_vs_random.py --system ala2 --xtb-dir out/xtb --out out/avr-ala2
+  OMP_NUM_THREADS=1 python benchmarks/active_vs_random.py --system holstein --out out/avr-holstein
 Writes OUT/curves.json, OUT/active_vs_random.png and prints the table (OOD force RMSE per budget).
 """
 from __future__ import annotations
@@ -78,7 +84,36 @@ def ala2_sets(out: Path, xtb_dir: Path, n_init: int) -> dict:
             "test": str((xtb_dir / "ala2-test.extxyz").resolve())}
 
 
+HOLSTEIN_MODEL = dict(arch="conv", radius2=5, channels=8, hidden=16, ensemble_size=4)
+HOLSTEIN_L = 12
+
+
+def holstein_sets(out: Path, seed: int) -> dict:
+    from mlpot_plugins.holstein.data import generate
+
+    common = dict(L=HOLSTEIN_L, stride=8, progress=False)
+    generate(out / "init.pt", n_quench=2, n_domain=2, quench_steps=120, domain_steps=80, seed=seed, **common)
+    generate(out / "ood-domains.pt", n_quench=0, n_domain=3, quench_steps=0, domain_steps=320, seed=seed + 100,
+             **common)
+    generate(out / "ood-hot.pt", n_quench=0, n_domain=0, quench_steps=0, domain_steps=0, n_hot=24, seed=seed + 200,
+             **common)
+    return {"init": "init.pt", "ood": {"ood-domains": "ood-domains.pt", "ood-hot": "ood-hot.pt"}}
+
+
+def holstein_config(sets: dict, mode: str, args, seed: int) -> dict:
+    """The lattice loop's config: same selection and stopping as the atomistic arms, its own model/training."""
+    return {"reference": {"calculator": "holstein-ed"}, "data": {"train": sets["init"], "ood": sets["ood"]},
+            "model": dict(HOLSTEIN_MODEL, seed=seed), "training": dict(epochs=args.epochs, batch=8, lr=args.lr),
+            "explore": dict(walkers=4, steps=args.steps, check_every=10, temperatures=[0.1, 0.2], seed=seed),
+            "select": dict(mode=mode, threshold=1e-4, per_iteration=args.per_iteration, min_separation=2,
+                           balance=args.balance if mode == "topk" else "none"),
+            "stop": dict(label_budget=max(args.budgets), max_iterations=100),
+            "output": dict(dir=arm_dir(mode, args, seed), name=f"holstein-{mode}")}
+
+
 def config(system: str, sets: dict, mode: str, args, seed: int) -> dict:
+    if system == "holstein":
+        return holstein_config(sets, mode, args, seed)
     if system == "cu":
         explore = dict(engine="ase", walkers=4, steps=args.steps, check_every=10, temperatures=[600, 1200, 1800],
                        timestep_fs=2.0, strain=0.04, seed=seed, min_distance=1.7)
@@ -135,7 +170,7 @@ def curve(report: dict) -> dict:
     return out
 
 
-def plot(curves: dict, path: Path) -> None:
+def plot(curves: dict, path: Path, unit: str = "eV/Å") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +187,7 @@ def plot(curves: dict, path: Path) -> None:
                         label=f"{'active' if mode == 'topk' else 'random'} seed {seed}")
         ax.set_title(s)
         ax.set_xlabel("labels added")
-        ax.set_ylabel("force RMSE [eV/Å]")
+        ax.set_ylabel(f"force RMSE [{unit}]")
         ax.set_yscale("log")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -196,7 +231,7 @@ def merge(paths) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--system", choices=["cu", "ala2"], default="cu")
+    ap.add_argument("--system", choices=["cu", "ala2", "holstein"], default="cu")
     ap.add_argument("--out", default="out/active-vs-random")
     ap.add_argument("--xtb-dir", default="out/xtb", help="ala2 sets of benchmarks/make_xtb_sets.sh")
     ap.add_argument("--budgets", default="8,16,24,32", help="label budgets compared (multiples of --per-iteration)")
@@ -226,7 +261,7 @@ def main() -> None:
         curves = merge(args.merge)
         (out / "curves.json").write_text(json.dumps({"curves": curves, "summary": summarize(curves, args.budgets),
                                                       "merged": args.merge}, indent=1))
-        return table(curves, args.budgets, out)
+        return table(curves, args.budgets, out, "t/Q" if args.system == "holstein" else "eV/Å")
     from mlpot_plugins.learn.loop import run
 
     curves = {"topk": {}, "random": {}}
@@ -234,7 +269,8 @@ def main() -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         folder = out / f"seed{seed}"
         folder.mkdir(exist_ok=True)
-        sets = cu_sets(folder, seed) if args.system == "cu" else ala2_sets(folder, Path(args.xtb_dir), args.n_init)
+        sets = (cu_sets(folder, seed) if args.system == "cu" else holstein_sets(folder, seed)
+                if args.system == "holstein" else ala2_sets(folder, Path(args.xtb_dir), args.n_init))
         for mode in ("topk", "random"):
             cfg = folder / f"{arm_dir(mode, args, seed).rsplit('-seed', 1)[0]}.yaml"
             cfg.write_text(yaml.safe_dump(config(args.system, sets, mode, args, seed)))
@@ -251,12 +287,12 @@ def main() -> None:
             summary = summarize(curves, args.budgets)
             (out / "curves.json").write_text(json.dumps({"curves": curves, "summary": summary, "timing": timing,
                                                           "args": vars(args)}, indent=1))
-    table(curves, args.budgets, out)
+    table(curves, args.budgets, out, "t/Q" if args.system == "holstein" else "eV/Å")
 
 
-def table(curves: dict, budgets, out: Path) -> None:
-    plot(curves, out / "active_vs_random.png")
-    print("budget  active OOD RMSE  random OOD RMSE  reduction  median/seed  wins   (eV/Å, RMS over the OOD sets, "
+def table(curves: dict, budgets, out: Path, unit: str = "eV/Å") -> None:
+    plot(curves, out / "active_vs_random.png", unit)
+    print(f"budget  active OOD RMSE  random OOD RMSE  reduction  median/seed  wins   ({unit}, RMS over the OOD sets, "
           "mean over seeds)")
     for r in summarize(curves, budgets):
         print(f"{r['budget']:6d}  {r['active_ood_rms']:15.4f}  {r['random_ood_rms']:15.4f}  {100 * r['reduction']:7.1f} %  "

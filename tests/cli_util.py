@@ -9,3 +9,13 @@ def run_cli(argv, capsys):
     except SystemExit as exc:
         code = exc.code
     return code, capsys.readouterr().err
+
+
+def assert_clear_error(argv, capsys, command: str, words):
+    """``mlpot COMMAND ...`` exits with status 2 and one error line (no traceback) holding every word."""
+    code, err = run_cli(argv, capsys)
+    assert code == 2, err
+    assert "Traceback" not in err and err.startswith(f"mlpot {command}: error:"), err
+    for w in words:
+        assert w in err, (w, err)
+    return err

@@ -24,9 +24,10 @@ def learn_folder(folder):
     return folder
 
 
-def write_learn_config(folder, name="learn.yaml", change=None, **sections):
-    """The tiny config with ``sections`` merged in (section -> dict of options) and ``change(cfg)`` applied."""
-    cfg = copy.deepcopy(LEARN_CONFIG)
+def write_learn_config(folder, name="learn.yaml", change=None, base=None, **sections):
+    """The tiny config (or ``base``) with ``sections`` merged in (section -> dict of options) and
+    ``change(cfg)`` applied."""
+    cfg = copy.deepcopy(LEARN_CONFIG if base is None else base)
     for section, options in sections.items():
         cfg[section] = dict(cfg.get(section) or {}, **options)
     if change is not None:
@@ -34,3 +35,23 @@ def write_learn_config(folder, name="learn.yaml", change=None, **sections):
     path = folder / name
     path.write_text(yaml.safe_dump(cfg) if isinstance(cfg, dict) else cfg)
     return path
+
+
+def put(section, key, value):
+    """A config change for the bad-input cases: ``section.key = value``."""
+    return lambda c: c.setdefault(section, {}).update({key: value})
+
+
+def check_bad_config(folder, capsys, change, words, out, base=None):
+    """``mlpot learn`` on the tiny config (or ``base``) changed by ``change`` (a function, or raw text for the
+    whole file) is a clear error naming ``words`` and starts nothing (no output folder ``out``)."""
+    from cli_util import assert_clear_error
+
+    def apply(c):
+        c["output"]["dir"] = out
+        change(c)
+    path = write_learn_config(folder, name="bad.yaml", change=None if isinstance(change, str) else apply, base=base)
+    if isinstance(change, str):
+        path.write_text(change)
+    assert_clear_error(["learn", path, "--no-progress"], capsys, "learn", words)
+    assert not (folder / out).exists()  # nothing started

@@ -3,7 +3,7 @@ traceback) and the words naming the problem and the fix; state-file cases for --
 import pytest
 
 from cli_util import run_cli
-from learn_util import learn_folder, write_learn_config
+from learn_util import check_bad_config, learn_folder, put, write_learn_config
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +21,6 @@ def folder(tmp_path_factory):
 
 def drop(section):
     return lambda c: c.pop(section)
-
-
-def put(section, key, value):
-    return lambda c: c.setdefault(section, {}).update({key: value})
 
 
 # (change to the tiny config, or raw text; words of the message)
@@ -72,20 +68,7 @@ CASES = [
 
 @pytest.mark.parametrize("change,words", CASES, ids=[str(i) for i in range(len(CASES))])
 def test_bad_config_is_a_clear_error(folder, capsys, change, words, request):
-    out = f"run-{request.node.callspec.id}"
-
-    def apply(c):
-        c["output"]["dir"] = out
-        change(c)
-    path = write_learn_config(folder, name="bad.yaml", change=None if isinstance(change, str) else apply)
-    if isinstance(change, str):
-        path.write_text(change)
-    code, err = run_cli(["learn", path, "--no-progress"], capsys)
-    assert code == 2, err
-    assert "Traceback" not in err and err.startswith("mlpot learn: error:"), err
-    for w in words:
-        assert w in err, (w, err)
-    assert not (folder / out).exists()  # nothing started
+    check_bad_config(folder, capsys, change, words, f"run-{request.node.callspec.id}")
 
 
 def test_missing_and_folder_config(folder, capsys):

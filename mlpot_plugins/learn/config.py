@@ -34,13 +34,13 @@ def _choice(path, name: str, value, choices) -> str:
     return value
 
 
-def _temperatures(path, value) -> list:
+def _temperatures(path, value, unit: str = "kelvin") -> list:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, list) or not value or not all(
             isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in value):
         raise ValueError(f"{path}: explore.temperatures={value!r} must be a positive number or a non-empty list of "
-                         "them (kelvin), e.g. [300, 900]")
+                         f"them ({unit}), e.g. {'[0.1, 0.2]' if unit != 'kelvin' else '[300, 900]'}")
     return [float(t) for t in value]
 
 
@@ -58,18 +58,40 @@ def _reference(path, cfg: dict) -> Dict[str, Any]:
     options = ref.get("options") or {}
     if not isinstance(options, dict):
         raise ValueError(f"{path}: reference.options must be a mapping of keyword arguments, got {options!r:.60}")
+    if lattice_reference(ref["calculator"]):
+        if options:
+            raise ValueError(f"{path}: reference {ref['calculator']!r} takes no options (its Hamiltonian is the "
+                             "params of data.train, written by `mlpot holstein generate --param`); remove "
+                             "reference.options")
+        return {"calculator": ref["calculator"].lower(), "options": {}}
     from .references import check_reference
 
     check_reference(ref["calculator"], options, str(path))
     return {"calculator": ref["calculator"], "options": options}
 
 
+def lattice_reference(name) -> bool:
+    """Whether the reference names exact diagonalisation of a Holstein lattice model (the lattice loop)."""
+    from ..holstein.learn import REFERENCES as LATTICE
+
+    return isinstance(name, str) and name.lower() in LATTICE
+
+
 def load_learn_config(path) -> Dict[str, Any]:
-    """The validated ``mlpot learn`` config (paths absolute, defaults filled in)."""
+    """The validated ``mlpot learn`` config (paths absolute, defaults filled in); a lattice config
+    (``reference: {calculator: holstein-ed}``) has ``system: lattice`` and the sections of holstein.learn."""
     path = Path(path)
     raw = read_config_file(path, SECTIONS, command="learn", doc=DOC)
+    reference = _reference(path, raw)
+    if lattice_reference(reference["calculator"]):
+        from ..holstein.learn import load_lattice_config
+
+        out = load_lattice_config(path, raw)
+        out.update(reference=reference, **select_and_stop(path, raw))
+        check_committee(path, out["model"])
+        return out
     out = validate_sections(path, {k: raw.get(k) for k in TRAIN_SECTIONS})
-    out["reference"] = _reference(path, raw)
+    out["reference"] = reference
     given = dict(_section(path, raw, "explore"))
     temps = given.pop("temperatures", EXPLORE_DEFAULTS["temperatures"])
     explore = typed_options(path, {"explore": given}, "explore",
@@ -90,11 +112,29 @@ def load_learn_config(path) -> Dict[str, Any]:
             raise ValueError(f"{path}: explore.engine lammps needs periodic start structures, but structure(s) "
                              f"{flat[:5]} of {explore['start']} are not periodic in x, y and z; use engine ase or "
                              "openmm for molecules and slabs without a cell")
+    check_checks(path, explore)
+    if not 0.0 <= explore["strain"] < 0.5:
+        raise ValueError(f"{path}: explore.strain={explore['strain']} must be a fraction in [0, 0.5)")
+    out.update(explore=explore, **select_and_stop(path, raw))
+    check_committee(path, out["model"])
+    return out
+
+
+def check_checks(path, explore: Dict[str, Any]) -> None:
+    """At least one frame per walker is checked."""
     if explore["check_every"] > explore["steps"]:
         raise ValueError(f"{path}: explore.check_every={explore['check_every']} is larger than explore.steps="
                          f"{explore['steps']}; no frame would be checked — lower check_every")
-    if not 0.0 <= explore["strain"] < 0.5:
-        raise ValueError(f"{path}: explore.strain={explore['strain']} must be a fraction in [0, 0.5)")
+
+
+def check_committee(path, model: Dict[str, Any]) -> None:
+    if model.get("ensemble_size", 1) < 2:
+        raise ValueError(f"{path}: model.ensemble_size must be >= 2 for active learning (the committee's spread "
+                         "is the uncertainty that selects frames); set e.g. ensemble_size: 4")
+
+
+def select_and_stop(path, raw: Dict[str, Any]) -> Dict[str, Any]:
+    """The select and stop sections (the same for atoms and lattice fields)."""
     select = typed_options(path, raw, "select", SELECT_DEFAULTS,
                            positive=("threshold", "per_iteration", "min_separation"))
     _choice(path, "select.mode", select["mode"], MODES)
@@ -104,11 +144,7 @@ def load_learn_config(path) -> Dict[str, Any]:
         raise ValueError(f"{path}: select.max_sigma={select['max_sigma']} must exceed select.threshold="
                          f"{select['threshold']} (or be 0: no upper limit)")
     stop = typed_options(path, raw, "stop", STOP_DEFAULTS, positive=("label_budget", "max_iterations"))
-    out.update(explore=explore, select=select, stop=stop)
-    if out["model"].get("ensemble_size", 1) < 2:
-        raise ValueError(f"{path}: model.ensemble_size must be >= 2 for active learning (the committee's spread "
-                         "is the uncertainty that selects frames); set e.g. ensemble_size: 4")
-    return out
+    return {"select": select, "stop": stop}
 
 
 # options added after the first release: a state written without one counts as having its default

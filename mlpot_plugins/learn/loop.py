@@ -43,15 +43,28 @@ def iteration_dir(out: Path, k: int) -> Path:
 
 
 class Loop:
+    """The loop over atomistic structures (extxyz frames, an ASE calculator as reference, ``mlpot train``).
+    Subclasses for other kinds of configurations (``holstein.learn.LatticeLoop``) override the hooks: frame
+    files (``FRAMES``, ``read``, ``write``), ``run_exploration``, ``label_frame`` and ``train``."""
+
+    FRAMES = ".extxyz"  # suffix of the frame files (explored, selected, labelled, labels)
+    UNIT = "eV/Å"  # of forces, thresholds and σ in messages
+    COMPONENTS = 3  # force components per atom (σ is per atom, the validation RMSE per component)
+
     def __init__(self, cfg: Dict[str, Any], state: Dict[str, Any], progress: bool, log, reference=None):
         self.cfg, self.st, self.progress, self.log = cfg, state, progress, log
         self.out = Path(cfg["output"]["dir"])
+        self.stop = None
+        self.held_out = None
+        self.setup(reference)
+
+    def setup(self, reference) -> None:
+        """The reference, the initial data and the start structures."""
+        cfg = self.cfg
         self.reference = reference if reference is not None else make_reference(
             cfg["reference"]["calculator"], cfg["reference"]["options"])
         self.initial = read_frames(cfg["data"]["train"])
         self.starts = read_frames(cfg["explore"]["start"])
-        self.stop = None
-        self.held_out = None
 
     # ---- state ----
     def save_state(self) -> None:
@@ -67,9 +80,18 @@ class Loop:
         if self.stop.signum is not None:
             raise self.interrupted(where)
 
+    def read(self, path: Path) -> List:
+        return read_frames(path)
+
+    def write(self, path: Path, frames: List) -> None:
+        write(path, frames)
+
+    def frames_file(self, folder: Path, name: str) -> Path:
+        return folder / f"{name}{self.FRAMES}"
+
     def labels(self) -> List:
-        path = self.out / "labels.extxyz"
-        return read_frames(path) if path.is_file() else []
+        path = self.frames_file(self.out, "labels")
+        return self.read(path) if path.is_file() else []
 
     # ---- phases ----
     def run(self) -> Dict[str, Any]:
@@ -127,8 +149,7 @@ class Loop:
                 raise _Stop
 
         try:
-            ex = explore(prev, self.starts, e, seed=int(e["seed"]) * 7919 + k, max_sigma=float(s["max_sigma"]),
-                         on_steps=on_steps, threshold=float(s["threshold"]))
+            ex = self.run_exploration(prev, seed=int(e["seed"]) * 7919 + k, on_steps=on_steps)
         except _Stop:
             bar.close()
             raise self.interrupted(f"during the exploration of iteration {k}; it restarts")
@@ -141,27 +162,27 @@ class Loop:
         if over == 0 and ex.aborted_walkers == 0:
             return self.end_without_labels(
                 f"converged: {e['walkers']} walker(s) x {e['steps']} steps stayed under select.threshold="
-                f"{s['threshold']} eV/Å (max σ {ex.max_sigma:.4g})")
+                f"{s['threshold']} {self.UNIT} (max σ {ex.max_sigma:.4g})")
         n = min(int(s["per_iteration"]), int(self.cfg["stop"]["label_budget"]) - int(self.st["n_labels"]))
-        noise = self.st["rows"][-1].get("val_force_rmse", 0.0) * np.sqrt(3.0) if self.st["rows"] else 0.0
+        noise = (self.st["rows"][-1].get("val_force_rmse", 0.0) * np.sqrt(self.COMPONENTS)
+                 if self.st["rows"] else 0.0)
         chosen = select(ex.candidates, s, n, noise, seed=int(e["seed"]) * 104729 + k)
         t0 = self.tick("select", t0)
         if not chosen:
             return self.end_without_labels(
-                f"stuck: every explored frame over select.threshold is above select.max_sigma={s['max_sigma']} eV/Å "
+                f"stuck: every explored frame over select.threshold is above select.max_sigma={s['max_sigma']} "
+                f"{self.UNIT} "
                 f"(max σ {ex.max_sigma:.4g}, {ex.aborted_walkers} walker(s) stopped); raise select.max_sigma, lower "
                 "explore.temperatures/strain/rattle, or add training data near the start structures")
         it = iteration_dir(self.out, k)
-        if chosen:
-            write(it / "selected.extxyz", [ex.candidates[i] for i in chosen])
-        if ex.candidates:
-            write(it / "explored.extxyz", ex.candidates)
+        self.write(self.frames_file(it, "selected"), [ex.candidates[i] for i in chosen])
+        self.write(self.frames_file(it, "explored"), ex.candidates)
         self.st["pending_row"]["selected"] = len(chosen)
         self.st["phase"] = "label"
         self.tick("bookkeeping", t0)
         self.save_state()
         self.log(f"iteration {k}: explored {ex.steps} MD steps, {len(ex.candidates)} frames checked, {over} over "
-                 f"{s['threshold']} eV/Å (max σ {ex.max_sigma:.3g}); labelling {len(chosen)}")
+                 f"{s['threshold']} {self.UNIT} (max σ {ex.max_sigma:.3g}); labelling {len(chosen)}")
 
     def end_without_labels(self, reason: str) -> None:
         row = self.st.pop("pending_row")
@@ -173,9 +194,9 @@ class Loop:
 
     def label(self, k: int) -> None:
         it = iteration_dir(self.out, k)
-        selected = read_frames(it / "selected.extxyz") if self.st["pending_row"].get("selected") else []
-        done_path = it / "labelled.extxyz"
-        done = read_frames(done_path) if done_path.is_file() else []
+        selected = self.read(self.frames_file(it, "selected")) if self.st["pending_row"].get("selected") else []
+        done_path = self.frames_file(it, "labelled")
+        done = self.read(done_path) if done_path.is_file() else []
         failed = int(self.st["pending_row"].get("label_failures", 0))
         bar = tqdm(total=len(selected), initial=len(done) + failed, desc=f"label {k}", unit="frame",
                    disable=not self.progress, leave=False)
@@ -183,9 +204,7 @@ class Loop:
             t0 = time.perf_counter()
             frame = selected[i]
             try:
-                labelled = label(frame, self.reference, config_type=f"learn-iter{k}", iteration=k)
-                if not (np.isfinite(labelled.get_potential_energy()) and np.isfinite(labelled.get_forces()).all()):
-                    raise ValueError("non-finite label")
+                labelled = self.label_frame(frame, k)
             except Exception as exc:  # the reference refused an ML-driven geometry: skip it, say so
                 self.log(f"iteration {k}: frame {i} not labelled ({type(exc).__name__}: {str(exc)[:100]}); skipped")
                 failed += 1
@@ -194,7 +213,7 @@ class Loop:
                 continue
             t0 = self.tick("label", t0)
             done.append(labelled)
-            write(done_path, done)
+            self.write(done_path, done)
             self.st["n_labels"] = int(self.st["n_labels"]) + 1
             self.save_state()
             self.tick("bookkeeping", t0)
@@ -203,11 +222,24 @@ class Loop:
         bar.close()
         t0 = time.perf_counter()
         if done:
-            write(self.out / "labels.extxyz", self.labels() + done)
+            self.write(self.frames_file(self.out, "labels"), self.labels() + done)
         self.st["phase"] = "train"
         self.save_state()
         self.tick("bookkeeping", t0)
         self.check_stop(f"labels of iteration {k} done")
+
+    def run_exploration(self, model_path: Path, seed: int, on_steps):
+        """Explore with the exported model ``model_path``: the ``Exploration`` (candidates with per-atom σ)."""
+        s = self.cfg["select"]
+        return explore(model_path, self.starts, self.cfg["explore"], seed=seed, max_sigma=float(s["max_sigma"]),
+                       on_steps=on_steps, threshold=float(s["threshold"]))
+
+    def label_frame(self, frame, k: int):
+        """``frame`` labelled by the reference (an exception: the reference refused it; it is skipped)."""
+        labelled = label(frame, self.reference, config_type=f"learn-iter{k}", iteration=k)
+        if not (np.isfinite(labelled.get_potential_energy()) and np.isfinite(labelled.get_forces()).all()):
+            raise ValueError("non-finite label")
+        return labelled
 
     def train_config(self, k: int, train_file: Path) -> Dict[str, Any]:
         cfg = self.cfg
@@ -305,13 +337,15 @@ class Loop:
 
 def run(config_path, resume: bool = False, progress: bool = True, log=print, reference=None) -> Dict[str, Any]:
     """Run (or ``resume``) the loop described by ``config_path``; returns the report dict. ``reference``
-    (an ASE calculator) replaces the configured one (used by tests and benchmarks)."""
+    (an ASE calculator; for lattice models a ``holstein.learn.EDReference``) replaces the configured one (used
+    by tests and benchmarks)."""
     cfg = load_learn_config(config_path)
     out = Path(cfg["output"]["dir"])
     st: Optional[Dict[str, Any]] = resume_state(out / STATE_FILE, STATE_KIND, resume_key(cfg), resume, "mlpot learn",
                                                  later=LATER_OPTIONS)
     if st is None:
-        if (iteration_dir(out, 0) / "last.pt").exists():
+        first = iteration_dir(out, 0)
+        if first.is_dir() and any(first.iterdir()):
             raise ValueError(f"{out} already holds an `mlpot learn` run without its state file; choose a new "
                              "output.dir or delete the old one")
         st = {"kind": STATE_KIND, "config": resume_key(cfg), "iteration": 0, "phase": "train", "n_labels": 0,
@@ -324,7 +358,11 @@ def run(config_path, resume: bool = False, progress: bool = True, log=print, ref
             log(f"mlpot learn: continuing {out} with the larger stop limits")
         else:
             log(f"mlpot learn: {out} is finished ({reason}); the report is rewritten")
-    loop = Loop(cfg, st, progress=progress, log=log, reference=reference)
+    if cfg.get("system") == "lattice":
+        from ..holstein.learn import LatticeLoop as kind
+    else:
+        kind = Loop
+    loop = kind(cfg, st, progress=progress, log=log, reference=reference)
     out.mkdir(parents=True, exist_ok=True)
     loop.save_state()
     return loop.run()

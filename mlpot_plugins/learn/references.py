@@ -1,8 +1,8 @@
 """Reference calculators of ``mlpot learn`` by name: ``emt`` (ASE EMT), ``xtb`` (GFN2-xTB through tblite,
 the labels of ``mlpot data xtb``) or any ASE calculator class as ``module:Class`` with keyword ``options``.
 
-Holstein lattice models (exact diagonalisation) are labelled by ``mlpot holstein generate``; their
-configurations are lattice fields, not atoms, so they are not a reference of this atomistic loop.
+``holstein-ed`` (exact diagonalisation of a Holstein lattice model) labels lattice fields, not atoms: a config
+with it runs the lattice loop of ``holstein.learn`` (checked in ``learn.config``), not an ASE calculator.
 """
 from __future__ import annotations
 

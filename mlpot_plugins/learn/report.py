@@ -23,7 +23,8 @@ def _series(rows, key):
     return out
 
 
-def plot(out: Path, rows) -> None:
+def plot(out: Path, rows, unit: str = "eV/Å", components: int = 3) -> None:
+    """The two PNGs; ``unit`` of forces and ``components`` per atom (3; 1 for a lattice site's scalar force)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,7 +37,7 @@ def plot(out: Path, rows) -> None:
     for s, p in series.items():
         ax.plot(p[:, 0], p[:, 1], "o-", label=s)
     ax.set_xlabel("labels added by the loop")
-    ax.set_ylabel("force RMSE [eV/Å]")
+    ax.set_ylabel(f"force RMSE [{unit}]")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -45,7 +46,7 @@ def plot(out: Path, rows) -> None:
     fig, ax = plt.subplots(figsize=(5, 4.5))
     lo, hi = np.inf, 0.0
     for s, p in series.items():
-        x, y = p[:, 2], p[:, 1] * np.sqrt(3.0)
+        x, y = p[:, 2], p[:, 1] * np.sqrt(float(components))
         ax.plot(x, y, "o-", label=s)
         for (n, xx, yy) in zip(p[:, 0], x, y):
             ax.annotate(f"{int(n)}", (xx, yy), fontsize=6)
@@ -56,8 +57,9 @@ def plot(out: Path, rows) -> None:
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("median calibrated per-atom force σ [eV/Å]")
-    ax.set_ylabel("per-atom force RMSE (√3 × component) [eV/Å]")
+    site = "per-site" if components == 1 else "per-atom"
+    ax.set_xlabel(f"median calibrated {site} force σ [{unit}]")
+    ax.set_ylabel(f"{site} force RMSE{' (√3 × component)' if components == 3 else ''} [{unit}]")
     ax.set_title("σ vs error (numbers: labels)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -74,7 +76,8 @@ def write_report(out: Path, st: Dict[str, Any], cfg: Dict[str, Any], log=print) 
               "overhead_fraction_max": max(overhead) if overhead else None,
               "overhead_fraction_mean": float(np.mean(overhead)) if overhead else None}
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
-    plot(out, [r for r in rows if "metrics" in r])
+    lattice = cfg.get("system") == "lattice"
+    plot(out, [r for r in rows if "metrics" in r], *(("t/Q", 1) if lattice else ("eV/Å", 3)))
     if report["overhead_fraction_max"] is not None:
         log(f"loop overhead (all but labelling and training): mean {100 * report['overhead_fraction_mean']:.1f} %, "
             f"max {100 * report['overhead_fraction_max']:.1f} % of an iteration")
