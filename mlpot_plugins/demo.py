@@ -13,7 +13,8 @@ import numpy as np
 
 STAGES = ["mlpot_plugins.demo:ase_stage", "mlpot_plugins.openmm.demo:openmm_stage",
           "mlpot_plugins.lammps:lammps_stage", "mlpot_plugins.equivariant_demo:cu_emt_stage",
-          "mlpot_plugins.byom_demo:byom_stage", "mlpot_plugins.holstein.cli:holstein_stage"]
+          "mlpot_plugins.byom_demo:byom_stage", "mlpot_plugins.holstein.cli:holstein_stage",
+          "mlpot_plugins.holstein.learn:learn_stage"]
 
 
 def ase_stage(out_dir: Path, quick: bool) -> None:

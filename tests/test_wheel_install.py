@@ -167,5 +167,5 @@ def test_openmm_ml_and_openmm_example(installed):
 def test_demo_quick(installed):
     python, env, work, _, _ = installed
     res = run([python.parent / "mlpot", "demo", "--quick", "--out", work / "demo"], work, env)
-    for stage in ("[ase]", "[openmm]", "[lammps]", "demo finished"):
+    for stage in ("[ase]", "[openmm]", "[lammps]", "[learn-holstein]", "demo finished"):
         assert stage in res.stdout, res.stdout
