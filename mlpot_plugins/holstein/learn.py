@@ -37,10 +37,10 @@ from .dynamics import TRAINED_KEYS, quench_initial_state
 from .ed import ed_solve
 from .langevin import LangevinIntegrator
 from .params import HolsteinParams
+from .train import LEARN_KIND  # kind of the fields the loop labelled (train.split never holds them out)
 
 DOC = "docs/learn.md"
 REFERENCES = ("holstein-ed",)
-LEARN_KIND = "learn"  # kind of the snapshots the loop labelled (train.split never holds them out)
 FRAMES_KIND = "mlpot-learn-lattice-frames"
 START_KINDS = ("quench", "domains")
 MODEL_DEFAULTS: Dict[str, Any] = dict(arch="conv", radius2=13, channels=16, hidden=32, ensemble_size=4,

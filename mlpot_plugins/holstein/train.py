@@ -23,12 +23,15 @@ REFERENCES = ["Equivariant Neural Networks for Force-Field Models of Lattice Sys
               "T. Holstein, Ann. Phys. 8, 325 (1959)"]
 
 
+LEARN_KIND = "learn"  # single fields labelled by `mlpot learn` (holstein/learn.py): always trained on
+
+
 def split(data: dict):
     """Hold out the last trajectory of each kind (whole trajectories, so no time-correlated leakage); frames
     of kind ``learn`` (single fields labelled by ``mlpot learn``) are always trained on."""
     kinds = data.get("kind") or ["quench"] * len(data["traj"])
     held = set()
-    for kind in set(kinds) - {"learn"}:
+    for kind in set(kinds) - {LEARN_KIND}:
         held.add(max(int(t) for t, k in zip(data["traj"], kinds) if k == kind))
     test = torch.tensor([int(t) in held for t in data["traj"]])
     return ~test, test
