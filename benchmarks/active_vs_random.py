@@ -15,7 +15,8 @@ Systems:
   300/450/600 K and one from the built phi/psi = +80/-60 start of ``mlpot data xtb --set ood`` (the start
   structure only, no OOD frame) at 1000 K, so most explored frames revisit the known basin and a minority
   is new (the situation active learning is for); walkers stop above ``--max-sigma`` (exploded geometries
-  are not labelled); OOD: the ood set (1000 K, phi > 0). Needs the sets of benchmarks/make_xtb_sets.sh or build_ala2_xtb (``--xtb-dir``).
+  are not labelled); OOD: the ood set (1000 K, phi > 0) and, when XTB_DIR has ala2-ood-torsion.extxyz, the
+  unseen torsion at a training temperature (phi > 0 at 450 K). Needs the sets of benchmarks/make_xtb_sets.sh or build_ala2_xtb (``--xtb-dir``).
 * ``holstein``: Holstein lattice model (12 x 12) with exact diagonalisation as the reference (the lattice
   loop of ``mlpot learn``, ``reference: holstein-ed``). Initial data: 2 short quenches and 2 short
   domain trajectories of ED Langevin dynamics; exploration: 4 walkers of the committee (hot-quench and
@@ -79,8 +80,11 @@ def ala2_sets(out: Path, xtb_dir: Path, n_init: int) -> dict:
     write(out / "init.extxyz", [train[int(i)] for i in np.linspace(0, len(train) - 1, n_init).round()])
     known, new = start_structure("ala2", "train"), start_structure("ala2", "ood")
     write(out / "start.extxyz", [known, known, known, new])
-    return {"init": "init.extxyz", "start": "start.extxyz",
-            "ood": {"ood": str((xtb_dir / "ala2-ood.extxyz").resolve())},
+    ood = {"ood": str((xtb_dir / "ala2-ood.extxyz").resolve())}
+    torsion = xtb_dir / "ala2-ood-torsion.extxyz"  # phi > 0 at 450 K: the unseen torsion without the heat
+    if torsion.is_file():
+        ood["ood-torsion"] = str(torsion.resolve())
+    return {"init": "init.extxyz", "start": "start.extxyz", "ood": ood,
             "test": str((xtb_dir / "ala2-test.extxyz").resolve())}
 
 
@@ -182,8 +186,9 @@ def plot(curves: dict, path: Path, unit: str = "eV/Å") -> None:
     for ax, s in zip(axes[0], sets):
         for mode, style in (("topk", "o-"), ("random", "s--")):
             for seed, c in curves.get(mode, {}).items():
-                n = sorted(int(k) for k in c)
-                ax.plot(n, [c[k if k in c else str(k)][s] for k in n], style, alpha=0.8,
+                pts = {int(k): v[s] for k, v in c.items() if s in v}  # a set added later lacks early points
+                n = sorted(pts)
+                ax.plot(n, [pts[k] for k in n], style, alpha=0.8,
                         label=f"{'active' if mode == 'topk' else 'random'} seed {seed}")
         ax.set_title(s)
         ax.set_xlabel("labels added")
