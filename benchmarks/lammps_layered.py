@@ -2,19 +2,25 @@
 between layers) vs the ASE calculator on the same atoms, and 2 ranks vs 1.
 
     PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/lammps_layered.py [--sizes 6 8 15] [--steps 3] [--old]
-        [--ranks]
+        [--ranks] [--dtype float32]
 
 In one process, alternating rounds: N MD steps of an in-process LAMMPS (`run N+1` minus `run 1`, as
 lammps_overhead.py) and N ASE `get_forces` calls on slightly moved copies of the same crystal (median of the
 per-round ratios; the ASE calculator also returns the virial and committee std, LAMMPS steps without thermo
-output do not). `--old` adds the same ratio for `layerwise no` (today's path before this change: the whole
-network on a ghost shell of interaction_range = 2 cutoffs). `--ranks` adds `lmp` on 1 and 2 ranks (best round).
-One torch thread per process. Targets (issue 12): LAMMPS/ASE <= 1.10 at 864-13.5k atoms; 2 ranks >= 1.7x at 13.5k.
+output do not). One rank folds periodic images onto their atoms (`images fold`, the default: one compute() call
+on the local atoms); `--ghosts` adds the same ratio for `images ghosts` (images as ghost rows, run layer by layer
+with feature exchange: the multi-rank path on one rank). `--old` adds `layerwise no images ghosts` (the path
+before issue 12: the whole network on a ghost shell of interaction_range = 2 cutoffs). `--ranks` adds `lmp` on 1
+and 2 ranks (best round; 2 ranks run layer by layer).
+`--dtype float32` runs both engines on the float32 conversion of the committee (`pair_style ... dtype float32`,
+`MLPotCalculator(dtype=...)`): a 13.5k-atom cell of the fp64 K = 4 committee needs more than this machine's
+24 GiB in one process (peak RSS is printed per size). One torch thread per process. Targets (issue 12): LAMMPS/ASE <= 1.10 at 864-13.5k atoms; 2 ranks >= 1.7x at 13.5k.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -33,18 +39,18 @@ from mlpot_plugins.lammps import plugin_path  # noqa: E402
 MODEL = "cu-emt"
 
 
-def interleaved(n: int, steps: int, rounds: int, pair_extra: str = ""):
+def interleaved(n: int, steps: int, rounds: int, pair_extra: str = "", dtype: str = "float64"):
     """(median LAMMPS/ASE ratio, best LAMMPS s/step, best ASE s/call, median ratio of CPU times) in one process.
     With one thread, the process CPU time counts the work done whatever the other processes on the machine do."""
     from mlpot_plugins.lammps import lammps_instance
 
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
-    atoms.calc = MLPotCalculator(MODEL)
+    atoms.calc = MLPotCalculator(MODEL, dtype=dtype)
     rng = np.random.default_rng(0)
     base = atoms.positions.copy()
     lmp = lammps_instance()
     try:
-        for cmd in deck_lines(n, MODEL, pair_extra) + ["run 1"]:
+        for cmd in deck_lines(n, MODEL, f"{pair_extra} dtype {dtype}") + ["run 1"]:
             lmp.command(cmd)
         atoms.get_forces()
         ratios, cpu_ratios, t_lmp, t_ase = [], [], [], []
@@ -75,29 +81,43 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[6, 8], help="fcc cubic repeats n (4 n^3 atoms)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--old", action="store_true", help="also time `layerwise no` (the wide ghost shell)")
+    parser.add_argument("--old", action="store_true",
+                        help="also time `layerwise no images ghosts` (the wide ghost shell)")
+    parser.add_argument("--ghosts", action="store_true",
+                        help="also time `images ghosts` (one rank, layer by layer with ghost rows)")
     parser.add_argument("--ranks", action="store_true", help="also time lmp on 1 and 2 ranks")
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                        help="the committee's dtype in both engines")
     args = parser.parse_args()
     torch.set_num_threads(1)
     plugin = plugin_path()
-    print(f"# {os.cpu_count()} CPUs, torch {torch.__version__}, model {MODEL} (K=4, 2 layers, fp64, cutoff 4 A)")
+    print(f"# {os.cpu_count()} CPUs, torch {torch.__version__}, model {MODEL} (K=4, 2 layers, {args.dtype}, "
+          "cutoff 4 A)")
     print("# s/step (LAMMPS, no thermo output) and s/call (ASE get_forces); ratio = median of interleaved rounds")
     print("# of wall-clock times, cpu ratio = the same with process CPU times (robust on a busy machine)")
     head = f"{'atoms':>7} {'ase':>8} {'lammps':>8} {'ratio':>6} {'cpu ratio':>9}"
+    head += f" {'ghosts':>8} {'gh ratio':>9} {'gh cpu':>9}" if args.ghosts else ""
     head += f" {'old':>8} {'old ratio':>9} {'old cpu':>9}" if args.old else ""
     head += f" {'lmp 1r':>8} {'lmp 2r':>8} {'2r speed-up':>11}" if args.ranks else ""
+    head += f" {'peak GB':>7}"
     print(head, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            ratio, t_lmp, t_ase, cpu_ratio = interleaved(n, args.steps, args.rounds)
+            ratio, t_lmp, t_ase, cpu_ratio = interleaved(n, args.steps, args.rounds, dtype=args.dtype)
             line = f"{4 * n ** 3:7d} {t_ase:8.3f} {t_lmp:8.3f} {ratio:6.2f} {cpu_ratio:9.2f}"
+            if args.ghosts:
+                gh_ratio, t_gh, _, gh_cpu = interleaved(n, args.steps, args.rounds, "images ghosts", args.dtype)
+                line += f" {t_gh:8.3f} {gh_ratio:9.2f} {gh_cpu:9.2f}"
             if args.old:
-                old_ratio, t_old, _, old_cpu = interleaved(n, max(1, args.steps // 2), 2, "layerwise no")
+                old_ratio, t_old, _, old_cpu = interleaved(n, max(1, args.steps // 2), 2, "layerwise no images ghosts",
+                                                           args.dtype)
                 line += f" {t_old:8.3f} {old_ratio:9.2f} {old_cpu:9.2f}"
             if args.ranks:
-                t1, _ = lammps_time(n, args.steps, 1, plugin, Path(tmp), 2, MODEL, warmup=1)
-                t2, _ = lammps_time(n, args.steps, 2, plugin, Path(tmp), 2, MODEL, warmup=1)
+                extra = f"dtype {args.dtype}"
+                t1, _ = lammps_time(n, args.steps, 1, plugin, Path(tmp), 2, MODEL, extra, warmup=1)
+                t2, _ = lammps_time(n, args.steps, 2, plugin, Path(tmp), 2, MODEL, extra, warmup=1)
                 line += f" {t1:8.3f} {t2:8.3f} {t1 / t2:11.2f}"
+            line += f" {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:7.1f}"
             print(line, flush=True)
 
 

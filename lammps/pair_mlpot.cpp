@@ -125,6 +125,9 @@ PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
   layerwise_opt = -1;
   layered = false;
   layered_flag = 0.0;
+  images_opt = 1;
+  fold = fold_logged = false;
+  fold_flag = rows_flag = 0.0;
   mp_layers = mp_feature_dim = comm_stride = 0;
   comm_buf = nullptr;
 }
@@ -161,12 +164,12 @@ void PairMLPot::allocate()
 
 /* pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N]
                           [model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD [until STEP]] [layerwise yes|no]
-                          [dtype float32|float64] [threads N] */
+                          [images fold|ghosts] [dtype float32|float64] [threads N] */
 void PairMLPot::settings(int narg, char **arg)
 {
   const char *usage = "expected: pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N] "
                       "[model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD [until STEP]] [layerwise yes|no] "
-                      "[dtype float32|float64] [threads N]";
+                      "[images fold|ghosts] [dtype float32|float64] [threads N]";
   if (narg < 1) error->all(FLERR, "Illegal pair_style mlpot command: no model file; {}", usage);
 
   device_name = "cpu";
@@ -174,6 +177,7 @@ void PairMLPot::settings(int narg, char **arg)
   fallback_threshold = 0.0;
   fallback_until = -1;
   layerwise_opt = -1;
+  images_opt = 1;
   dtype_opt.clear();
   threads_opt = 0;
   devi_file.clear();
@@ -222,6 +226,15 @@ void PairMLPot::settings(int narg, char **arg)
         error->all(FLERR, "pair_style mlpot layerwise must be yes or no, got '{}' (no: run a message-passing model "
                           "as one call on a ghost shell of its interaction_range)", value);
       layerwise_opt = value == "yes" ? 1 : 0;
+      iarg += 2;
+    } else if (word == "images") {
+      if (iarg + 1 >= narg) error->all(FLERR, "pair_style mlpot images: expected fold or ghosts after it; {}", usage);
+      const std::string value = arg[iarg + 1];
+      if (value != "fold" && value != "ghosts")
+        error->all(FLERR, "pair_style mlpot images must be fold or ghosts, got '{}' (fold: on one rank, periodic "
+                          "images are the atoms themselves with a shift; ghosts: images are separate ghost rows)",
+                   value);
+      images_opt = value == "fold" ? 1 : 0;
       iarg += 2;
     } else if (word == "dtype") {
       if (iarg + 1 >= narg) error->all(FLERR, "pair_style mlpot dtype: expected float32 or float64 after it; {}", usage);
@@ -620,14 +633,25 @@ void PairMLPot::init_style()
     if (force->newton_pair == 0)
       error->all(FLERR, "pair_style mlpot requires newton_pair on (ghost forces are summed by reverse "
                         "communication); remove 'newton off' from the input");
-    neighbor->add_request(this, NeighConst::REQ_FULL | (ghostneigh ? NeighConst::REQ_GHOST : 0));
+    // one rank: every ghost is a periodic image of a local atom, so the model sees only the local atoms and
+    // edges with image shifts -- the ASE calculator's periodic graph: no ghost rows, no ghost shell beyond the
+    // cutoff, no layer-by-layer exchange, one compute() call (any message-passing model, imported ones too)
+    fold = images_opt == 1 && comm->nprocs == 1 && atom->tag_enable;
+    if (fold != (fold_flag > 0.0) || !fold_logged) {
+      fold_logged = true;
+      if (fold && comm->me == 0)
+        utils::logmesg(lmp, "pair_style mlpot: one rank: periodic images folded onto their atoms (edges with image "
+                            "shifts, one compute() call on the local atoms, no ghost rows)\n");
+    }
+    fold_flag = fold ? 1.0 : 0.0;
+    neighbor->add_request(this, NeighConst::REQ_FULL | (ghostneigh && !fold ? NeighConst::REQ_GHOST : 0));
   }
   // message passing: ghost atoms up to interaction_range (+ skin, as atoms move between re-neighbouring).
   // The user's own comm_modify cutoff is remembered, so a re-issued pair_style with a smaller range (or
   // another pair style, see the destructor) gets it back instead of keeping our larger ghost shell.
   const bool ours = cutghost_set >= 0.0 && comm->cutghostuser == cutghost_set;
   if (!ours) cutghost_user = comm->cutghostuser;
-  comm->cutghostuser = ghostneigh ? std::max(cutghost_user, range_lmp + neighbor->skin) : cutghost_user;
+  comm->cutghostuser = ghostneigh && !fold ? std::max(cutghost_user, range_lmp + neighbor->skin) : cutghost_user;
   cutghost_set = comm->cutghostuser;
   // torch threads per rank: option threads N, else MLPOT_THREADS, else OMP_NUM_THREADS (libtorch follows it
   // itself), else LAMMPS's own thread count (-sf omp / package omp; 1 by default). More threads than free
@@ -645,7 +669,7 @@ void PairMLPot::init_style()
 double PairMLPot::init_one(int i, int j)
 {
   if (lattice()) return lattice_cutoff();
-  if (ghostneigh) cutghost[i][j] = cutghost[j][i] = cut_lmp;
+  if (ghostneigh && !fold) cutghost[i][j] = cutghost[j][i] = cut_lmp;
   return cut_lmp;
 }
 
@@ -718,9 +742,9 @@ void PairMLPot::evaluate(bool write_forces, bool need_uncertainty, bool need_mem
       collective_error(fail);
     } else {
       build_inputs();
-      stage = layered ? "its layer-wise methods (mp_*)" : "its compute() method";
+      stage = layered && !fold ? "its layer-wise methods (mp_*)" : "its compute() method";
       const bool need_virial = (write_forces && (vflag_global || vflag_atom)) || (need_unc && need_member_virial);
-      if (layered)
+      if (layered && !fold)
         call_model_layered(need_virial, need_unc);    // pair_mlpot_layered.cpp
       else
         call_model(need_virial, need_unc);
@@ -760,6 +784,28 @@ void PairMLPot::collective_error(const std::string &fail)
              oom ? "; use fewer sites per rank (more MPI ranks or GPUs) or device cpu" : "");
 }
 
+/* one rank: the local atom each ghost is a periodic image of (by tag), for build_inputs to fold it onto */
+void PairMLPot::fold_images()
+{
+  Model &m = *model;
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  const tagint *tag = atom->tag;
+  tagint maxtag = 0;
+  for (int i = 0; i < nlocal; i++) maxtag = std::max(maxtag, tag[i]);
+  if ((std::size_t) maxtag + 1 > m.local_of_tag.size()) m.local_of_tag.resize((std::size_t) maxtag + 1);
+  for (int i = 0; i < nlocal; i++) m.local_of_tag[tag[i]] = i;
+  m.owner.resize(nall);
+  for (int i = 0; i < nlocal; i++) m.owner[i] = i;
+  for (int j = nlocal; j < nall; j++) {
+    const tagint t = tag[j];
+    const int o = t >= 1 && t <= maxtag ? m.local_of_tag[t] : -1;
+    if (o < 0 || o >= nlocal || tag[o] != t)
+      throw MLPotError(fmt::format("ghost atom with ID {} is not an image of an atom of this rank, although the run "
+                                   "has one rank; use 'pair_style mlpot ... images ghosts' and report this", t));
+    m.owner[j] = o;
+  }
+}
+
 /* rows: the mapped local atoms, then only the ghosts that are an end of some edge (the ghost shell of
    cutoff + skin holds many more atoms than the model needs); edges within the model cutoff (the list
    has cutoff + skin), with ghost centres for message passing. */
@@ -788,11 +834,14 @@ void PairMLPot::build_inputs()
     return r;
   };
 
+  if (fold) fold_images();
+
   const double cutsq_model = cut_lmp * cut_lmp;
   const double coincident = 1e-4 * len_factor;    // 1e-4 Angstrom: the same position, not a close contact
-  const int ncentres = list->inum + (ghostneigh ? list->gnum : 0);
+  const int ncentres = list->inum + (ghostneigh && !fold ? list->gnum : 0);
   m.edges.clear();
   m.dst.clear();
+  m.shifts.clear();
   bool all_mapped = true;
   for (int t = 1; t <= atom->ntypes; t++) all_mapped = all_mapped && type_map[t] >= 0;
   double min_rsq = std::numeric_limits<double>::max();
@@ -823,7 +872,13 @@ void PairMLPot::build_inputs()
       const int j = acc[a];
       min_rsq = std::min(min_rsq, acc_rsq[a]);
       m.edges.push_back(ri);
-      m.dst.push_back(j < nlocal ? m.row_of_atom[j] : row(j));
+      if (fold) {    // the image's owner, and the shift that takes the owner to the image
+        const int o = m.owner[j];
+        m.dst.push_back(m.row_of_atom[o]);
+        for (int d = 0; d < 3; d++) m.shifts.push_back((x[j][d] - x[o][d]) / len_factor);
+      } else {
+        m.dst.push_back(j < nlocal ? m.row_of_atom[j] : row(j));
+      }
     }
     if (min_rsq < coincident * coincident) {
       for (int a = 0; a < k; a++)
@@ -836,6 +891,7 @@ void PairMLPot::build_inputs()
   }
   m.nrows = (int) m.atom_of_row.size();
   m.nedges = (int64_t) m.dst.size();
+  rows_flag = m.nrows;
   m.edges.insert(m.edges.end(), m.dst.begin(), m.dst.end());    // [2, E]: sources then destinations
 
   m.pos.resize(3 * (std::size_t) m.nrows);
@@ -857,8 +913,10 @@ void PairMLPot::call_model(bool need_virial, bool need_uncertainty)
   auto pos = torch::from_blob(m.pos.data(), {m.nrows, 3}, torch::kFloat64);
   auto typ = torch::from_blob(m.types.data(), {m.nrows}, torch::kInt64);
   auto edges = torch::from_blob(m.edges.data(), {2, m.nedges}, torch::kInt64);
-  std::vector<c10::IValue> inputs{pos.to(topts), typ.to(m.device), edges.to(m.device),
-                                  m.zero_shifts.narrow(0, 0, m.nedges), (int64_t) m.n_local_rows,
+  auto shifts = fold ? torch::from_blob(m.shifts.data(), {m.nedges, 3}, torch::kFloat64).to(topts)
+                     : m.zero_shifts.narrow(0, 0, m.nedges);
+  std::vector<c10::IValue> inputs{pos.to(topts), typ.to(m.device), edges.to(m.device), shifts,
+                                  (int64_t) m.n_local_rows,
                                   need_virial, need_uncertainty};
   const double t0 = platform::walltime();
   c10::IValue result = m.module.get_method("compute")(inputs);
@@ -985,6 +1043,8 @@ void *PairMLPot::extract(const char *name, int &dim)
   if (strcmp(name, "interaction_range") == 0) return (void *) &range_lmp;
   if (strcmp(name, "fallback_sites") == 0) return (void *) &lattice_extra[0];    // this rank's, last step
   if (strcmp(name, "layerwise") == 0) return (void *) &layered_flag;
+  if (strcmp(name, "images_folded") == 0) return (void *) &fold_flag;
+  if (strcmp(name, "model_rows") == 0) return (void *) &rows_flag;    // rows of the last evaluation (this rank)
   return nullptr;
 }
 

@@ -94,6 +94,8 @@ LMP_CASES = {
     "mp-without-methods": ("mp-without-methods", "", "has a message_passing field but the module exports none"),
     "layerwise-yes-without-methods": ("morse", "layerwise yes", "does not export the layer-wise methods (mp_*"),
     "layerwise-maybe": (CU_EMT, "layerwise maybe", "layerwise must be yes or no, got 'maybe'"),
+    "images-wrap": (CU_EMT, "images wrap", "images must be fold or ghosts, got 'wrap'"),
+    "images-missing": (CU_EMT, "images", "images: expected fold or ghosts after it"),
 }
 
 

@@ -1,12 +1,14 @@
 """pair_style mlpot runs the shipped message-passing committee cu-emt layer by layer (contract "Message passing
 layer by layer"): ghosts one cutoff deep, features forward- and gradients reverse-communicated. 1, 2 and 4 ranks
 equal the ASE calculator (whole periodic system, no ghosts) to 1e-10: energy, forces, per-atom energies and
-virials, pressure and the per-atom committee std of compute mlpot/atom."""
+virials, pressure and the per-atom committee std of compute mlpot/atom. On one rank the periodic images are folded
+onto their atoms by default (`images fold`: one compute() call on the local atoms, like ASE); `images ghosts` keeps
+them as ghost rows, so the layer-by-layer path is tested on one rank too."""
 import numpy as np
 import pytest
 from ase.build import bulk
 
-from lammps_util import lammps_cell, plugin, read_dump, results, run_lmp, write_data  # noqa: F401
+from lammps_util import lammps_cell, lmp_factory, plugin, read_dump, results, run_lmp, write_data  # noqa: F401
 from mlpot_plugins import pretrained_path
 from mlpot_plugins.ase import MLPotCalculator
 
@@ -59,11 +61,12 @@ def ase_reference():
                    "std": calc.get_property("forces_std", atoms)}
 
 
-@pytest.mark.parametrize("nprocs", [1, 2, 4])
-def test_ranks_equal_ase_layer_by_layer(tmp_path, plugin, ase_reference, nprocs):
+@pytest.mark.parametrize("nprocs, extra", [(1, ""), (1, "images ghosts"), (2, ""), (4, "")])
+def test_ranks_equal_ase_layer_by_layer(tmp_path, plugin, ase_reference, nprocs, extra):
     atoms, ref = ase_reference
-    stdout, r, d = run(tmp_path, plugin, atoms, nprocs)
+    stdout, r, d = run(tmp_path, plugin, atoms, nprocs, extra)
     assert "runs layer by layer (2 layers" in stdout
+    assert ("periodic images folded onto their atoms" in stdout) == (nprocs == 1 and not extra)
     assert r["pe"] == pytest.approx(ref["pe"], rel=1e-12)
     f = np.stack([d["fx"], d["fy"], d["fz"]], 1)
     np.testing.assert_allclose(f, ref["forces"], rtol=0, atol=1e-10 * np.abs(ref["forces"]).max())
@@ -80,12 +83,15 @@ def test_ranks_equal_ase_layer_by_layer(tmp_path, plugin, ase_reference, nprocs)
     np.testing.assert_allclose(d["c_u[1]"], ref["std"], rtol=1e-10)
 
 
-def test_layerwise_no_keeps_the_wide_ghost_shell(tmp_path, plugin, ase_reference):
+@pytest.mark.parametrize("nprocs, extra", [(2, "layerwise no"), (1, "layerwise no"),
+                                           (1, "layerwise no images ghosts")])
+def test_layerwise_no_keeps_the_wide_ghost_shell(tmp_path, plugin, ase_reference, nprocs, extra):
     """`layerwise no` (and every model without the mp_* methods) runs compute() on ghosts up to
-    interaction_range: the same numbers by the old path."""
+    interaction_range: the same numbers by the old path; on one rank with folded images, on the local atoms only."""
     atoms, ref = ase_reference
-    stdout, r, d = run(tmp_path, plugin, atoms, 2, "layerwise no")
+    stdout, r, d = run(tmp_path, plugin, atoms, nprocs, extra)
     assert "runs as one call on ghost atoms up to its interaction_range" in stdout
+    assert ("periodic images folded" in stdout) == ("images" not in extra and nprocs == 1)
     assert r["pe"] == pytest.approx(ref["pe"], rel=1e-12)
     f = np.stack([d["fx"], d["fy"], d["fz"]], 1)
     np.testing.assert_allclose(f, ref["forces"], rtol=0, atol=1e-10 * np.abs(ref["forces"]).max())
@@ -150,3 +156,31 @@ def test_rank_without_atoms(tmp_path, plugin):
     assert r["pe"] == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
     f = np.stack([d["fx"], d["fy"], d["fz"]], 1)
     np.testing.assert_allclose(f, atoms.get_forces(), rtol=0, atol=1e-10 * np.abs(f).max())
+
+
+
+@pytest.mark.parametrize("extra", ["", "layerwise no"])
+def test_one_rank_folds_images_onto_local_atoms(tmp_path, lmp_factory, extra):
+    """One rank, a cell smaller than the interaction range (an atom's images are its own neighbours): with folded
+    images the model sees exactly the N local atoms (no ghost rows), and the energy is that of `images ghosts`
+    (ghost rows one cutoff deep, or the whole 2-cutoff shell with `layerwise no`) and of ASE."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))  # 7.2 A cell < 2 x 4 A range
+    atoms.rattle(0.1, rng=np.random.default_rng(7))
+    write_data(tmp_path / "system.data", atoms, elements=("Cu",))
+    out = {}
+    for images in ("fold", "ghosts"):
+        lmp = lmp_factory()
+        try:
+            for cmd in ["units metal", "atom_style atomic", f"read_data {tmp_path / 'system.data'}",
+                        f"pair_style mlpot {MODEL} {extra} images {images}", "pair_coeff * * Cu", "thermo 0",
+                        "run 0"]:
+                lmp.command(cmd)
+            out[images] = (lmp.extract_pair("model_rows"), lmp.extract_pair("images_folded"),
+                           lmp.get_thermo("pe"))
+        finally:
+            lmp.close()
+    assert out["fold"][:2] == (len(atoms), 1.0)
+    assert out["ghosts"][1] == 0.0 and out["ghosts"][0] > 3 * len(atoms)
+    atoms.calc = MLPotCalculator(MODEL)
+    e = atoms.get_potential_energy()
+    assert out["fold"][2] == pytest.approx(e, rel=1e-12) and out["ghosts"][2] == pytest.approx(e, rel=1e-12)

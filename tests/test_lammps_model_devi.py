@@ -172,8 +172,9 @@ run 0
 
 
 def test_ghost_cutoff_given_back(tmp_path, plugin, committee):
-    """A message-passing model raises the ghost cutoff to interaction_range + skin; a re-issued
-    pair_style with a shorter range, or another pair style, gets the user's setting back."""
+    """A message-passing model with images as ghost rows (always on several ranks; `images ghosts` here on one)
+    raises the ghost cutoff to interaction_range + skin; a re-issued pair_style with a shorter range, or
+    another pair style, gets the user's setting back."""
     from test_lammps_mpi import ToyMessagePassing
 
     mp = export(ToyMessagePassing(), tmp_path / "mp.pt")  # cutoff 3, interaction range 6
@@ -183,7 +184,7 @@ atom_style atomic
 plugin load {plugin}
 read_data system.data
 comm_modify cutoff 5.5
-pair_style mlpot {mp}
+pair_style mlpot {mp} images ghosts
 pair_coeff * * Cu Au
 run 0
 pair_style mlpot {committee}
