@@ -23,10 +23,10 @@ Phases (each skipped when its output exists in WORK, so an interrupted run conti
    * LAMMPS (`lmp`, 1 rank, NVE; "Loop time"): `pair_style mlpot cu-emt` (layer by layer) vs `pair_style mlpot`
      on the imported MACE (no layer-wise methods: the whole network on a two-cutoff ghost shell) and on a
      4-member `mlpot committee` of it (one trained file four times: the cost of a MACE committee, not its
-     spread).
+     spread; recorded as failed when lmp dies, e.g. out of memory).
    Reported as atom-steps/s and the ratios ours / MACE (goal: >= 3x one MACE, >= 10x a 4-MACE committee).
 
-Writes WORK/side_by_side.json and prints a table.
+Writes WORK/side_by_side.json (after every size; a later run with other --sizes adds to it) and prints a table.
 """
 from __future__ import annotations
 
@@ -156,6 +156,16 @@ def lammps_time(models, species: str, n: int, steps: int, rounds: int, work: Pat
     return min(float(t) / int(s) for t, s in loops[1:])
 
 
+def committee_time(committee: Path, n: int, args, work: Path):
+    """The 4-MACE committee in LAMMPS, or None when lmp fails (at 2048 atoms four fp64 MACE small members in
+    one call need more than this machine's 24 GiB: the kernel kills lmp)."""
+    try:
+        return lammps_time([committee], "Cu", n, max(1, args.steps // 2), 2, work)
+    except AssertionError as exc:
+        print(f"MACE x4 in LAMMPS at {4 * n ** 3} atoms failed: {str(exc).splitlines()[0]}", flush=True)
+        return None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="out/mace-side")
@@ -217,22 +227,27 @@ def main() -> int:
         from mlpot_plugins.committee import make_committee
 
         make_committee([imported] * 4, committee, name="mace-small x4")
+    old = work / "side_by_side.json"  # sizes of an earlier run are kept (a later run adds or replaces sizes)
+    if old.is_file():
+        result["sizes"] = {k: v for k, v in json.loads(old.read_text()).get("sizes", {}).items()
+                           if int(k) not in [4 * n ** 3 for n in args.sizes]}
     for n in args.sizes:
         atoms = 4 * n ** 3
         row = {"ase_s": {"cu-emt": ase_times(ours, n, args.steps, args.rounds), "MACE": side["ase_s"][str(n)]},
                "lammps_s": {"cu-emt": lammps_time([pretrained_path("cu-emt")], "Cu", n, args.steps, args.rounds,
                                                   work, f"dtype {args.dtype}"),
                             "MACE": lammps_time([imported], "Cu", n, args.steps, args.rounds, work),
-                            "MACE x4": lammps_time([committee], "Cu", n, max(1, args.steps // 2), 2, work)}}
-        row["atom_steps_per_s"] = {eng: {m: atoms / t for m, t in times.items()}
+                            "MACE x4": committee_time(committee, n, args, work)}}
+        row["atom_steps_per_s"] = {eng: {m: atoms / t for m, t in times.items() if t}
                                    for eng, times in (("ase", row["ase_s"]), ("lammps", row["lammps_s"]))}
         row["ours_vs_one_mace"] = {"ase": row["ase_s"]["MACE"] / row["ase_s"]["cu-emt"],
                                    "lammps": row["lammps_s"]["MACE"] / row["lammps_s"]["cu-emt"]}
+        x4 = row["lammps_s"]["MACE x4"]
         row["ours_vs_mace_x4"] = {"ase (4 x one MACE call)": 4 * row["ase_s"]["MACE"] / row["ase_s"]["cu-emt"],
-                                  "lammps": row["lammps_s"]["MACE x4"] / row["lammps_s"]["cu-emt"]}
+                                  "lammps": x4 / row["lammps_s"]["cu-emt"] if x4 else None}
         result["sizes"][str(atoms)] = row
         print(json.dumps({atoms: row}), flush=True)
-    (work / "side_by_side.json").write_text(json.dumps(result, indent=1))
+        old.write_text(json.dumps(result, indent=1))
     rm = result["test_force_rmse"]
     print(f"\nheld-out force RMSE (eV/A): cu-emt {rm['cu-emt (K=4)']:.4f}, MACE small {rm['MACE small']:.4f} "
           f"(imported: {rm['MACE small imported (mlpot)']:.4f}); MACE trained {minutes:.1f} min")
@@ -243,7 +258,7 @@ def main() -> int:
             a = row["atom_steps_per_s"][eng]
             x4 = list(row["ours_vs_mace_x4"].values())[0 if eng == "ase" else 1]
             print(f"{atoms:>6} {eng:>7} {a['cu-emt']:15.0f} {a['MACE']:13.0f} {row['ours_vs_one_mace'][eng]:9.2f} "
-                  f"{x4:11.2f}")
+                  + (f"{x4:11.2f}" if x4 else f"{'(failed)':>11}"))
     return 0
 
 
