@@ -11,10 +11,13 @@ output do not). One rank folds periodic images onto their atoms (`images fold`, 
 on the local atoms); `--ghosts` adds the same ratio for `images ghosts` (images as ghost rows, run layer by layer
 with feature exchange: the multi-rank path on one rank). `--old` adds `layerwise no images ghosts` (the path
 before issue 12: the whole network on a ghost shell of interaction_range = 2 cutoffs). `--ranks` adds `lmp` on 1
-and 2 ranks (best round; 2 ranks run layer by layer).
+and 2 ranks (best round; 2 ranks run layer by layer). `--ceiling` adds what two cores give to two
+independent 1-rank runs of the same cell started together (2 x t_alone / t_together): the most two ranks can gain
+on this machine when the memory traffic, not the arithmetic, limits a step.
 `--dtype float32` runs both engines on the float32 conversion of the committee (`pair_style ... dtype float32`,
 `MLPotCalculator(dtype=...)`): a 13.5k-atom cell of the fp64 K = 4 committee needs more than this machine's
-24 GiB in one process (peak RSS is printed per size). One torch thread per process. Targets (issue 12): LAMMPS/ASE <= 1.10 at 864-13.5k atoms; 2 ranks >= 1.7x at 13.5k.
+24 GiB in one process (peak RSS is printed per size). One torch thread per process.
+Targets (issue 12): LAMMPS/ASE <= 1.10 at 864-13.5k atoms; 2 ranks >= 1.7x at 13.5k.
 """
 from __future__ import annotations
 
@@ -76,6 +79,21 @@ def interleaved(n: int, steps: int, rounds: int, pair_extra: str = "", dtype: st
     return float(np.median(ratios)), min(t_lmp), min(t_ase), float(np.median(cpu_ratios))
 
 
+def ceiling(n: int, steps: int, plugin, tmp: Path, dtype: str):
+    """(s/step of one 1-rank lmp alone, mean s/step of two identical 1-rank lmp runs started together)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(k: int) -> float:
+        work = tmp / f"ceiling{k}"
+        work.mkdir(exist_ok=True)
+        return lammps_time(n, steps, 1, plugin, work, 2, MODEL, f"dtype {dtype}", warmup=1)[0]
+
+    alone = one(0)
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(one, (1, 2)))
+    return alone, float(np.mean(together))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[6, 8], help="fcc cubic repeats n (4 n^3 atoms)")
@@ -86,6 +104,8 @@ def main() -> None:
     parser.add_argument("--ghosts", action="store_true",
                         help="also time `images ghosts` (one rank, layer by layer with ghost rows)")
     parser.add_argument("--ranks", action="store_true", help="also time lmp on 1 and 2 ranks")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also time two independent 1-rank lmp runs started together")
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                         help="the committee's dtype in both engines")
     args = parser.parse_args()
@@ -99,6 +119,7 @@ def main() -> None:
     head += f" {'ghosts':>8} {'gh ratio':>9} {'gh cpu':>9}" if args.ghosts else ""
     head += f" {'old':>8} {'old ratio':>9} {'old cpu':>9}" if args.old else ""
     head += f" {'lmp 1r':>8} {'lmp 2r':>8} {'2r speed-up':>11}" if args.ranks else ""
+    head += f" {'2 x 1r':>8} {'ceiling':>7}" if args.ceiling else ""
     head += f" {'peak GB':>7}"
     print(head, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,6 +138,9 @@ def main() -> None:
                 t1, _ = lammps_time(n, args.steps, 1, plugin, Path(tmp), 2, MODEL, extra, warmup=1)
                 t2, _ = lammps_time(n, args.steps, 2, plugin, Path(tmp), 2, MODEL, extra, warmup=1)
                 line += f" {t1:8.3f} {t2:8.3f} {t1 / t2:11.2f}"
+            if args.ceiling:
+                t_alone, t_pair = ceiling(n, args.steps, plugin, Path(tmp), args.dtype)
+                line += f" {t_pair:8.3f} {2 * t_alone / t_pair:7.2f}"
             line += f" {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:7.1f}"
             print(line, flush=True)
 
