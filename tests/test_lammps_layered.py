@@ -158,7 +158,6 @@ def test_rank_without_atoms(tmp_path, plugin):
     np.testing.assert_allclose(f, atoms.get_forces(), rtol=0, atol=1e-10 * np.abs(f).max())
 
 
-
 @pytest.mark.parametrize("extra", ["", "layerwise no"])
 def test_one_rank_folds_images_onto_local_atoms(tmp_path, lmp_factory, extra):
     """One rank, a cell smaller than the interaction range (an atom's images are its own neighbours): with folded
