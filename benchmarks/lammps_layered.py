@@ -2,7 +2,7 @@
 between layers) vs the ASE calculator on the same atoms, and 2 ranks vs 1.
 
     PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/lammps_layered.py [--sizes 6 8 15] [--steps 3] [--old]
-        [--ranks] [--dtype float32]
+        [--ranks [--rank-rounds R]] [--ceiling] [--no-ase] [--dtype float32]
 
 In one process, alternating rounds: N MD steps of an in-process LAMMPS (`run N+1` minus `run 1`, as
 lammps_overhead.py) and N ASE `get_forces` calls on slightly moved copies of the same crystal (median of the
@@ -11,7 +11,8 @@ output do not). One rank folds periodic images onto their atoms (`images fold`, 
 on the local atoms); `--ghosts` adds the same ratio for `images ghosts` (images as ghost rows, run layer by layer
 with feature exchange: the multi-rank path on one rank). `--old` adds `layerwise no images ghosts` (the path
 before issue 12: the whole network on a ghost shell of interaction_range = 2 cutoffs). `--ranks` adds `lmp` on 1
-and 2 ranks (best round; 2 ranks run layer by layer). `--ceiling` adds what two cores give to two
+and 2 ranks (best round of each run; 2 ranks run layer by layer); `--rank-rounds R` alternates R such pairs of
+runs and reports the medians (this VM's step time drifts by up to 25 % between runs at 13.5k atoms). `--ceiling` adds what two cores give to two
 independent 1-rank runs of the same cell started together (2 x t_alone / t_together): the most two ranks can gain
 on this machine when the memory traffic, not the arithmetic, limits a step.
 `--dtype float32` runs both engines on the float32 conversion of the committee (`pair_style ... dtype float32`,
@@ -94,6 +95,21 @@ def ceiling(n: int, steps: int, plugin, tmp: Path, dtype: str):
     return alone, float(np.mean(together))
 
 
+def rank_pairs(n: int, steps: int, pairs: int, plugin, tmp: Path, dtype: str):
+    """Alternating 1-rank and 2-rank lmp runs: (median 1-rank s/step, median 2-rank s/step, median of the
+    per-pair speed-ups). Alternation spreads a slow spell of a shared machine over both; each pair is printed."""
+    extra = f"dtype {dtype}"
+    t1s, t2s = [], []
+    for k in range(pairs):
+        t1s.append(lammps_time(n, steps, 1, plugin, tmp, 2, MODEL, extra, warmup=1)[0])
+        t2s.append(lammps_time(n, steps, 2, plugin, tmp, 2, MODEL, extra, warmup=1)[0])
+        if pairs > 1:
+            print(f"# {4 * n ** 3} atoms, pair {k + 1}/{pairs}: 1 rank {t1s[-1]:.3f} s/step, 2 ranks {t2s[-1]:.3f} "
+                  f"s/step, speed-up {t1s[-1] / t2s[-1]:.2f}", flush=True)
+    ratios = [a / b for a, b in zip(t1s, t2s)]
+    return float(np.median(t1s)), float(np.median(t2s)), float(np.median(ratios))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[6, 8], help="fcc cubic repeats n (4 n^3 atoms)")
@@ -104,6 +120,11 @@ def main() -> None:
     parser.add_argument("--ghosts", action="store_true",
                         help="also time `images ghosts` (one rank, layer by layer with ghost rows)")
     parser.add_argument("--ranks", action="store_true", help="also time lmp on 1 and 2 ranks")
+    parser.add_argument("--rank-rounds", type=int, default=1,
+                        help="--ranks: alternate this many 1-rank and 2-rank lmp runs; the speed-up is the median of "
+                             "the per-pair ratios (each run's best round), every pair printed as a comment")
+    parser.add_argument("--no-ase", action="store_true",
+                        help="skip the in-process LAMMPS vs ASE rounds (only --ranks / --ceiling)")
     parser.add_argument("--ceiling", action="store_true",
                         help="also time two independent 1-rank lmp runs started together")
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
@@ -115,7 +136,7 @@ def main() -> None:
           "cutoff 4 A)")
     print("# s/step (LAMMPS, no thermo output) and s/call (ASE get_forces); ratio = median of interleaved rounds")
     print("# of wall-clock times, cpu ratio = the same with process CPU times (robust on a busy machine)")
-    head = f"{'atoms':>7} {'ase':>8} {'lammps':>8} {'ratio':>6} {'cpu ratio':>9}"
+    head = f"{'atoms':>7}" + ("" if args.no_ase else f" {'ase':>8} {'lammps':>8} {'ratio':>6} {'cpu ratio':>9}")
     head += f" {'ghosts':>8} {'gh ratio':>9} {'gh cpu':>9}" if args.ghosts else ""
     head += f" {'old':>8} {'old ratio':>9} {'old cpu':>9}" if args.old else ""
     head += f" {'lmp 1r':>8} {'lmp 2r':>8} {'2r speed-up':>11}" if args.ranks else ""
@@ -124,8 +145,10 @@ def main() -> None:
     print(head, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            ratio, t_lmp, t_ase, cpu_ratio = interleaved(n, args.steps, args.rounds, dtype=args.dtype)
-            line = f"{4 * n ** 3:7d} {t_ase:8.3f} {t_lmp:8.3f} {ratio:6.2f} {cpu_ratio:9.2f}"
+            line = f"{4 * n ** 3:7d}"
+            if not args.no_ase:
+                ratio, t_lmp, t_ase, cpu_ratio = interleaved(n, args.steps, args.rounds, dtype=args.dtype)
+                line += f" {t_ase:8.3f} {t_lmp:8.3f} {ratio:6.2f} {cpu_ratio:9.2f}"
             if args.ghosts:
                 gh_ratio, t_gh, _, gh_cpu = interleaved(n, args.steps, args.rounds, "images ghosts", args.dtype)
                 line += f" {t_gh:8.3f} {gh_ratio:9.2f} {gh_cpu:9.2f}"
@@ -134,10 +157,8 @@ def main() -> None:
                                                            args.dtype)
                 line += f" {t_old:8.3f} {old_ratio:9.2f} {old_cpu:9.2f}"
             if args.ranks:
-                extra = f"dtype {args.dtype}"
-                t1, _ = lammps_time(n, args.steps, 1, plugin, Path(tmp), 2, MODEL, extra, warmup=1)
-                t2, _ = lammps_time(n, args.steps, 2, plugin, Path(tmp), 2, MODEL, extra, warmup=1)
-                line += f" {t1:8.3f} {t2:8.3f} {t1 / t2:11.2f}"
+                t1, t2, speedup = rank_pairs(n, args.steps, args.rank_rounds, plugin, Path(tmp), args.dtype)
+                line += f" {t1:8.3f} {t2:8.3f} {speedup:11.2f}"
             if args.ceiling:
                 t_alone, t_pair = ceiling(n, args.steps, plugin, Path(tmp), args.dtype)
                 line += f" {t_pair:8.3f} {2 * t_alone / t_pair:7.2f}"

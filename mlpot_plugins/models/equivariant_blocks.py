@@ -132,6 +132,7 @@ class Interaction(nn.Module):
         self.p_sh: List[int] = [p[1] for p in paths]
         self.p_out: List[int] = [ls_out.index(p[2]) for p in paths]
         self.n_paths = len(paths)
+        self.lmax_sh: int = lmax
         self.self_index: List[int] = [ls_in.index(l) if l in ls_in else -1 for l in ls_out]
         self.dims_out: List[int] = [2 * l + 1 for l in ls_out]
         self.norm = 1.0 / math.sqrt(avg_num_neighbors)
@@ -176,21 +177,34 @@ class Interaction(nn.Module):
         up: List[Tensor] = []
         for i in range(len(self.ls_in)):
             up.append(batched_linear(feats[i], self.w_up[:, i]).index_select(1, neighbour))  # [K, E, C, d1]
-        radial = self.radial(basis).view(k, e, self.n_paths, c)
-        edge_msg: List[Tensor] = []
-        for d3 in self.dims_out:
-            edge_msg.append(torch.zeros((k, e, c, d3), dtype=sh.dtype, device=sh.device))
+        # one view per path and per degree of Y, taken once: their backward is one stack / one cat, where a
+        # slice per path would each fill a zero tensor of the whole radial output (or of sh) in the backward
+        radial = self.radial(basis).view(k, e, self.n_paths, c).unbind(2)
+        sh_l = torch.split(sh, [2 * l + 1 for l in range(self.lmax_sh + 1)], dim=2)
+        # per output degree, the sum of its paths' messages; the first path initialises it (no zero tensor)
+        edge_msg: List[Tensor] = [sh[:0] for _ in self.dims_out]
+        started: List[bool] = [False for _ in self.dims_out]
         for p in range(self.n_paths):
             i1, l2, o = self.p_in[p], self.p_sh[p], self.p_out[p]
             d1, d2, d3 = self.dims_in[i1], 2 * l2 + 1, self.dims_out[o]
-            y = sh[:, :, l2 * l2:l2 * l2 + d2]
+            y = sh_l[l2]
             coupling = torch.einsum("kej,ijm->keim", y, self.cg[p, :d1, :d2, :d3])  # [K, E, d1, d3]
-            msg = torch.einsum("keci,keim->kecm", up[i1], coupling) * radial[:, :, p].unsqueeze(-1)
-            edge_msg[o] = edge_msg[o] + msg
+            if d1 == 1:
+                # scalar input (every path of the first layer): an outer product of the radially weighted
+                # channels [K, E, C] with the coupling row [K, E, d3]; no [K, E, C, d3] intermediates but the result
+                weighted = up[i1].squeeze(-1) * radial[p]
+                msg = weighted.unsqueeze(-1) * coupling[:, :, 0].unsqueeze(2)
+            else:
+                msg = torch.einsum("keci,keim->kecm", up[i1], coupling) * radial[p].unsqueeze(-1)
+            edge_msg[o] = edge_msg[o] + msg if started[o] else msg
+            started[o] = True
+        for o in range(len(self.dims_out)):
+            if not started[o]:  # an output degree no path reaches (not built by tensor_product_paths today)
+                edge_msg[o] = torch.zeros((k, e, c, self.dims_out[o]), dtype=sh.dtype, device=sh.device)
         out: List[Tensor] = []
         for o in range(len(self.ls_out)):
             agg = torch.zeros((k, n, c, self.dims_out[o]), dtype=sh.dtype, device=sh.device)
-            agg = agg.index_add(1, centre, edge_msg[o]) * self.norm
+            agg = agg.index_add_(1, centre, edge_msg[o]) * self.norm
             y = batched_linear(agg, self.w_msg[:, o])
             s = self.self_index[o]
             if s >= 0:
