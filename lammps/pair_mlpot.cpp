@@ -76,7 +76,8 @@ std::string first_line(const std::string &text)
 
 // glibc would mmap every big edge tensor and unmap it on free, and trim the heap top: each model call then
 // pays page faults on hundreds of MiB (2048 Cu atoms: 2.2-3.1x slower, issue 12). Once per process keep freed
-// memory for the next call, as mlpot_plugins.engine_setup.tune_malloc does for the Python engines.
+// memory for the next call (no trimming: a 1 GiB threshold still re-faulted ~1.5 GB per step of a 9 GB call),
+// as mlpot_plugins.engine_setup.tune_malloc does for the Python engines.
 // Opt out: MLPOT_MALLOC=system, or any of glibc's own MALLOC_*_ variables (yours win).
 // Returns false for a value of MLPOT_MALLOC it does not understand.
 static bool tune_malloc()
@@ -92,7 +93,7 @@ static bool tune_malloc()
   for (const char *v : {"MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_"})
     if (getenv(v)) return true;
   mallopt(M_MMAP_MAX, 0);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, -1);    // never trim: every step needs the same heap again
 #endif
   return true;
 }

@@ -3,8 +3,9 @@
 * **Allocator.** glibc serves allocations above its mmap threshold with fresh ``mmap`` pages and gives them
   back on free, and trims the heap top above ``M_TRIM_THRESHOLD``: a model call that makes and frees
   hundreds of MiB of edge tensors then pays page faults and zeroing on every call (2048 Cu atoms, cu-emt:
-  2.2-3.1x slower, issue 12). ``tune_malloc`` calls ``mallopt(M_MMAP_MAX, 0)`` and raises
-  ``M_TRIM_THRESHOLD`` once per process, so freed tensors stay in the heap and the next call reuses them.
+  2.2-3.1x slower, issue 12). ``tune_malloc`` calls ``mallopt(M_MMAP_MAX, 0)`` and switches heap trimming
+  off (``M_TRIM_THRESHOLD`` -1) once per process, so freed tensors stay in the heap and the next call reuses
+  them (a 1 GiB threshold still gave back, and re-faulted, ~1.5 GB per step of a 9 GB call at 13.5k atoms).
   The price: the process keeps its peak heap. Opt out with ``MLPOT_MALLOC=system`` (also when the glibc
   ``MALLOC_MMAP_MAX_``/``MALLOC_TRIM_THRESHOLD_`` variables are set: yours win). The LAMMPS plugin does the
   same in C++ (pair_mlpot.cpp, ``tune_malloc``).
@@ -24,7 +25,7 @@ MALLOC_ENV = "MLPOT_MALLOC"
 THREADS_ENV = "MLPOT_THREADS"
 GLIBC_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc malloc.h
-TRIM_THRESHOLD = 1 << 30  # keep up to 1 GiB of freed heap top for the next call
+TRIM_THRESHOLD = -1  # never trim the heap top: the next call needs the same memory (man mallopt)
 
 _malloc_state: Optional[bool] = None
 _threads_set = False
