@@ -12,9 +12,10 @@ on the local atoms); `--ghosts` adds the same ratio for `images ghosts` (images 
 with feature exchange: the multi-rank path on one rank). `--old` adds `layerwise no images ghosts` (the path
 before issue 12: the whole network on a ghost shell of interaction_range = 2 cutoffs). `--ranks` adds `lmp` on 1
 and 2 ranks (best round of each run; 2 ranks run layer by layer); `--rank-rounds R` alternates R such pairs of
-runs and reports the medians (this VM's step time drifts by up to 25 % between runs at 13.5k atoms). `--ceiling` adds what two cores give to two
-independent 1-rank runs of the same cell started together (2 x t_alone / t_together): the most two ranks can gain
-on this machine when the memory traffic, not the arithmetic, limits a step.
+runs and reports the medians (this VM's step time drifts by up to 25 % between runs at 13.5k atoms).
+`--ceiling` adds what two cores give to two independent 1-rank runs of the same cell started together
+(2 x t_alone / t_together): the most two ranks can gain on this machine when the memory traffic, not the
+arithmetic, limits a step.
 `--dtype float32` runs both engines on the float32 conversion of the committee (`pair_style ... dtype float32`,
 `MLPotCalculator(dtype=...)`): a 13.5k-atom cell of the fp64 K = 4 committee needs more than this machine's
 24 GiB in one process (peak RSS is printed per size). One torch thread per process.

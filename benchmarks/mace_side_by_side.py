@@ -228,9 +228,9 @@ def main() -> int:
         from mlpot_plugins.committee import make_committee
 
         make_committee([imported] * 4, committee, name="mace-small x4")
-    old = work / "side_by_side.json"  # sizes of an earlier run are kept (a later run adds or replaces sizes)
-    if old.is_file():
-        result["sizes"] = {k: v for k, v in json.loads(old.read_text()).get("sizes", {}).items()
+    out_json = work / "side_by_side.json"  # sizes of an earlier run are kept (a later run adds or replaces sizes)
+    if out_json.is_file():
+        result["sizes"] = {k: v for k, v in json.loads(out_json.read_text()).get("sizes", {}).items()
                            if int(k) not in [4 * n ** 3 for n in args.sizes]}
     for n in args.sizes:
         atoms = 4 * n ** 3
@@ -248,7 +248,7 @@ def main() -> int:
                                   "lammps": x4 / row["lammps_s"]["cu-emt"] if x4 else None}
         result["sizes"][str(atoms)] = row
         print(json.dumps({atoms: row}), flush=True)
-        old.write_text(json.dumps(result, indent=1))
+        out_json.write_text(json.dumps(result, indent=1))
     rm = result["test_force_rmse"]
     print(f"\nheld-out force RMSE (eV/A): cu-emt {rm['cu-emt (K=4)']:.4f}, MACE small {rm['MACE small']:.4f} "
           f"(imported: {rm['MACE small imported (mlpot)']:.4f}); MACE trained {minutes:.1f} min")

@@ -42,3 +42,29 @@ def test_close_to_emt_and_uncertainty_rises_out_of_distribution():
             atoms.get_forces()
         stds.append(np.median(calc.get_property("forces_std", atoms)))
     assert stds[1] > 2.0 * stds[0]
+
+
+@pytest.mark.parametrize("name", ["cu-emt", "ala2-xtb"])
+def test_shipped_equivariant_files_carry_the_current_layer_code(tmp_path, name):
+    """Re-scripting a shipped file with today's model code changes no output bit: the file runs the code in the
+    repository (re-export after a layer change: `build_cu_emt --reexport NAME`)."""
+    import shutil
+
+    from mlpot_plugins.pretrained.build_cu_emt import reexport
+
+    copy = tmp_path / f"{name}.pt"
+    shutil.copy(pretrained_path(name), copy)
+    reexport(copy, tolerance=0.0)
+
+
+def test_reexport_refuses_a_non_equivariant_file(tmp_path):
+    import shutil
+
+    from mlpot_plugins.pretrained.build_cu_emt import reexport
+
+    copy = tmp_path / "morse.pt"
+    shutil.copy(pretrained_path("morse-cuau"), copy)
+    before = copy.read_bytes()
+    with pytest.raises(ValueError, match="not an equivariant model file.*reexport_holstein"):
+        reexport(copy)
+    assert copy.read_bytes() == before

@@ -132,6 +132,9 @@ class Interaction(nn.Module):
         self.p_sh: List[int] = [p[1] for p in paths]
         self.p_out: List[int] = [ls_out.index(p[2]) for p in paths]
         self.n_paths = len(paths)
+        # the paths into each output degree, in path order (0 x l -> l exists for every l, so none is empty)
+        self.paths_into: List[List[int]] = [[q for q in range(len(paths)) if self.p_out[q] == o]
+                                            for o in range(len(ls_out))]
         self.lmax_sh: int = lmax
         self.self_index: List[int] = [ls_in.index(l) if l in ls_in else -1 for l in ls_out]
         self.dims_out: List[int] = [2 * l + 1 for l in ls_out]
@@ -181,30 +184,15 @@ class Interaction(nn.Module):
         # slice per path would each fill a zero tensor of the whole radial output (or of sh) in the backward
         radial = self.radial(basis).view(k, e, self.n_paths, c).unbind(2)
         sh_l = torch.split(sh, [2 * l + 1 for l in range(self.lmax_sh + 1)], dim=2)
-        # per output degree, the sum of its paths' messages; the first path initialises it (no zero tensor)
-        edge_msg: List[Tensor] = [sh[:0] for _ in self.dims_out]
-        started: List[bool] = [False for _ in self.dims_out]
-        for p in range(self.n_paths):
-            i1, l2, o = self.p_in[p], self.p_sh[p], self.p_out[p]
-            d1, d2, d3 = self.dims_in[i1], 2 * l2 + 1, self.dims_out[o]
-            y = sh_l[l2]
-            coupling = torch.einsum("kej,ijm->keim", y, self.cg[p, :d1, :d2, :d3])  # [K, E, d1, d3]
-            if d1 == 1:
-                # scalar input (every path of the first layer): an outer product of the radially weighted
-                # channels [K, E, C] with the coupling row [K, E, d3]; no [K, E, C, d3] intermediates but the result
-                weighted = up[i1].squeeze(-1) * radial[p]
-                msg = weighted.unsqueeze(-1) * coupling[:, :, 0].unsqueeze(2)
-            else:
-                msg = torch.einsum("keci,keim->kecm", up[i1], coupling) * radial[p].unsqueeze(-1)
-            edge_msg[o] = edge_msg[o] + msg if started[o] else msg
-            started[o] = True
-        for o in range(len(self.dims_out)):
-            if not started[o]:  # an output degree no path reaches (not built by tensor_product_paths today)
-                edge_msg[o] = torch.zeros((k, e, c, self.dims_out[o]), dtype=sh.dtype, device=sh.device)
         out: List[Tensor] = []
         for o in range(len(self.ls_out)):
+            # the sum of the paths into degree o, started from the first one's message (no zero tensor)
+            paths = self.paths_into[o]
+            edge_msg = self.path_message(paths[0], up, sh_l, radial)
+            for p in paths[1:]:
+                edge_msg = edge_msg + self.path_message(p, up, sh_l, radial)
             agg = torch.zeros((k, n, c, self.dims_out[o]), dtype=sh.dtype, device=sh.device)
-            agg = agg.index_add_(1, centre, edge_msg[o]) * self.norm
+            agg = agg.index_add_(1, centre, edge_msg) * self.norm
             y = batched_linear(agg, self.w_msg[:, o])
             s = self.self_index[o]
             if s >= 0:
@@ -213,3 +201,15 @@ class Interaction(nn.Module):
         bias = self.species_bias.index_select(1, types[:n]).expand(k, -1, -1)  # [K, N, C]
         out[0] = out[0] + bias.unsqueeze(-1)
         return self.act(out)
+
+    def path_message(self, p: int, up: List[Tensor], sh_l: List[Tensor], radial: List[Tensor]) -> Tensor:
+        """Edge messages [K, E, C, 2l3+1] of path p: neighbour features (l1) x Y_l2 coupled to l3, radially weighted."""
+        i1, l2, o = self.p_in[p], self.p_sh[p], self.p_out[p]
+        d1, d2, d3 = self.dims_in[i1], 2 * l2 + 1, self.dims_out[o]
+        coupling = torch.einsum("kej,ijm->keim", sh_l[l2], self.cg[p, :d1, :d2, :d3])  # [K, E, d1, d3]
+        if d1 == 1:
+            # scalar input (every path of the first layer): an outer product of the radially weighted channels
+            # [K, E, C] with the coupling row [K, E, d3]; no [K, E, C, d3] intermediates but the result
+            weighted = up[i1].squeeze(-1) * radial[p]
+            return weighted.unsqueeze(-1) * coupling[:, :, 0].unsqueeze(2)
+        return torch.einsum("keci,keim->kecm", up[i1], coupling) * radial[p].unsqueeze(-1)

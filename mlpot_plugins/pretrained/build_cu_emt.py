@@ -70,6 +70,10 @@ def reexport(path: Path = HERE / "cu-emt.pt", tolerance: float = 1e-10) -> Path:
 
     old = load(path)
     meta = old.metadata
+    if "hparams" not in meta.get("extra", {}):
+        raise ValueError(f"{path.name} is not an equivariant model file (its metadata has no extra['hparams']); "
+                         "re-export Holstein models with `python -m mlpot_plugins.pretrained.reexport_holstein` and "
+                         "the Morse references with `python -m mlpot_plugins.pretrained.build`")
     hparams = dict(meta["extra"]["hparams"], species=meta["species"])
     model = EquivariantPotential(**hparams).to(getattr(torch, meta.get("dtype", "float64")))
     model.load_state_dict(old.module.state_dict(), strict=True)
