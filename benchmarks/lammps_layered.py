@@ -2,7 +2,7 @@
 between layers) vs the ASE calculator on the same atoms, and 2 ranks vs 1.
 
     PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/lammps_layered.py [--sizes 6 8 15] [--steps 3] [--old]
-        [--ranks [--rank-rounds R]] [--ceiling] [--no-ase] [--dtype float32]
+        [--ranks [--rank-rounds R] [--warmup W]] [--ceiling] [--no-ase] [--dtype float32]
 
 In one process, alternating rounds: N MD steps of an in-process LAMMPS (`run N+1` minus `run 1`, as
 lammps_overhead.py) and N ASE `get_forces` calls on slightly moved copies of the same crystal (median of the
@@ -12,7 +12,10 @@ on the local atoms); `--ghosts` adds the same ratio for `images ghosts` (images 
 with feature exchange: the multi-rank path on one rank). `--old` adds `layerwise no images ghosts` (the path
 before issue 12: the whole network on a ghost shell of interaction_range = 2 cutoffs). `--ranks` adds `lmp` on 1
 and 2 ranks (best round of each run; 2 ranks run layer by layer); `--rank-rounds R` alternates R such pairs of
-runs and reports the medians (this VM's step time drifts by up to 25 % between runs at 13.5k atoms).
+runs and reports the medians (this VM's step time drifts by up to 25 % between runs at 13.5k atoms). Each `lmp`
+run first runs `--warmup` steps (default 6): the heap of a 13.5k-atom rank still grows for several steps (page
+faults, ~13 us each in this VM), and a burst of them in one rank stalls the other at the next exchange (waits
+of 0.4-1.4 s per step seen in steps 1-4); production MD runs at the steady state after that.
 `--ceiling` adds what two cores give to two independent 1-rank runs of the same cell started together
 (2 x t_alone / t_together): the most two ranks can gain on this machine when the memory traffic, not the
 arithmetic, limits a step.
@@ -81,14 +84,14 @@ def interleaved(n: int, steps: int, rounds: int, pair_extra: str = "", dtype: st
     return float(np.median(ratios)), min(t_lmp), min(t_ase), float(np.median(cpu_ratios))
 
 
-def ceiling(n: int, steps: int, plugin, tmp: Path, dtype: str):
+def ceiling(n: int, steps: int, plugin, tmp: Path, dtype: str, warmup: int):
     """(s/step of one 1-rank lmp alone, mean s/step of two identical 1-rank lmp runs started together)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(k: int) -> float:
         work = tmp / f"ceiling{k}"
         work.mkdir(exist_ok=True)
-        return lammps_time(n, steps, 1, plugin, work, 2, MODEL, f"dtype {dtype}", warmup=1)[0]
+        return lammps_time(n, steps, 1, plugin, work, 2, MODEL, f"dtype {dtype}", warmup=warmup)[0]
 
     alone = one(0)
     with ThreadPoolExecutor(2) as pool:
@@ -96,14 +99,14 @@ def ceiling(n: int, steps: int, plugin, tmp: Path, dtype: str):
     return alone, float(np.mean(together))
 
 
-def rank_pairs(n: int, steps: int, pairs: int, plugin, tmp: Path, dtype: str):
+def rank_pairs(n: int, steps: int, pairs: int, plugin, tmp: Path, dtype: str, warmup: int):
     """Alternating 1-rank and 2-rank lmp runs: (median 1-rank s/step, median 2-rank s/step, median of the
     per-pair speed-ups). Alternation spreads a slow spell of a shared machine over both; each pair is printed."""
     extra = f"dtype {dtype}"
     t1s, t2s = [], []
     for k in range(pairs):
-        t1s.append(lammps_time(n, steps, 1, plugin, tmp, 2, MODEL, extra, warmup=1)[0])
-        t2s.append(lammps_time(n, steps, 2, plugin, tmp, 2, MODEL, extra, warmup=1)[0])
+        t1s.append(lammps_time(n, steps, 1, plugin, tmp, 2, MODEL, extra, warmup=warmup)[0])
+        t2s.append(lammps_time(n, steps, 2, plugin, tmp, 2, MODEL, extra, warmup=warmup)[0])
         if pairs > 1:
             print(f"# {4 * n ** 3} atoms, pair {k + 1}/{pairs}: 1 rank {t1s[-1]:.3f} s/step, 2 ranks {t2s[-1]:.3f} "
                   f"s/step, speed-up {t1s[-1] / t2s[-1]:.2f}", flush=True)
@@ -124,6 +127,8 @@ def main() -> None:
     parser.add_argument("--rank-rounds", type=int, default=1,
                         help="--ranks: alternate this many 1-rank and 2-rank lmp runs; the speed-up is the median of "
                              "the per-pair ratios (each run's best round), every pair printed as a comment")
+    parser.add_argument("--warmup", type=int, default=6,
+                        help="--ranks / --ceiling: MD steps each lmp run takes before its timed rounds")
     parser.add_argument("--no-ase", action="store_true",
                         help="skip the in-process LAMMPS vs ASE rounds (only --ranks / --ceiling)")
     parser.add_argument("--ceiling", action="store_true",
@@ -158,10 +163,11 @@ def main() -> None:
                                                            args.dtype)
                 line += f" {t_old:8.3f} {old_ratio:9.2f} {old_cpu:9.2f}"
             if args.ranks:
-                t1, t2, speedup = rank_pairs(n, args.steps, args.rank_rounds, plugin, Path(tmp), args.dtype)
+                t1, t2, speedup = rank_pairs(n, args.steps, args.rank_rounds, plugin, Path(tmp), args.dtype,
+                                             args.warmup)
                 line += f" {t1:8.3f} {t2:8.3f} {speedup:11.2f}"
             if args.ceiling:
-                t_alone, t_pair = ceiling(n, args.steps, plugin, Path(tmp), args.dtype)
+                t_alone, t_pair = ceiling(n, args.steps, plugin, Path(tmp), args.dtype, args.warmup)
                 line += f" {t_pair:8.3f} {2 * t_alone / t_pair:7.2f}"
             line += f" {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:7.1f}"
             print(line, flush=True)

@@ -116,7 +116,7 @@ PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
   cutghost_user = cutghost_set = -1.0;
   unc_step = -1;
   committee_evaluations = committee_on_demand = 0.0;
-  time_evaluate = time_model = 0.0;
+  time_evaluate = time_model = time_exchange = time_exchange_mpi = 0.0;
   nmax_unc = k_alloc = 0;
   unc = unc_e = member_f = nullptr;
   have_member_virial = warned_member_virial = false;
@@ -139,6 +139,10 @@ PairMLPot::~PairMLPot()
     utils::logmesg(lmp, "mlpot timing (rank 0): {:.4f} s in pair_style mlpot, {:.4f} s of it in the model's "
                         "compute(); adapter overhead {:.2f}%\n", time_evaluate, time_model,
                    100.0 * (time_evaluate - time_model) / time_model);
+  if (getenv("MLPOT_TIMING") && comm && time_exchange > 0.0)    // every rank: the waits differ between ranks
+    fprintf(stderr, "mlpot timing (rank %d): %.4f s in pair_style mlpot, %.4f s in the model, %.4f s in the "
+                    "layer-wise feature exchanges (%.4f s of it in LAMMPS/MPI communication)\n", comm->me,
+            time_evaluate, time_model, time_exchange, time_exchange_mpi);
   // another pair style replaces ours: give back the ghost cutoff the user had before our raise
   if (comm && cutghost_set >= 0.0 && comm->cutghostuser == cutghost_set) comm->cutghostuser = cutghost_user;
   if (devi_fp) fclose(devi_fp);

@@ -64,6 +64,7 @@ class PairMLPot : public Pair {
 
   double committee_evaluations, committee_on_demand;    // diagnostics, see extract()
   double time_evaluate, time_model;                      // seconds in evaluate() / in the model call
+  double time_exchange, time_exchange_mpi;               // layer-wise: in the feature exchanges / of it in MPI
   bigint unc_step;                // step whose statistics are in unc/unc_e (-1: none)
   int nmax_unc, k_alloc;          // rows and committee size the per-atom buffers were sized for
   double *unc;                    // [nmax] per-atom calibrated force std (local atoms valid)

@@ -121,10 +121,12 @@ void PairMLPot::call_model_layered(bool need_virial, bool need_uncertainty)
     comm_buf = b;
     comm_stride = (int) width;
     const int64_t out_rows = forward ? nrows : nl;    // forward: every row from its owner; reverse: owned sums
+    const double tm = platform::walltime();
     if (forward)
       comm->forward_comm(this);
     else
       comm->reverse_comm(this);
+    time_exchange_mpi += platform::walltime() - tm;
     auto out = torch::empty({out_rows, width}, torch::kFloat64);
     double *dst = out.data_ptr<double>();
     for (int64_t r = 0; r < out_rows; r++)
@@ -172,6 +174,7 @@ void PairMLPot::call_model_layered(bool need_virial, bool need_uncertainty)
   c10::IValue result = mod.run_method("mp_outputs", r, g_r, edges, (int64_t) nrows, energies.detach(),
                                       need_virial, need_uncertainty);
   time_model += platform::walltime() - t0 - t_comm;
+  time_exchange += t_comm;
   if (!result.isGenericDict())
     throw MLPotError(fmt::format("mp_outputs() of model {} did not return a dict; re-export it with "
                                  "mlpot_plugins.export()", model_path));

@@ -183,3 +183,23 @@ def test_one_rank_folds_images_onto_local_atoms(tmp_path, lmp_factory, extra):
     atoms.calc = MLPotCalculator(MODEL)
     e = atoms.get_potential_energy()
     assert out["fold"][2] == pytest.approx(e, rel=1e-12) and out["ghosts"][2] == pytest.approx(e, rel=1e-12)
+
+
+def test_every_rank_reports_its_exchange_time(tmp_path, plugin):
+    """MLPOT_TIMING=1 on 2 ranks: each rank prints its model time and the time in the layer-wise exchanges (of
+    which the LAMMPS/MPI communication, waits included, is a part): the numbers a user needs to see whether
+    ranks wait for each other."""
+    import re
+
+    work = tmp_path / "timing"
+    work.mkdir()
+    write_data(work / "system.data", cu_cell(), elements=("Cu",))
+    res = run_lmp(DECK.format(plugin=plugin, model=MODEL, extra=""), work, 2, timeout=300,
+                  env={"MLPOT_TIMING": "1"})
+    lines = re.findall(r"mlpot timing \(rank (\d)\): ([0-9.]+) s in pair_style mlpot, ([0-9.]+) s in the model, "
+                       r"([0-9.]+) s in the layer-wise feature exchanges \(([0-9.]+) s of it in LAMMPS/MPI",
+                       res.stderr + res.stdout)
+    assert sorted(int(line[0]) for line in lines) == [0, 1], res.stderr[-2000:]
+    for _, pair, model, exchange, mpi in lines:
+        pair, model, exchange, mpi = map(float, (pair, model, exchange, mpi))
+        assert 0.0 < mpi <= exchange and 0.0 < model and model + exchange <= pair * 1.0001
