@@ -127,7 +127,7 @@ PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
   layered = false;
   layered_flag = 0.0;
   images_opt = 1;
-  fold = fold_logged = false;
+  fold = fold_logged = merge = false;
   fold_flag = rows_flag = 0.0;
   mp_layers = mp_feature_dim = comm_stride = 0;
   comm_buf = nullptr;
@@ -141,8 +141,9 @@ PairMLPot::~PairMLPot()
                    100.0 * (time_evaluate - time_model) / time_model);
   if (getenv("MLPOT_TIMING") && comm && time_exchange > 0.0)    // every rank: the waits differ between ranks
     fprintf(stderr, "mlpot timing (rank %d): %.4f s in pair_style mlpot, %.4f s in the model, %.4f s in the "
-                    "layer-wise feature exchanges (%.4f s of it in LAMMPS/MPI communication)\n", comm->me,
-            time_evaluate, time_model, time_exchange, time_exchange_mpi);
+                    "layer-wise feature exchanges (%.4f s of it in LAMMPS/MPI communication); last evaluation: %d "
+                    "model rows, %d of them owned atoms\n", comm->me, time_evaluate, time_model, time_exchange,
+            time_exchange_mpi, (int) rows_flag, model ? model->n_local_rows : 0);
   // another pair style replaces ours: give back the ghost cutoff the user had before our raise
   if (comm && cutghost_set >= 0.0 && comm->cutghostuser == cutghost_set) comm->cutghostuser = cutghost_user;
   if (devi_fp) fclose(devi_fp);
@@ -642,11 +643,18 @@ void PairMLPot::init_style()
     // edges with image shifts -- the ASE calculator's periodic graph: no ghost rows, no ghost shell beyond the
     // cutoff, no layer-by-layer exchange, one compute() call (any message-passing model, imported ones too)
     fold = images_opt == 1 && comm->nprocs == 1 && atom->tag_enable;
-    if (fold != (fold_flag > 0.0) || !fold_logged) {
+    // several ranks, layer by layer: a ghost that is a periodic image of a local atom (or of another ghost)
+    // shares that atom's row, so only other ranks' atoms become ghost rows (the features are the same)
+    const bool was_merged = merge;
+    merge = images_opt == 1 && comm->nprocs > 1 && atom->tag_enable && layered;
+    if (fold != (fold_flag > 0.0) || merge != was_merged || !fold_logged) {
       fold_logged = true;
       if (fold && comm->me == 0)
         utils::logmesg(lmp, "pair_style mlpot: one rank: periodic images folded onto their atoms (edges with image "
                             "shifts, one compute() call on the local atoms, no ghost rows)\n");
+      if (merge && comm->me == 0)
+        utils::logmesg(lmp, "pair_style mlpot: periodic images share one row per atom ID on each rank (edges with "
+                            "image shifts; ghost rows only for other ranks' atoms)\n");
     }
     fold_flag = fold ? 1.0 : 0.0;
     neighbor->add_request(this, NeighConst::REQ_FULL | (ghostneigh && !fold ? NeighConst::REQ_GHOST : 0));
@@ -789,17 +797,25 @@ void PairMLPot::collective_error(const std::string &fail)
              oom ? "; use fewer sites per rank (more MPI ranks or GPUs) or device cpu" : "");
 }
 
-/* one rank: the local atom each ghost is a periodic image of (by tag), for build_inputs to fold it onto */
-void PairMLPot::fold_images()
+/* the atom whose row each local/ghost atom shares, by tag. One rank (fold): every ghost is an image of a local
+   atom. Several ranks (merge): the local atom with that tag, else the first ghost with it. */
+void PairMLPot::map_images()
 {
   Model &m = *model;
   const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
   const tagint *tag = atom->tag;
+  m.owner.resize(nall);
+  if (merge) {
+    auto &first = m.first_of_tag;
+    first.clear();
+    first.reserve(nall);
+    for (int j = 0; j < nall; j++) m.owner[j] = first.emplace(tag[j], j).first->second;    // locals come first
+    return;
+  }
   tagint maxtag = 0;
   for (int i = 0; i < nlocal; i++) maxtag = std::max(maxtag, tag[i]);
   if ((std::size_t) maxtag + 1 > m.local_of_tag.size()) m.local_of_tag.resize((std::size_t) maxtag + 1);
   for (int i = 0; i < nlocal; i++) m.local_of_tag[tag[i]] = i;
-  m.owner.resize(nall);
   for (int i = 0; i < nlocal; i++) m.owner[i] = i;
   for (int j = nlocal; j < nall; j++) {
     const tagint t = tag[j];
@@ -839,7 +855,8 @@ void PairMLPot::build_inputs()
     return r;
   };
 
-  if (fold) fold_images();
+  const bool by_owner = fold || merge;    // images share their atom's row; edges carry the shifts
+  if (by_owner) map_images();
 
   const double cutsq_model = cut_lmp * cut_lmp;
   const double coincident = 1e-4 * len_factor;    // 1e-4 Angstrom: the same position, not a close contact
@@ -877,9 +894,9 @@ void PairMLPot::build_inputs()
       const int j = acc[a];
       min_rsq = std::min(min_rsq, acc_rsq[a]);
       m.edges.push_back(ri);
-      if (fold) {    // the image's owner, and the shift that takes the owner to the image
+      if (by_owner) {    // the image's owner, and the shift that takes the owner to the image
         const int o = m.owner[j];
-        m.dst.push_back(m.row_of_atom[o]);
+        m.dst.push_back(o < nlocal ? m.row_of_atom[o] : row(o));
         for (int d = 0; d < 3; d++) m.shifts.push_back((x[j][d] - x[o][d]) / len_factor);
       } else {
         m.dst.push_back(j < nlocal ? m.row_of_atom[j] : row(j));

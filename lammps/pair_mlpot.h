@@ -89,6 +89,8 @@ class PairMLPot : public Pair {
   int images_opt;                 // pair_style option images fold|ghosts (1: fold, the default)
   bool fold, fold_logged;         // this run: ghosts are this rank's own periodic images, folded onto their
                                   // owners (edges carry shifts; one compute() call on the local atoms)
+  bool merge;                     // this run: several ranks, layer by layer, images folded: all images of one
+                                  // atom ID share one row (a local atom's, or one ghost's); edges carry shifts
   double fold_flag, rows_flag;    // extract("images_folded"), extract("model_rows") of the last evaluation
   int mp_layers, mp_feature_dim;  // metadata message_passing (0: the model does not export the methods)
   double *comm_buf;               // what pack/unpack_*_comm move: [nall, comm_stride] per LAMMPS atom
@@ -101,7 +103,7 @@ class PairMLPot : public Pair {
   // single try/catch of evaluate() that turns any exception into a LAMMPS error naming the step
   void evaluate(bool write_forces, bool need_uncertainty, bool need_member_virial);
   void build_inputs();
-  void fold_images();
+  void map_images();
   void call_model(bool need_virial, bool need_uncertainty);
   void call_model_layered(bool need_virial, bool need_uncertainty);    // pair_mlpot_layered.cpp
   void scatter_outputs();

@@ -2,8 +2,9 @@
    mlpot_plugins/message_passing.py is the Python reference of the same scheme).
 
    Ghost atoms are one model cutoff (+ skin) deep, and only owned atoms are edge centres. Each layer runs on the
-   owned rows; between layers the owners' new features are forward-communicated to their ghost images (own
-   periodic images included: never recomputed). The backward pass goes layer by layer with torch autograd: the
+   owned rows; between layers the owners' new features are forward-communicated to their ghost images (never
+   recomputed). With images folded (the default) all periodic images of one atom ID share one row -- an own
+   atom's, or one ghost's for another rank's atom -- and the edges carry the image shifts. The backward pass goes layer by layer with torch autograd: the
    feature gradients of ghost rows are reverse-communicated (summed into their owners) before the layer below
    uses them. The model's mp_outputs() then turns the edge gradients into the same outputs as compute(), whose
    ghost rows (forces, member forces, per-atom virials) PairMLPot reverse-communicates as for compute(). */
@@ -136,7 +137,9 @@ void PairMLPot::call_model_layered(bool need_virial, bool need_uncertainty)
   };
 
   const int64_t copies = mod.run_method("mp_copies", need_uncertainty).toInt();
-  auto r = pos.index_select(0, edges[1]) - pos.index_select(0, edges[0]);    // ghosts at image positions
+  // ghost rows at their image positions; merged images: one row per atom ID, the edge carries the image shift
+  auto r = pos.index_select(0, edges[1]) - pos.index_select(0, edges[0]);
+  if (merge) r = r + torch::from_blob(m.shifts.data(), {m.nedges, 3}, torch::kFloat64).to(topts);
   auto rk = r.unsqueeze(0).expand({copies, -1, -1}).clone().requires_grad_(true);
   auto attr_graph = mod.run_method("mp_edges", rk).toTensor();
   auto attr = attr_graph.detach().requires_grad_(true);

@@ -13,6 +13,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -34,9 +35,10 @@ struct PairMLPot::Model {
   std::vector<double> local_f;      // [K, n_local_rows, 3] member forces after reverse communication
   std::vector<double> mp_buf;       // [nall, width] layer features or their gradients per LAMMPS atom (layered)
   torch::Tensor zero_shifts;        // [capacity, 3] zeros, reused: ghosts carry the image positions
-  std::vector<double> shifts;       // [E, 3] model-unit image shifts when periodic images are folded
-  std::vector<int> owner;           // [nall] folded: the local atom each local/ghost atom is (an image of)
-  std::vector<int> local_of_tag;    // folded: tag -> local index
+  std::vector<double> shifts;       // [E, 3] model-unit image shifts when periodic images are folded/merged
+  std::vector<int> owner;           // [nall] folded/merged: the atom whose row each local/ghost atom shares
+  std::vector<int> local_of_tag;    // folded (one rank): tag -> local index
+  std::unordered_map<tagint, int> first_of_tag;    // merged (several ranks): tag -> its first local/ghost index
   c10::IValue out;                  // the model's output dict of this evaluation
   int n_local_rows = 0, nrows = 0;
   int64_t nedges = 0;

@@ -74,8 +74,10 @@ Features of member copies sit side by side in a row (no cross-member coupling), 
 comes out of one backward pass. The engine's scheme (``mlpot_plugins.message_passing`` is its reference, equal
 to ``compute`` to 1e-10 in fp64; LAMMPS does the same across ranks):
 
-1. r = positions[j] - positions[i] for the edges of owned centres (ghosts at image positions; own periodic
-   images are ghosts too, never recomputed); leaves r_c = c copies of r, attr = mp_edges(r_c) (detached leaf);
+1. r = positions[j] - positions[i] for the edges of owned centres (ghosts at image positions), or, with all
+   periodic images of one atom sharing one row (an own atom's, or one ghost row per foreign atom: LAMMPS's
+   default), r = positions[j] + shift - positions[i]; images are never recomputed. Leaves r_c = c copies of r,
+   attr = mp_edges(r_c) (detached leaf);
    h_0 = mp_embed(types, c) on all rows.
 2. For t < L: h_t+1 = mp_layer(t, h_t (leaf requiring grad for t > 0), attr, ...) on owned rows; for t + 1 < L
    forward-communicate the owners' rows of h_t+1 to their ghost rows.

@@ -203,3 +203,51 @@ def test_every_rank_reports_its_exchange_time(tmp_path, plugin):
     for _, pair, model, exchange, mpi in lines:
         pair, model, exchange, mpi = map(float, (pair, model, exchange, mpi))
         assert 0.0 < mpi <= exchange and 0.0 < model and model + exchange <= pair * 1.0001
+
+
+def expected_rows(atoms, cutoff, owned):
+    """Rows a rank needs when every periodic image shares its atom's row: its owned atoms plus every atom ID with
+    some image within the cutoff of an owned atom (ASE's periodic neighbour list, independent of LAMMPS)."""
+    from ase.neighborlist import neighbor_list
+
+    i, j = neighbor_list("ij", atoms, cutoff)
+    return len(set(np.flatnonzero(owned)) | set(j[owned[i]]))
+
+
+@pytest.mark.parametrize("repeat", [(6, 3, 3), (4, 2, 1)])
+def test_two_ranks_share_one_row_per_atom_id(tmp_path, plugin, repeat):
+    """2 ranks split along x (`processors 2 1 1`), periodic in y and z with one rank each: ghosts that are images of
+    a rank's own atoms share that atom's row, and all images of another rank's atom share one ghost row. Each rank
+    then holds exactly its atoms plus the other rank's atoms within one cutoff (counted by ASE), far fewer rows than
+    with `images ghosts`, and both give the same energy, forces and committee std. (4, 2, 1): a 3.6 A thick cell,
+    so an atom's own images are its neighbours (edges from a row to itself, with the shift)."""
+    import re
+
+    from mlpot_plugins.model_file import load
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(repeat)
+    atoms.rattle(0.1, rng=np.random.default_rng(11))
+    atoms.wrap()
+    cutoff = float(load(MODEL).metadata["cutoff"])
+    out = {}
+    for images in ("fold", "ghosts"):
+        work = tmp_path / images
+        work.mkdir()
+        write_data(work / "system.data", atoms, elements=("Cu",))
+        res = run_lmp("processors 2 1 1\n" + DECK.format(plugin=plugin, model=MODEL, extra=f"images {images}"),
+                      work, 2, timeout=300, env={"MLPOT_TIMING": "1"})
+        rows = dict((int(r), (int(n), int(o))) for r, n, o in re.findall(
+            r"mlpot timing \(rank (\d)\):.*last evaluation: (\d+) model rows, (\d+) of them owned", res.stderr))
+        assert sorted(rows) == [0, 1], res.stderr[-2000:]
+        assert ("share one row per atom ID" in res.stdout) == (images == "fold")
+        out[images] = rows, results(res.stdout), read_dump(work / "dump.atoms")
+    half = atoms.get_scaled_positions()[:, 0] < 0.5  # LAMMPS's uniform 2 x 1 x 1 split of the box
+    for rank, owned in ((0, half), (1, ~half)):
+        n_rows, n_owned = out["fold"][0][rank]
+        assert n_owned == owned.sum()
+        assert n_rows == expected_rows(atoms, cutoff, owned)
+        assert out["ghosts"][0][rank][0] > 1.5 * n_rows  # the y/z images were rows of their own
+    (_, r1, d1), (_, r2, d2) = out["fold"], out["ghosts"]
+    assert r1["pe"] == pytest.approx(r2["pe"], rel=1e-12)
+    for col in ("fx", "fy", "fz", "c_pe", "c_u[1]", "c_sv[4]"):
+        np.testing.assert_allclose(d1[col], d2[col], rtol=0, atol=1e-10 * np.abs(d2[col]).max())
