@@ -11,8 +11,8 @@ Systems:
   vacancy and a strained cell at 600-2000 K; OOD: ``mlpot data emt`` ood-hot (2400 K), ood-compressed (10 %)
   and vacancy MD at 1500 K.
 * ``ala2``: alanine dipeptide / GFN2-xTB (tblite). Initial data: ``--n-init`` frames spread evenly over an
-  ``mlpot data xtb`` train set (300-600 K, C7eq basin); 4 walkers, three from the C7eq minimum at
-  300/450/600 K and one from the built phi/psi = +80/-60 start of ``mlpot data xtb --set ood`` (the start
+  ``mlpot data xtb`` train set (300-600 K, C7eq basin); 4 walkers, three (``--known-walkers``) from the C7eq
+  minimum at 300/450/600 K and one from the built phi/psi = +80/-60 start of ``mlpot data xtb --set ood`` (the start
   structure only, no OOD frame) at 1000 K, so most explored frames revisit the known basin and a minority
   is new (the situation active learning is for); walkers stop above ``--max-sigma`` (exploded geometries
   are not labelled); OOD: the ood set (1000 K, phi > 0) and, when XTB_DIR has ala2-ood-torsion.extxyz, the
@@ -70,7 +70,7 @@ def cu_sets(out: Path, seed: int) -> dict:
                     "ood-vacancy": "ood-vacancy.extxyz"}}
 
 
-def ala2_sets(out: Path, xtb_dir: Path, n_init: int) -> dict:
+def ala2_sets(out: Path, xtb_dir: Path, n_init: int, known_walkers: int = 3) -> dict:
     import ase.io
 
     from mlpot_plugins.refdata import write
@@ -79,7 +79,7 @@ def ala2_sets(out: Path, xtb_dir: Path, n_init: int) -> dict:
     train = ase.io.read(xtb_dir / "ala2-train.extxyz", index=":")
     write(out / "init.extxyz", [train[int(i)] for i in np.linspace(0, len(train) - 1, n_init).round()])
     known, new = start_structure("ala2", "train"), start_structure("ala2", "ood")
-    write(out / "start.extxyz", [known, known, known, new])
+    write(out / "start.extxyz", [known] * known_walkers + [new])
     ood = {"ood": str((xtb_dir / "ala2-ood.extxyz").resolve())}
     torsion = xtb_dir / "ala2-ood-torsion.extxyz"  # phi > 0 at 450 K: the unseen torsion without the heat
     if torsion.is_file():
@@ -126,8 +126,9 @@ def config(system: str, sets: dict, mode: str, args, seed: int) -> dict:
             model = dict(model, channels=args.channels, readout_hidden=args.channels)
         max_sigma = 0.0
     else:
-        explore = dict(engine="ase", walkers=4, steps=args.steps, check_every=10, temperatures=[300, 450, 600, 1000],
-                       timestep_fs=0.5, seed=seed, min_distance=0.7)
+        known = [(300, 450, 600)[w % 3] for w in range(args.known_walkers)]  # then the one walker in the new basin
+        explore = dict(engine="ase", walkers=args.known_walkers + 1, steps=args.steps, check_every=10,
+                       temperatures=known + [1000], timestep_fs=0.5, seed=seed, min_distance=0.7)
         model, reference = ALA2_MODEL, {"calculator": "xtb"}
         max_sigma = args.max_sigma
     if args.init_from:  # continue a trained committee: its architecture, its weights (both arms alike)
@@ -151,7 +152,8 @@ def arm_dir(mode: str, args, seed: int) -> str:
     """Each arm's run folder; the random arm does not depend on --balance, so its runs are shared (for one
     model width)."""
     width = f"-c{args.channels}" if args.channels else ""
-    return f"{mode}{'-bal' if mode == 'topk' and args.balance == 'walkers' else ''}{width}-seed{seed}"
+    walkers = f"-k{args.known_walkers}" if args.system == "ala2" and args.known_walkers != 3 else ""
+    return f"{mode}{'-bal' if mode == 'topk' and args.balance == 'walkers' else ''}{width}{walkers}-seed{seed}"
 
 
 def training(args, seed: int) -> dict:
@@ -252,6 +254,9 @@ def main() -> None:
                     help="learning-rate schedule of every retraining (plateau: the first Cu runs' settings)")
     ap.add_argument("--max-sigma", type=float, default=3.0,
                     help="ala2: a walker stops above this calibrated force std (eV/Å): exploded frames are not labelled")
+    ap.add_argument("--known-walkers", type=int, default=3,
+                    help="ala2: walkers in the known basin (300/450/600 K in turn) beside the one in the new basin at "
+                         "1000 K; more of them make novel frames rarer in the pool both arms draw from")
     ap.add_argument("--channels", type=int, default=0,
                     help="cu: committee width (channels = readout_hidden; default the 6 of CU_MODEL)")
     ap.add_argument("--balance", choices=["none", "walkers"], default="none",
@@ -275,7 +280,7 @@ def main() -> None:
         folder = out / f"seed{seed}"
         folder.mkdir(exist_ok=True)
         sets = (cu_sets(folder, seed) if args.system == "cu" else holstein_sets(folder, seed)
-                if args.system == "holstein" else ala2_sets(folder, Path(args.xtb_dir), args.n_init))
+                if args.system == "holstein" else ala2_sets(folder, Path(args.xtb_dir), args.n_init, args.known_walkers))
         for mode in ("topk", "random"):
             cfg = folder / f"{arm_dir(mode, args, seed).rsplit('-seed', 1)[0]}.yaml"
             cfg.write_text(yaml.safe_dump(config(args.system, sets, mode, args, seed)))
