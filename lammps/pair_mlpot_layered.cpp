@@ -4,10 +4,11 @@
    Ghost atoms are one model cutoff (+ skin) deep, and only owned atoms are edge centres. Each layer runs on the
    owned rows; between layers the owners' new features are forward-communicated to their ghost images (never
    recomputed). With images folded (the default) all periodic images of one atom ID share one row -- an own
-   atom's, or one ghost's for another rank's atom -- and the edges carry the image shifts. The backward pass goes layer by layer with torch autograd: the
-   feature gradients of ghost rows are reverse-communicated (summed into their owners) before the layer below
-   uses them. The model's mp_outputs() then turns the edge gradients into the same outputs as compute(), whose
-   ghost rows (forces, member forces, per-atom virials) PairMLPot reverse-communicates as for compute(). */
+   atom's, or one ghost's for another rank's atom -- and the edges carry the image shifts. The backward pass goes
+   layer by layer with torch autograd: the feature gradients of ghost rows are reverse-communicated (summed into
+   their owners) before the layer below uses them. The model's mp_outputs() then turns the edge gradients into the
+   same outputs as compute(), whose ghost rows (forces, member forces, per-atom virials) PairMLPot
+   reverse-communicates as for compute(). */
 
 #include "pair_mlpot_torch.h"
 
