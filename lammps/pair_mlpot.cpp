@@ -797,32 +797,22 @@ void PairMLPot::collective_error(const std::string &fail)
              oom ? "; use fewer sites per rank (more MPI ranks or GPUs) or device cpu" : "");
 }
 
-/* the atom whose row each local/ghost atom shares, by tag. One rank (fold): every ghost is an image of a local
-   atom. Several ranks (merge): the local atom with that tag, else the first ghost with it. */
+/* the atom whose row each local/ghost atom shares, by tag: the local atom with that tag, else the first ghost with
+   it (several ranks, merged images). One rank (fold): every ghost must be an image of a local atom. */
 void PairMLPot::map_images()
 {
   Model &m = *model;
   const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
   const tagint *tag = atom->tag;
   m.owner.resize(nall);
-  if (merge) {
-    auto &first = m.first_of_tag;
-    first.clear();
-    first.reserve(nall);
-    for (int j = 0; j < nall; j++) m.owner[j] = first.emplace(tag[j], j).first->second;    // locals come first
-    return;
-  }
-  tagint maxtag = 0;
-  for (int i = 0; i < nlocal; i++) maxtag = std::max(maxtag, tag[i]);
-  if ((std::size_t) maxtag + 1 > m.local_of_tag.size()) m.local_of_tag.resize((std::size_t) maxtag + 1);
-  for (int i = 0; i < nlocal; i++) m.local_of_tag[tag[i]] = i;
-  for (int i = 0; i < nlocal; i++) m.owner[i] = i;
-  for (int j = nlocal; j < nall; j++) {
-    const tagint t = tag[j];
-    const int o = t >= 1 && t <= maxtag ? m.local_of_tag[t] : -1;
-    if (o < 0 || o >= nlocal || tag[o] != t)
+  auto &first = m.first_of_tag;
+  first.clear();
+  first.reserve(nall);
+  for (int j = 0; j < nall; j++) {
+    const int o = first.emplace(tag[j], j).first->second;    // locals come first
+    if (fold && o >= nlocal)
       throw MLPotError(fmt::format("ghost atom with ID {} is not an image of an atom of this rank, although the run "
-                                   "has one rank; use 'pair_style mlpot ... images ghosts' and report this", t));
+                                   "has one rank; use 'pair_style mlpot ... images ghosts' and report this", tag[j]));
     m.owner[j] = o;
   }
 }

@@ -37,8 +37,7 @@ struct PairMLPot::Model {
   torch::Tensor zero_shifts;        // [capacity, 3] zeros, reused: ghosts carry the image positions
   std::vector<double> shifts;       // [E, 3] model-unit image shifts when periodic images are folded/merged
   std::vector<int> owner;           // [nall] folded/merged: the atom whose row each local/ghost atom shares
-  std::vector<int> local_of_tag;    // folded (one rank): tag -> local index
-  std::unordered_map<tagint, int> first_of_tag;    // merged (several ranks): tag -> its first local/ghost index
+  std::unordered_map<tagint, int> first_of_tag;    // folded/merged: tag -> its first local (else ghost) index
   c10::IValue out;                  // the model's output dict of this evaluation
   int n_local_rows = 0, nrows = 0;
   int64_t nedges = 0;
