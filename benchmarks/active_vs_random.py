@@ -265,6 +265,8 @@ def main() -> None:
                     help="no runs: merge the curves.json of earlier runs (other seeds) into OUT and print the table")
     args = ap.parse_args()
     args.budgets = [int(b) for b in args.budgets.split(",")]
+    if args.known_walkers < 1:
+        ap.error(f"--known-walkers must be >= 1 (walkers in the known basin), got {args.known_walkers}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.merge:
