@@ -142,13 +142,25 @@ void PairMLPot::call_model_layered(bool need_virial, bool need_uncertainty)
   auto r = pos.index_select(0, edges[1]) - pos.index_select(0, edges[0]);
   if (merge) r = r + torch::from_blob(m.shifts.data(), {m.nedges, 3}, torch::kFloat64).to(topts);
   auto rk = r.unsqueeze(0).expand({copies, -1, -1}).clone().requires_grad_(true);
-  auto attr_graph = mod.run_method("mp_edges", rk).toTensor();
-  auto attr = attr_graph.detach().requires_grad_(true);
+  // mp_edges returns a list of tensors, or one tensor (layer-wise files exported before stop 26); mp_layer gets
+  // detached leaves of them in the same form
+  c10::IValue geometry = mod.run_method("mp_edges", rk);
+  const bool one_tensor = geometry.isTensor();
+  if (!one_tensor && !geometry.isTensorList())
+    throw MLPotError(fmt::format("mp_edges() of model {} returned {}, the contract needs a tensor or a list of "
+                                 "tensors; re-export it with mlpot_plugins.export()", model_path,
+                                 geometry.tagKind()));
+  std::vector<torch::Tensor> attr_graph = one_tensor ? std::vector<torch::Tensor>{geometry.toTensor()}
+                                                     : geometry.toTensorVector();
+  std::vector<torch::Tensor> attr;
+  for (const auto &a : attr_graph) attr.push_back(a.detach().requires_grad_(true));
+  c10::IValue attr_arg = one_tensor ? c10::IValue(attr[0]) : c10::IValue(c10::List<torch::Tensor>(attr));
+  const std::size_t n_attr = attr.size();
   auto h = mod.run_method("mp_embed", typ, copies).toTensor();
   std::vector<torch::Tensor> ins(mp_layers), outs(mp_layers);
   for (int t = 0; t < mp_layers; t++) {
     ins[t] = t == 0 ? h : h.detach().requires_grad_(true);
-    outs[t] = mod.run_method("mp_layer", (int64_t) t, ins[t], attr, edges, typ, (int64_t) nl).toTensor();
+    outs[t] = mod.run_method("mp_layer", (int64_t) t, ins[t], attr_arg, edges, typ, (int64_t) nl).toTensor();
     if (t + 1 < mp_layers)
       h = exchange(host_rows(outs[t], nl, mp_feature_dim, model_path, "the features of a layer"), true);
   }
@@ -159,21 +171,30 @@ void PairMLPot::call_model_layered(bool need_virial, bool need_uncertainty)
   auto target = copies == nmembers ? energies.sum() : energies.sum(1).mean();
 
   // backward, layer by layer: d target / d (edge geometry, input features); ghost rows summed into owners
-  torch::Tensor g_attr, g_owned;
+  std::vector<torch::Tensor> g_attr(n_attr);
+  torch::Tensor g_owned;
   for (int t = mp_layers - 1; t >= 0; t--) {
-    std::vector<torch::Tensor> wrt{attr};
+    std::vector<torch::Tensor> wrt(attr);
     if (t > 0) wrt.push_back(ins[t]);
     auto grads = t == mp_layers - 1
         ? torch::autograd::grad({target}, wrt, {}, false, false, true)
         : torch::autograd::grad({outs[t]}, wrt, {g_owned}, false, false, true);
-    if (grads[0].defined()) g_attr = g_attr.defined() ? g_attr + grads[0] : grads[0];
+    for (std::size_t a = 0; a < n_attr; a++)
+      if (grads[a].defined()) g_attr[a] = g_attr[a].defined() ? g_attr[a] + grads[a] : grads[a];
     if (t > 0) {
-      auto g_rows = grads[1].defined() ? grads[1] : torch::zeros_like(ins[t]);
+      auto g_rows = grads[n_attr].defined() ? grads[n_attr] : torch::zeros_like(ins[t]);
       g_owned = exchange(host_rows(g_rows, nrows, mp_feature_dim, model_path, "a feature gradient"), false);
     }
   }
-  if (!g_attr.defined()) g_attr = torch::zeros_like(attr);
-  auto g_r = torch::autograd::grad({attr_graph}, {rk}, {g_attr}, false, false, true)[0];
+  // d attr / d r applied to the accumulated attr gradients (pieces that do not depend on r add nothing)
+  std::vector<torch::Tensor> geo_out, geo_grad;
+  for (std::size_t a = 0; a < n_attr; a++)
+    if (attr_graph[a].requires_grad()) {
+      geo_out.push_back(attr_graph[a]);
+      geo_grad.push_back(g_attr[a].defined() ? g_attr[a] : torch::zeros_like(attr[a]));
+    }
+  torch::Tensor g_r;
+  if (!geo_out.empty()) g_r = torch::autograd::grad(geo_out, {rk}, geo_grad, false, false, true)[0];
   if (!g_r.defined()) g_r = torch::zeros_like(rk);
   c10::IValue result = mod.run_method("mp_outputs", r, g_r, edges, (int64_t) nrows, energies.detach(),
                                       need_virial, need_uncertainty);

@@ -61,11 +61,15 @@ exchanges, all copies included); the module has the integer attributes ``mp_laye
 
 ``mp_copies(need_uncertainty) -> c``                     copies of the geometry/features: K (committees), or 1
                                                          when members share their trunk and only the mean is needed.
-``mp_edges(edge_vectors [c, E, 3]) -> attr [c, E, G]``   per-edge geometry, computed once for all layers.
+``mp_edges(edge_vectors [c, E, 3]) -> attr``              per-edge geometry, computed once for all layers: a list
+                                                         of tensors [c, E, G_i] (separate pieces, e.g. harmonics and
+                                                         radial basis, so no layer copies slices of one), or one
+                                                         tensor [c, E, G] (files exported before stop 26).
 ``mp_embed(types [N], c) -> h_0 [N, F_0]``               input features of layer 0 (species only).
 ``mp_layer(t, h_t [N, F_t], attr, edge_index, types [N], n_local) -> h_t+1 [n_local, F_t+1]``
                                                          layer t on rows < n_local; every edge's centre is below
-                                                         n_local, neighbours may be ghosts (rows >= n_local).
+                                                         n_local, neighbours may be ghosts (rows >= n_local);
+                                                         attr in the form mp_edges returned it.
 ``mp_readout(h_L [n, F_L], types [n]) -> energies [K, n]`` per-atom energy of each member.
 ``mp_outputs(edge_vectors [E, 3], edge_grad [c, E, 3], edge_index, N, energies [K, n_local], need_virial,
             need_uncertainty) -> dict``                  the outputs of ``compute`` (forces of all N rows, ghost
@@ -77,15 +81,15 @@ to ``compute`` to 1e-10 in fp64; LAMMPS does the same across ranks):
 1. r = positions[j] - positions[i] for the edges of owned centres (ghosts at image positions), or, with all
    periodic images of one atom sharing one row (an own atom's, or one ghost row per foreign atom: LAMMPS's
    default), r = positions[j] + shift - positions[i]; images are never recomputed. Leaves r_c = c copies of r,
-   attr = mp_edges(r_c) (detached leaf);
+   attr = mp_edges(r_c) (each tensor a detached leaf, passed to mp_layer in the form it came in);
    h_0 = mp_embed(types, c) on all rows.
 2. For t < L: h_t+1 = mp_layer(t, h_t (leaf requiring grad for t > 0), attr, ...) on owned rows; for t + 1 < L
    forward-communicate the owners' rows of h_t+1 to their ghost rows.
 3. energies = mp_readout(h_L, owned types); target = energies.sum() (c = K) or energies.sum(1).mean() (c = 1).
-4. Backward for t = L-1 .. 0: d target / d (attr, h_t) given the owned rows' gradient of h_t+1 (for t = L-1:
-   of the target); accumulate the attr gradient; reverse-communicate (sum) the ghost rows of d/d h_t into their
-   owners, which are the gradient of h_t's owned rows for layer t - 1.
-5. edge_grad = d attr / d r_c applied to the accumulated attr gradient; mp_outputs(r, edge_grad, ...) gives the
+4. Backward for t = L-1 .. 0: d target / d (attr tensors, h_t) given the owned rows' gradient of h_t+1 (for
+   t = L-1: of the target); accumulate the attr gradients; reverse-communicate (sum) the ghost rows of d/d h_t
+   into their owners, which are the gradient of h_t's owned rows for layer t - 1.
+5. edge_grad = d attr / d r_c applied to the accumulated attr gradients; mp_outputs(r, edge_grad, ...) gives the
    rank's outputs: energies/virials are summed over ranks, force, member-force and per-atom-virial rows of
    ghosts reverse-communicated (newton on), then ``force_uncertainty`` on the owned rows' member forces.
 

@@ -82,6 +82,11 @@ def reverse_exchange(domains: List[Domain], rows: List[Tensor], n_atoms: int) ->
     return [total[dom.atom[:dom.n_local]] for dom in domains]
 
 
+def edge_pieces(attr) -> List[Tensor]:
+    """``mp_edges``'s result as a list of tensors: a list as it is, one tensor as a list of one."""
+    return list(attr) if isinstance(attr, (list, tuple)) else [attr]
+
+
 def layered_compute(module, domains: List[Domain], n_atoms: int, need_virial: bool = True,
                     need_uncertainty: bool = False, uncertainty_scale: Optional[float] = None) -> Dict[str, Tensor]:
     """The model's ``compute`` outputs for the whole system, evaluated layer by layer on the domains with
@@ -93,14 +98,18 @@ def layered_compute(module, domains: List[Domain], n_atoms: int, need_virial: bo
         src, dst = dom.edge_index
         r.append(dom.positions[dst] - dom.positions[src])
         rk.append(r[-1].unsqueeze(0).expand(copies, -1, -1).clone().requires_grad_(True))
-    edges = [module.mp_edges(x) for x in rk]
-    attr = [e.detach().requires_grad_(True) for e in edges]
+    # mp_edges returns a list of tensors, or one tensor (layer-wise files exported before stop 26): both are
+    # passed back to mp_layer as they came
+    raw = [module.mp_edges(x) for x in rk]
+    one_tensor = not isinstance(raw[0], (list, tuple))
+    edges = [edge_pieces(e) for e in raw]
+    attr = [[e.detach().requires_grad_(True) for e in pieces] for pieces in edges]
     h = [module.mp_embed(dom.types, copies) for dom in domains]
     ins: List[List[Tensor]] = []
     outs: List[List[Tensor]] = []
     for t in range(n_layers):
         ins.append([x.detach().requires_grad_(t > 0) for x in h])
-        outs.append([module.mp_layer(t, x, a, dom.edge_index, dom.types, dom.n_local)
+        outs.append([module.mp_layer(t, x, a[0] if one_tensor else a, dom.edge_index, dom.types, dom.n_local)
                      for x, a, dom in zip(ins[t], attr, domains)])
         if t + 1 < n_layers:
             h = forward_exchange(domains, outs[t], n_atoms)
@@ -108,26 +117,30 @@ def layered_compute(module, domains: List[Domain], n_atoms: int, need_virial: bo
     k = energies[0].shape[0]
     targets = [e.sum() if copies == k else e.sum(1).mean() for e in energies]
     # backward, layer by layer: d target / d features of the layer's input, ghost rows summed into owners
-    g_attr: List[Optional[Tensor]] = [None] * len(domains)
+    g_attr: List[Optional[List[Tensor]]] = [None] * len(domains)
     g_owned: List[Tensor] = []
     for t in reversed(range(n_layers)):
         g_rows = []
         for d in range(len(domains)):
-            wrt = [attr[d]] + ([ins[t][d]] if t > 0 else [])
+            n_attr = len(attr[d])
+            wrt = attr[d] + ([ins[t][d]] if t > 0 else [])
             if t == n_layers - 1:
                 grads = torch.autograd.grad([targets[d]], wrt, allow_unused=True)
             else:
                 grads = torch.autograd.grad([outs[t][d]], wrt, [g_owned[d]], allow_unused=True)
-            if grads[0] is not None:
-                g_attr[d] = grads[0] if g_attr[d] is None else g_attr[d] + grads[0]
+            g = [torch.zeros_like(a) if x is None else x for x, a in zip(grads[:n_attr], attr[d])]
+            g_attr[d] = g if g_attr[d] is None else [a + b for a, b in zip(g_attr[d], g)]
             if t > 0:
-                g_rows.append(grads[1])
+                g_rows.append(grads[n_attr])
         if t > 0:
             g_owned = reverse_exchange(domains, g_rows, n_atoms)
     per_domain = []
     for d, dom in enumerate(domains):
-        g = g_attr[d] if g_attr[d] is not None else torch.zeros_like(attr[d])
-        g_r = torch.autograd.grad([edges[d]], [rk[d]], [g])[0]
+        pairs = [(e, g) for e, g in zip(edges[d], g_attr[d]) if e.requires_grad]
+        g_r = torch.autograd.grad([e for e, _ in pairs], [rk[d]], [g for _, g in pairs], allow_unused=True)[0] \
+            if pairs else None
+        if g_r is None:
+            g_r = torch.zeros_like(rk[d])
         per_domain.append(module.mp_outputs(r[d], g_r, dom.edge_index, dom.positions.shape[0],
                                             energies[d].detach(), need_virial, need_uncertainty))
     return combine(module, domains, per_domain, n_atoms, uncertainty_scale)

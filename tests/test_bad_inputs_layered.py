@@ -2,13 +2,17 @@
 malformed or contradictory metadata ``message_passing``, half-exported modules, bad calls of the mp_* methods
 (Python: exception type + words naming the problem and the fix) and the same files / options in a real `lmp`
 (an ERROR: line naming them, a non-zero exit, no crash)."""
+from typing import Dict
+
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from lammps_util import cuau, plugin, run_lmp, write_data  # noqa: F401
 from mlpot_plugins import export, load, pretrained_path
 from mlpot_plugins.contract import ModelFormatError
+from mlpot_plugins.models.equivariant import EquivariantPotential
 from mlpot_plugins.models.reference import MorsePotential
 from test_bad_inputs_lammps import DROP, meta, rewrite_metadata
 
@@ -16,11 +20,21 @@ CU_EMT = pretrained_path("cu-emt")
 GOOD = {"layers": 2, "feature_dim": 432}
 
 
+class DictEdges(EquivariantPotential):
+    """mp_edges returns a dict, not the tensor or list of tensors of the contract."""
+
+    @torch.jit.export
+    def mp_edges(self, edge_vectors: Tensor) -> Dict[str, Tensor]:
+        sh, basis = self.geometry(edge_vectors)
+        return {"sh": sh, "basis": basis}
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("layered")
     morse = export(MorsePotential(["Cu", "Au"], cutoff=5.0), d / "morse.pt")
     return {
+        "mp-edges-dict": export(DictEdges(species=["Cu"], cutoff=3.0, channels=2), d / "dict.pt"),
         "mp-malformed": rewrite_metadata(CU_EMT, d / "a.pt", meta(message_passing={"layers": 0, "feature_dim": 432})),
         "mp-not-a-dict": rewrite_metadata(CU_EMT, d / "b.pt", meta(message_passing="yes")),
         "mp-dropped": rewrite_metadata(CU_EMT, d / "c.pt", meta(message_passing=DROP)),
@@ -96,6 +110,8 @@ LMP_CASES = {
     "layerwise-maybe": (CU_EMT, "layerwise maybe", "layerwise must be yes or no, got 'maybe'"),
     "images-wrap": (CU_EMT, "images wrap", "images must be fold or ghosts, got 'wrap'"),
     "images-missing": (CU_EMT, "images", "images: expected fold or ghosts after it"),
+    "mp-edges-dict": ("mp-edges-dict", "images ghosts", "returned GenericDict, the contract needs a tensor or a "
+                                                         "list of tensors; re-export"),
 }
 
 

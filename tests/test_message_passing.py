@@ -1,6 +1,8 @@
 """The layer-wise message-passing contract (contract.py, "Message passing layer by layer"): its Python reference
 engine (mlpot_plugins.message_passing) splits periodic Cu into domains with ghosts ONE cutoff deep, exchanges
 features forward and their gradients back, and must equal the model's own `compute` on the whole system."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -40,12 +42,19 @@ def assert_same(ref, out, tol=1e-10):
         assert err <= tol * max(scale, 1e-3), (key, err, scale)
 
 
-@pytest.mark.parametrize("n_domains", [1, 2, 3])
-def test_shipped_committee_layer_by_layer_equals_compute(n_domains):
+# cu-emt as exported before stop 26, when mp_edges returned one concatenated tensor: engines still accept it
+V1_FILE = str(Path(__file__).parent / "data" / "cu-emt-layerwise-v1.pt")
+
+
+@pytest.mark.parametrize("n_domains, path", [(1, "cu-emt"), (2, "cu-emt"), (3, "cu-emt"), (2, V1_FILE)])
+def test_shipped_committee_layer_by_layer_equals_compute(n_domains, path):
     """cu-emt (K = 4, 2 layers, fp64): energy, forces, virials, member forces/energies/virials and the
-    calibrated stds; with one domain every ghost is a periodic image of an owned atom."""
-    model = load("cu-emt")
+    calibrated stds; with one domain every ghost is a periodic image of an owned atom. The shipped file's
+    mp_edges returns its geometry as a list of tensors, the earlier file's as one tensor."""
+    model = load(path)
     assert has_layerwise(model.module) and model.metadata["message_passing"] == {"layers": 2, "feature_dim": 432}
+    probe = model.module.mp_edges(torch.zeros(4, 1, 3, dtype=torch.float64) + 1.0)
+    assert isinstance(probe, list if path == "cu-emt" else torch.Tensor)
     ref, out = full_and_layered(model.module, model.cutoff, system(), n_domains)
     assert float(ref["forces_std"].min()) > 1e-4  # a committee that disagrees: the std is a real test
     assert_same(ref, out)

@@ -125,10 +125,11 @@ class EquivariantPotential(AtomisticPotential):
         return self.copies_for(need_uncertainty, False)
 
     @torch.jit.export
-    def mp_edges(self, edge_vectors: Tensor) -> Tensor:
-        """[copies, E, 3] -> per-edge geometry [copies, E, G], computed once and used by every layer."""
-        sh, basis = self.geometry(edge_vectors)
-        return torch.cat([sh, basis], dim=-1)
+    def mp_edges(self, edge_vectors: Tensor) -> List[Tensor]:
+        """[copies, E, 3] -> per-edge geometry, computed once and used by every layer: spherical harmonics
+        [copies, E, (lmax+1)^2] and radial basis [copies, E, n_basis], two separate contiguous tensors (one
+        concatenated tensor would cost a copy of it per layer and its gradient's concatenation per layer)."""
+        return self.geometry(edge_vectors)
 
     @torch.jit.export
     def mp_embed(self, types: Tensor, copies: int) -> Tensor:
@@ -137,18 +138,19 @@ class EquivariantPotential(AtomisticPotential):
         return h0.permute(1, 0, 2).reshape(types.shape[0], copies * self.channels)
 
     @torch.jit.export
-    def mp_layer(self, layer: int, h: Tensor, edge_attr: Tensor, edge_index: Tensor, types: Tensor,
+    def mp_layer(self, layer: int, h: Tensor, edge_attr: List[Tensor], edge_index: Tensor, types: Tensor,
                  n_local: int) -> Tensor:
         """Layer ``layer``: features of all rows h [N, F_t] -> features of rows < n_local [n_local, F_t+1];
-        every edge's centre must be below n_local."""
-        copies, n = edge_attr.shape[0], h.shape[0]
+        ``edge_attr`` is what ``mp_edges`` returned; every edge's centre must be below n_local."""
+        n = h.shape[0]
         if layer < 0 or layer >= self.n_layers:
             raise ValueError("mp_layer: layer " + str(layer) + " does not exist (the model has "
                              + str(self.n_layers) + ", numbered from 0)")
-        # split (its backward is one cat, where two slices would each fill a zero copy of edge_attr), then
-        # contiguous pieces, as the full model's
-        pieces = torch.split(edge_attr, [self.n_sh, edge_attr.shape[2] - self.n_sh], dim=2)
-        sh, basis = pieces[0].contiguous(), pieces[1].contiguous()
+        if len(edge_attr) != 2:
+            raise ValueError("mp_layer: edge_attr must be the 2 tensors mp_edges returned (harmonics, radial "
+                             "basis), got " + str(len(edge_attr)))
+        sh, basis = edge_attr[0], edge_attr[1]
+        copies = sh.shape[0]
         out = h[:0]
         for t, block in enumerate(self.layers):
             if t == layer:
