@@ -91,6 +91,15 @@ def test_mp_layer_names_bad_calls(layer, width, match):
     assert match in str(err.value)
 
 
+def test_mp_layer_names_wrong_geometry():
+    """mp_layer needs the two geometry tensors mp_edges returned (harmonics, radial basis), not a part of them."""
+    module = load("cu-emt").module
+    attr, ei, types = _edges(module)
+    with pytest.raises(Exception) as err:
+        module.mp_layer(0, torch.zeros(4, 48, dtype=torch.float64), attr[:1], ei, types, 4)
+    assert "edge_attr must be the 2 tensors mp_edges returned (harmonics, radial basis), got 1" in str(err.value)
+
+
 DECK = """units metal
 atom_style atomic
 boundary p p p
