@@ -2,7 +2,7 @@
 between layers) vs the ASE calculator on the same atoms, and 2 ranks vs 1.
 
     PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/lammps_layered.py [--sizes 6 8 15] [--steps 3] [--old]
-        [--ranks [--rank-rounds R] [--warmup W]] [--ceiling] [--no-ase] [--dtype float32]
+        [--ranks [--rank-rounds R] [--warmup W]] [--ceiling] [--no-ase] [--dtype float32] [--edges device]
 
 In one process, alternating rounds: N MD steps of an in-process LAMMPS (`run N+1` minus `run 1`, as
 lammps_overhead.py) and N ASE `get_forces` calls on slightly moved copies of the same crystal (median of the
@@ -21,7 +21,8 @@ of 0.4-1.4 s per step seen in steps 1-4); production MD runs at the steady state
 arithmetic, limits a step.
 `--dtype float32` runs both engines on the float32 conversion of the committee (`pair_style ... dtype float32`,
 `MLPotCalculator(dtype=...)`): a 13.5k-atom cell of the fp64 K = 4 committee needs more than this machine's
-24 GiB in one process (peak RSS is printed per size). One torch thread per process.
+24 GiB in one process (peak RSS is printed per size). `--edges device` runs every LAMMPS engine with
+`pair_style ... edges device` (default `host`, the CPU default). One torch thread per process.
 Targets (issue 12): LAMMPS/ASE <= 1.10 at 864-13.5k atoms; 2 ranks >= 1.7x at 13.5k.
 """
 from __future__ import annotations
@@ -45,6 +46,7 @@ from mlpot_plugins.ase import MLPotCalculator  # noqa: E402
 from mlpot_plugins.lammps import plugin_path  # noqa: E402
 
 MODEL = "cu-emt"
+EDGES = "host"  # pair_style ... edges host|device (--edges)
 
 
 def interleaved(n: int, steps: int, rounds: int, pair_extra: str = "", dtype: str = "float64"):
@@ -58,7 +60,7 @@ def interleaved(n: int, steps: int, rounds: int, pair_extra: str = "", dtype: st
     base = atoms.positions.copy()
     lmp = lammps_instance()
     try:
-        for cmd in deck_lines(n, MODEL, f"{pair_extra} dtype {dtype}") + ["run 1"]:
+        for cmd in deck_lines(n, MODEL, f"{pair_extra} dtype {dtype} edges {EDGES}") + ["run 1"]:
             lmp.command(cmd)
         atoms.get_forces()
         ratios, cpu_ratios, t_lmp, t_ase = [], [], [], []
@@ -91,7 +93,7 @@ def ceiling(n: int, steps: int, plugin, tmp: Path, dtype: str, warmup: int):
     def one(k: int) -> float:
         work = tmp / f"ceiling{k}"
         work.mkdir(exist_ok=True)
-        return lammps_time(n, steps, 1, plugin, work, 2, MODEL, f"dtype {dtype}", warmup=warmup)[0]
+        return lammps_time(n, steps, 1, plugin, work, 2, MODEL, f"dtype {dtype} edges {EDGES}", warmup=warmup)[0]
 
     alone = one(0)
     with ThreadPoolExecutor(2) as pool:
@@ -102,7 +104,7 @@ def ceiling(n: int, steps: int, plugin, tmp: Path, dtype: str, warmup: int):
 def rank_pairs(n: int, steps: int, pairs: int, plugin, tmp: Path, dtype: str, warmup: int):
     """Alternating 1-rank and 2-rank lmp runs: (median 1-rank s/step, median 2-rank s/step, median of the
     per-pair speed-ups). Alternation spreads a slow spell of a shared machine over both; each pair is printed."""
-    extra = f"dtype {dtype}"
+    extra = f"dtype {dtype} edges {EDGES}"
     t1s, t2s = [], []
     for k in range(pairs):
         t1s.append(lammps_time(n, steps, 1, plugin, tmp, 2, MODEL, extra, warmup=warmup)[0])
@@ -135,7 +137,12 @@ def main() -> None:
                         help="also time two independent 1-rank lmp runs started together")
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                         help="the committee's dtype in both engines")
+    parser.add_argument("--edges", choices=["host", "device"], default="host",
+                        help="pair_style ... edges: built on the host each step, or filtered where the model runs "
+                             "from candidates kept between neighbour-list builds")
     args = parser.parse_args()
+    global EDGES
+    EDGES = args.edges
     torch.set_num_threads(1)
     plugin = plugin_path()
     print(f"# {os.cpu_count()} CPUs, torch {torch.__version__}, model {MODEL} (K=4, 2 layers, {args.dtype}, "

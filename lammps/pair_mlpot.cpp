@@ -101,6 +101,9 @@ static bool tune_malloc()
 PairMLPot::PairMLPot(LAMMPS *lmp) : Pair(lmp)
 {
   threads_opt = 0;
+  edges_opt = -1;
+  edges_device = false;
+  edges_flag = candidate_builds = 0.0;
   single_enable = 0;
   restartinfo = 1;
   one_coeff = 1;
@@ -170,12 +173,12 @@ void PairMLPot::allocate()
 
 /* pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N]
                           [model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD [until STEP]] [layerwise yes|no]
-                          [images fold|ghosts] [dtype float32|float64] [threads N] */
+                          [images fold|ghosts] [dtype float32|float64] [threads N] [edges host|device] */
 void PairMLPot::settings(int narg, char **arg)
 {
   const char *usage = "expected: pair_style mlpot MODEL [device cpu|cuda] [uncertainty every N] "
                       "[model_devi FILE every N [calibrated] [atomic]] [fallback THRESHOLD [until STEP]] [layerwise yes|no] "
-                      "[images fold|ghosts] [dtype float32|float64] [threads N]";
+                      "[images fold|ghosts] [dtype float32|float64] [threads N] [edges host|device]";
   if (narg < 1) error->all(FLERR, "Illegal pair_style mlpot command: no model file; {}", usage);
 
   device_name = "cpu";
@@ -186,6 +189,7 @@ void PairMLPot::settings(int narg, char **arg)
   images_opt = 1;
   dtype_opt.clear();
   threads_opt = 0;
+  edges_opt = -1;
   devi_file.clear();
   int iarg = 1;
   auto every = [&](int at, const char *what) {
@@ -255,6 +259,15 @@ void PairMLPot::settings(int narg, char **arg)
       if (threads_opt < 1)
         error->all(FLERR, "pair_style mlpot threads must be >= 1 (torch threads per MPI rank), got {}", threads_opt);
       iarg += 2;
+    } else if (word == "edges") {
+      if (iarg + 1 >= narg) error->all(FLERR, "pair_style mlpot edges: expected host or device after it; {}", usage);
+      const std::string value = arg[iarg + 1];
+      if (value != "host" && value != "device")
+        error->all(FLERR, "pair_style mlpot edges must be host or device, got '{}' (device: the cutoff filter and "
+                          "image shifts run where the model runs, only positions are copied each step; the default "
+                          "with device cuda)", value);
+      edges_opt = value == "device" ? 1 : 0;
+      iarg += 2;
     } else if (word == "uncertainty") {
       unc_every = every(iarg + 1, "uncertainty");
       iarg += 3;
@@ -280,6 +293,11 @@ void PairMLPot::settings(int narg, char **arg)
                       "(no GPU or CPU-only torch); use device cpu");
 
   load_model(arg[0]);
+  if (edges_opt >= 0 && lattice())
+    error->all(FLERR, "pair_style mlpot edges: lattice model {} has no edges (its sites are a block of the "
+                      "lattice); drop 'edges {}'", model_path, edges_opt ? "device" : "host");
+  edges_device = !lattice() && (edges_opt == 1 || (edges_opt < 0 && device_name == "cuda"));
+  edges_flag = edges_device ? 1.0 : 0.0;
   if ((unc_every || devi_every) && nmembers < 2)
     error->all(FLERR, "pair_style mlpot uncertainty/model_devi need a committee model, but {} has "
                       "ensemble_size 1; use a committee model or drop the option", model_path);
@@ -630,6 +648,9 @@ bool PairMLPot::lattice() const { return model && model->lattice; }
 void PairMLPot::init_style()
 {
   check_units(false);
+  // edges device: candidates belong to one neighbour-list build; a new run or minimisation starts the count of
+  // builds again (and may have moved, sorted or exchanged the atoms), so they are made anew at its first step
+  if (model) model->cand_ncalls = -1;
   if (!tune_malloc())
     error->all(FLERR, "MLPOT_MALLOC={} is not understood; use 'system' (leave glibc's malloc settings alone) or "
                       "unset it (keep freed tensors for the next call)", getenv("MLPOT_MALLOC"));
@@ -817,18 +838,42 @@ void PairMLPot::map_images()
   }
 }
 
-/* rows: the mapped local atoms, then only the ghosts that are an end of some edge (the ghost shell of
-   cutoff + skin holds many more atoms than the model needs); edges within the model cutoff (the list
-   has cutoff + skin), with ghost centres for message passing. */
+/* shifts of E edges whose ghosts are at their image positions: a view of zeros kept from step to step */
+static torch::Tensor zero_shifts(PairMLPot::Model &m, int64_t nedges)
+{
+  if (!m.zero_shifts.defined() || m.zero_shifts.size(0) < nedges)
+    m.zero_shifts = torch::zeros({nedges + nedges / 4 + 16, 3}, torch::TensorOptions().dtype(m.dtype).device(m.device));
+  return m.zero_shifts.narrow(0, 0, nedges);
+}
+
+/* The model inputs of this evaluation as tensors where the model runs (Model::in_*). edges host: built here and
+   copied over; edges device: only the positions are copied, the rest is done there. */
 void PairMLPot::build_inputs()
+{
+  if (edges_device) return build_inputs_device();
+  build_inputs_host();
+  Model &m = *model;
+  const auto topts = torch::TensorOptions().dtype(m.dtype).device(m.device);
+  // the CPU buffers are wrapped, not copied (a copy happens only for float32 models or a GPU)
+  m.in_pos = torch::from_blob(m.pos.data(), {m.nrows, 3}, torch::kFloat64).to(topts);
+  m.in_types = torch::from_blob(m.types.data(), {m.nrows}, torch::kInt64).to(m.device);
+  m.in_edges = torch::from_blob(m.edges.data(), {2, m.nedges}, torch::kInt64).to(m.device);
+  if (fold || merge) {
+    m.in_shifts = torch::from_blob(m.shifts.data(), {m.nedges, 3}, torch::kFloat64).to(topts);
+  } else {
+    m.in_shifts = zero_shifts(m, m.nedges);
+  }
+}
+
+
+/* the first rows of an evaluation: the mapped local atoms; other rows are added by Model::row as edges reach them.
+   Folded/merged images: which atom's row each ghost shares. Returns whether every atom type is mapped. */
+bool PairMLPot::start_rows()
 {
   Model &m = *model;
   const int nlocal = atom->nlocal;
-  const int nall = nlocal + atom->nghost;
-  double **x = atom->x;
   const int *type = atom->type;
-
-  m.row_of_atom.assign(nall, -1);
+  m.row_of_atom.assign(nlocal + atom->nghost, -1);
   m.atom_of_row.clear();
   for (int i = 0; i < nlocal; i++) {
     if (type_map[type[i]] < 0) continue;
@@ -836,17 +881,25 @@ void PairMLPot::build_inputs()
     m.atom_of_row.push_back(i);
   }
   m.n_local_rows = (int) m.atom_of_row.size();
-  auto row = [&m](int a) {
-    int &r = m.row_of_atom[a];
-    if (r < 0) {
-      r = (int) m.atom_of_row.size();
-      m.atom_of_row.push_back(a);
-    }
-    return r;
-  };
+  if (fold || merge) map_images();
+  bool all_mapped = true;
+  for (int t = 1; t <= atom->ntypes; t++) all_mapped = all_mapped && type_map[t] >= 0;
+  return all_mapped;
+}
 
+/* rows: the mapped local atoms, then only the ghosts that are an end of some edge (the ghost shell of
+   cutoff + skin holds many more atoms than the model needs); edges within the model cutoff (the list
+   has cutoff + skin), with ghost centres for message passing. */
+void PairMLPot::build_inputs_host()
+{
+  Model &m = *model;
+  const int nlocal = atom->nlocal;
+  double **x = atom->x;
+  const int *type = atom->type;
+
+  const bool all_mapped = start_rows();
+  auto row = [&m](int a) { return m.row(a); };
   const bool by_owner = fold || merge;    // images share their atom's row; edges carry the shifts
-  if (by_owner) map_images();
 
   const double cutsq_model = cut_lmp * cut_lmp;
   const double coincident = 1e-4 * len_factor;    // 1e-4 Angstrom: the same position, not a close contact
@@ -854,8 +907,6 @@ void PairMLPot::build_inputs()
   m.edges.clear();
   m.dst.clear();
   m.shifts.clear();
-  bool all_mapped = true;
-  for (int t = 1; t <= atom->ntypes; t++) all_mapped = all_mapped && type_map[t] >= 0;
   double min_rsq = std::numeric_limits<double>::max();
   for (int ii = 0; ii < ncentres; ii++) {
     const int i = list->ilist[ii];
@@ -915,20 +966,96 @@ void PairMLPot::build_inputs()
   }
 }
 
+/* edges device: the rows and every pair of the neighbour list (cutoff + skin) of the current list build, as
+   the rows' and atoms' indices, put where the model runs. Between list builds LAMMPS keeps its atoms' indices
+   (local and ghost) and only moves them, so the same candidates hold until the next build. The rows are those of
+   build_inputs_host, except that a ghost is a row if it ends a candidate (not only an edge within the cutoff):
+   a few rows more, with no edge, the same results. */
+void PairMLPot::build_candidates()
+{
+  Model &m = *model;
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  const int *type = atom->type;
+  const bool all_mapped = start_rows();
+  auto row = [&m](int a) { return m.row(a); };
+  const bool by_owner = fold || merge;
+  const int ncentres = list->inum + (ghostneigh && !fold ? list->gnum : 0);
+  std::vector<int64_t> &c = m.c_host;    // five columns, appended pair by pair, then split below
+  c.clear();
+  for (int ii = 0; ii < ncentres; ii++) {
+    const int i = list->ilist[ii];
+    if (type_map[type[i]] < 0) continue;
+    const int *jlist = list->firstneigh[i];
+    const int jnum = list->numneigh[i];
+    for (int jj = 0; jj < jnum; jj++) {
+      const int j = jlist[jj] & NEIGHMASK;
+      if (!all_mapped && type_map[type[j]] < 0) continue;
+      const int o = by_owner ? m.owner[j] : j;
+      const int ri = row(i);
+      const int rj = o < nlocal ? m.row_of_atom[o] : row(o);
+      c.insert(c.end(), {(int64_t) ri, (int64_t) rj, (int64_t) i, (int64_t) j, (int64_t) o});
+    }
+  }
+  m.nrows = (int) m.atom_of_row.size();
+  m.types.resize(m.nrows);
+  for (int r = 0; r < m.nrows; r++) m.types[r] = type_map[type[m.atom_of_row[r]]];
+  const int64_t ncand = (int64_t) c.size() / 5;
+  // one copy of the [C, 5] table; its columns are strided views there, made contiguous once
+  auto table = torch::from_blob(c.data(), {ncand, 5}, torch::kInt64).to(m.device, false, true);
+  m.c_src = table.select(1, 0).contiguous();
+  m.c_dst = table.select(1, 1).contiguous();
+  m.c_i = table.select(1, 2).contiguous();
+  m.c_j = table.select(1, 3).contiguous();
+  m.c_o = table.select(1, 4).contiguous();
+  m.in_types = torch::from_blob(m.types.data(), {m.nrows}, torch::kInt64).to(m.device, false, true);
+  std::vector<int64_t> rows(m.atom_of_row.begin(), m.atom_of_row.end());
+  m.row_atom = torch::from_blob(rows.data(), {m.nrows}, torch::kInt64).to(m.device, false, true);
+  m.cand_ncalls = neighbor->ncalls;
+  m.cand_list = list;
+  m.cand_nlocal = nlocal;
+  m.cand_nall = nall;
+  candidate_builds += 1.0;
+}
+
+/* edges device: per step, the positions of every local and ghost atom are copied to where the model runs (the one
+   host-to-device copy); there the candidates are filtered by the cutoff, the model positions gathered and the
+   image shifts of folded/merged images taken -- the same numbers build_inputs_host makes on the host. */
+void PairMLPot::build_inputs_device()
+{
+  Model &m = *model;
+  const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
+  // the atoms keep their indices until the next neighbour-list build (neighbor->ncalls counts them within a run;
+  // init_style forgets the candidates between runs)
+  if (neighbor->ncalls != m.cand_ncalls || (const void *) list != m.cand_list || nlocal != m.cand_nlocal ||
+      nall != m.cand_nall)
+    build_candidates();
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(m.device);
+  auto x = nall > 0 ? torch::from_blob(atom->x[0], {nall, 3}, torch::kFloat64).to(f64) : torch::zeros({0, 3}, f64);
+  auto xj = x.index_select(0, m.c_j);
+  auto d = xj - x.index_select(0, m.c_i);
+  auto rsq = (d * d).sum(1);
+  auto within = rsq < cut_lmp * cut_lmp;
+  const double coincident = 1e-4 * len_factor;    // as build_inputs_host
+  if (m.c_j.size(0) > 0 &&
+      torch::where(within, rsq, torch::full({}, INFINITY, f64)).min().item<double>() < coincident * coincident) {
+    m.cand_ncalls = -1;    // build_inputs_host takes over the rows; it names the two atoms and throws
+    build_inputs_host();
+  }
+  auto idx = within.nonzero().squeeze(1);
+  m.nedges = idx.size(0);
+  m.in_edges = torch::stack({m.c_src.index_select(0, idx), m.c_dst.index_select(0, idx)});
+  m.in_pos = (x.index_select(0, m.row_atom) / len_factor).to(m.dtype);
+  if (fold || merge)
+    m.in_shifts = ((xj.index_select(0, idx) - x.index_select(0, m.c_o.index_select(0, idx))) / len_factor).to(m.dtype);
+  else
+    m.in_shifts = zero_shifts(m, m.nedges);
+  rows_flag = m.nrows;
+}
+
 void PairMLPot::call_model(bool need_virial, bool need_uncertainty)
 {
   Model &m = *model;
-  auto topts = torch::TensorOptions().dtype(m.dtype).device(m.device);
-  if (!m.zero_shifts.defined() || m.zero_shifts.size(0) < m.nedges)
-    m.zero_shifts = torch::zeros({m.nedges + m.nedges / 4 + 16, 3}, topts);
-  // the CPU buffers are wrapped, not copied (a copy happens only for float32 models or a GPU)
-  auto pos = torch::from_blob(m.pos.data(), {m.nrows, 3}, torch::kFloat64);
-  auto typ = torch::from_blob(m.types.data(), {m.nrows}, torch::kInt64);
-  auto edges = torch::from_blob(m.edges.data(), {2, m.nedges}, torch::kInt64);
-  auto shifts = fold ? torch::from_blob(m.shifts.data(), {m.nedges, 3}, torch::kFloat64).to(topts)
-                     : m.zero_shifts.narrow(0, 0, m.nedges);
-  std::vector<c10::IValue> inputs{pos.to(topts), typ.to(m.device), edges.to(m.device), shifts,
-                                  (int64_t) m.n_local_rows,
+  std::vector<c10::IValue> inputs{m.in_pos, m.in_types, m.in_edges, m.in_shifts, (int64_t) m.n_local_rows,
                                   need_virial, need_uncertainty};
   const double t0 = platform::walltime();
   c10::IValue result = m.module.get_method("compute")(inputs);
@@ -1057,6 +1184,8 @@ void *PairMLPot::extract(const char *name, int &dim)
   if (strcmp(name, "layerwise") == 0) return (void *) &layered_flag;
   if (strcmp(name, "images_folded") == 0) return (void *) &fold_flag;
   if (strcmp(name, "model_rows") == 0) return (void *) &rows_flag;    // rows of the last evaluation (this rank)
+  if (strcmp(name, "edges_device") == 0) return (void *) &edges_flag;
+  if (strcmp(name, "candidate_builds") == 0) return (void *) &candidate_builds;
   return nullptr;
 }
 
@@ -1198,7 +1327,8 @@ double PairMLPot::memory_usage()
   if (model) {
     const Model &m = *model;
     bytes += (double) (m.row_of_atom.capacity() + m.atom_of_row.capacity() + m.accepted.capacity()) * sizeof(int);
-    bytes += (double) (m.edges.capacity() + m.dst.capacity() + m.types.capacity()) * sizeof(int64_t);
+    bytes += (double) (m.edges.capacity() + m.dst.capacity() + m.types.capacity() + m.c_host.capacity()) *
+        sizeof(int64_t);
     bytes += (double) (m.pos.capacity() + m.local_f.capacity() + m.accepted_rsq.capacity()) * sizeof(double);
   }
   return bytes;

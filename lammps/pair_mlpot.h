@@ -84,6 +84,10 @@ class PairMLPot : public Pair {
   int layerwise_opt;              // pair_style option layerwise yes|no (-1: not given: yes when the model can)
   std::string dtype_opt;          // pair_style option dtype float32|float64 (empty: the model file's own)
   int threads_opt;                // pair_style option threads N (0: MLPOT_THREADS, OMP_NUM_THREADS, else 1)
+  int edges_opt;                  // pair_style option edges host|device (-1: not given: device with device cuda)
+  bool edges_device;              // this model's edges are filtered where it runs (see build_inputs_device)
+  double edges_flag;              // the same, for extract("edges_device")
+  double candidate_builds;        // edges device: times the pair candidates were put on the device
   bool layered;                   // this model runs layer by layer on a one-cutoff ghost shell
   double layered_flag;            // the same, for extract("layerwise")
   int images_opt;                 // pair_style option images fold|ghosts (1: fold, the default)
@@ -102,7 +106,11 @@ class PairMLPot : public Pair {
   // one evaluation = build_inputs -> call_model -> scatter_outputs -> committee_statistics, inside the
   // single try/catch of evaluate() that turns any exception into a LAMMPS error naming the step
   void evaluate(bool write_forces, bool need_uncertainty, bool need_member_virial);
-  void build_inputs();
+  void build_inputs();         // the model inputs as tensors where it runs: host or device edge building
+  void build_inputs_host();    // edges within the cutoff, rows and positions on the host, copied over
+  void build_inputs_device();  // only positions copied; cutoff filter, image shifts and rows where the model runs
+  void build_candidates();     // (edges device) the pairs of the current neighbour list, once per list build
+  bool start_rows();           // rows of the mapped local atoms (and image owners); whether all types are mapped
   void map_images();
   void call_model(bool need_virial, bool need_uncertainty);
   void call_model_layered(bool need_virial, bool need_uncertainty);    // pair_mlpot_layered.cpp

@@ -103,9 +103,7 @@ void PairMLPot::call_model_layered(bool need_virial, bool need_uncertainty)
   const int nl = m.n_local_rows, nrows = m.nrows;
   const int nall = atom->nlocal + atom->nghost;
   auto topts = torch::TensorOptions().dtype(m.dtype).device(m.device);
-  auto pos = torch::from_blob(m.pos.data(), {nrows, 3}, torch::kFloat64).to(topts);
-  auto typ = torch::from_blob(m.types.data(), {nrows}, torch::kInt64).to(m.device);
-  auto edges = torch::from_blob(m.edges.data(), {2, m.nedges}, torch::kInt64).to(m.device);
+  const auto &pos = m.in_pos, &typ = m.in_types, &edges = m.in_edges;
   auto typ_local = typ.narrow(0, 0, nl);
   torch::jit::Module &mod = m.module;
 
@@ -140,7 +138,7 @@ void PairMLPot::call_model_layered(bool need_virial, bool need_uncertainty)
   const int64_t copies = mod.run_method("mp_copies", need_uncertainty).toInt();
   // ghost rows at their image positions; merged images: one row per atom ID, the edge carries the image shift
   auto r = pos.index_select(0, edges[1]) - pos.index_select(0, edges[0]);
-  if (merge) r = r + torch::from_blob(m.shifts.data(), {m.nedges, 3}, torch::kFloat64).to(topts);
+  if (merge) r = r + m.in_shifts;
   auto rk = r.unsqueeze(0).expand({copies, -1, -1}).clone().requires_grad_(true);
   // mp_edges returns a list of tensors, or one tensor (layer-wise files exported before stop 26); mp_layer gets
   // detached leaves of them in the same form

@@ -39,6 +39,27 @@ struct PairMLPot::Model {
   std::vector<int> owner;           // [nall] folded/merged: the atom whose row each local/ghost atom shares
   std::unordered_map<tagint, int> first_of_tag;    // folded/merged: tag -> its first local (else ghost) index
   c10::IValue out;                  // the model's output dict of this evaluation
+  int row(int a)                    // the row of LAMMPS atom a, given the next row if it has none yet
+  {
+    int &r = row_of_atom[a];
+    if (r < 0) {
+      r = (int) atom_of_row.size();
+      atom_of_row.push_back(a);
+    }
+    return r;
+  }
+  // the inputs of this evaluation where the model runs (build_inputs, host or device edges): positions
+  // [nrows, 3] and shifts [E, 3] in the model's dtype, types [nrows], edges [2, E]
+  torch::Tensor in_pos, in_types, in_edges, in_shifts;
+  // edges device: every pair of the neighbour list (cutoff + skin) as rows and LAMMPS indices, put on the
+  // device once per neighbour-list build; each step then copies only the positions there
+  bigint cand_ncalls = -1;          // neighbor->ncalls of the list the candidates come from
+  const void *cand_list = nullptr;  // ... and that list, with the atom counts of that build
+  int cand_nlocal = -1, cand_nall = -1;
+  std::vector<int64_t> c_host;      // [5, C] staging: centre row, neighbour row, centre, neighbour, its row's atom
+  torch::Tensor c_src, c_dst;       // [C] rows of the centre and of the neighbour (its owner's row when folded)
+  torch::Tensor c_i, c_j, c_o;      // [C] LAMMPS indices of the centre, the neighbour, the atom of its row
+  torch::Tensor row_atom;           // [nrows] LAMMPS index of the atom of each row
   int n_local_rows = 0, nrows = 0;
   int64_t nedges = 0;
 

@@ -183,24 +183,40 @@ def lammps_stage(out_dir: Path, quick: bool) -> None:
     plugin_path()  # builds on first use (about a minute, once)
     built = time.perf_counter() - t0
     steps = 50 if quick else 200
-    lmp = lammps_instance(["-log", str(Path(out_dir) / "lammps.log"), "-screen", "none"])
-    try:
-        # the committee's own 300 K lattice constant (NPT, 0 bar); compute u: per-atom [force std, energy
-        # std], global vector [max force std, mean force std, max energy std, total energy std]
-        for cmd in ["units metal", "atom_style atomic", "lattice fcc 3.83", "region box block 0 3 0 3 0 3",
-                    "create_box 1 box", "create_atoms 1 box", "group gone id 1", "delete_atoms group gone",
-                    "mass 1 63.546", "pair_style mlpot morse-cuau-committee", "pair_coeff * * Cu",
-                    "compute u all mlpot/atom", "thermo_style custom step temp pe etotal c_u[1]", f"thermo {steps}",
-                    f"dump unc all custom {steps} {Path(out_dir) / 'lammps-uncertainty.dump'} id x y z c_u[1] c_u[2]",
-                    "velocity all create 300 4928459 mom yes rot yes dist gaussian", "fix nve all nve",
-                    "timestep 0.002", "run 0"]:
-            lmp.command(cmd)
-        e0 = lmp.get_thermo("etotal")
-        lmp.command(f"run {steps}")
-        e1, umax, n = lmp.get_thermo("etotal"), lmp.extract_compute("u", 0, 1)[0], lmp.get_natoms()
-    finally:
-        lmp.close()
+
+    def nve(edges: str, log: str, dump: bool):
+        lmp = lammps_instance(["-log", str(Path(out_dir) / log), "-screen", "none"])
+        try:
+            # the committee's own 300 K lattice constant (NPT, 0 bar); compute u: per-atom [force std, energy
+            # std], global vector [max force std, mean force std, max energy std, total energy std]
+            for cmd in ["units metal", "atom_style atomic", "atom_modify map array", "lattice fcc 3.83",
+                        "region box block 0 3 0 3 0 3", "create_box 1 box", "create_atoms 1 box", "group gone id 1",
+                        "delete_atoms group gone", "mass 1 63.546",
+                        f"pair_style mlpot morse-cuau-committee edges {edges}", "pair_coeff * * Cu",
+                        "compute u all mlpot/atom", "thermo_style custom step temp pe etotal c_u[1]",
+                        f"thermo {steps}"] + \
+                    ([f"dump unc all custom {steps} {Path(out_dir) / 'lammps-uncertainty.dump'} id x y z c_u[1] "
+                      "c_u[2]"] if dump else []) + \
+                    ["velocity all create 300 4928459 mom yes rot yes dist gaussian", "fix nve all nve",
+                     "timestep 0.002", "run 0"]:
+                lmp.command(cmd)
+            e0 = lmp.get_thermo("etotal")
+            lmp.command(f"run {steps}")
+            n = lmp.get_natoms()
+            x = [lmp.gather_atoms("x", 1, 3)[k] for k in range(3 * n)]
+            return e0, lmp.get_thermo("etotal"), lmp.extract_compute("u", 0, 1)[0], n, x
+        finally:
+            lmp.close()
+
+    e0, e1, umax, n, x_host = nve("host", "lammps.log", True)
     note = f"; plugin built in {built:.0f} s" if built > 5 else ""
     print(f"[lammps] pair_style mlpot morse-cuau-committee: {n} Cu atoms, {steps} NVE steps of 2 fs: "
           f"energy drift {abs(e1 - e0) / n * 1e3:.3f} meV/atom, max per-atom force std {umax:.4f} eV/A "
           f"(dump in lammps-uncertainty.dump{note})")
+    # the GPU default: only positions copied each step, cutoff filter and image shifts where the model runs
+    x_dev = nve("device", "lammps-edges-device.log", False)[4]
+    dx = max(abs(a - b) for a, b in zip(x_host, x_dev))
+    print(f"[lammps] same run with 'edges device' (the default with device cuda): largest position difference "
+          f"{dx:.1e} A after {steps} steps")
+    if not dx < 1e-9:
+        raise RuntimeError(f"edges device left the edges-host trajectory by {dx:.3g} A")

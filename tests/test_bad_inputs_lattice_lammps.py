@@ -92,6 +92,8 @@ CASES = {
     "fallback until no step": (sites(), "holstein-d4", "fallback 0.07 until", {}, 1, ["until", "expected a timestep"]),
     "fallback until -1": (sites(), "holstein-d4", "fallback 0.07 until -1", {}, 1, ["STEP >= 0", "got -1"]),
     "until without fallback": (sites(), "holstein-d4", "until 100", {}, 1, ["after 'fallback THRESHOLD'"]),
+    "edges device": (sites(), "holstein-d4", "edges device", {}, 1, ["lattice model", "has no edges",
+                                                                     "drop 'edges device'"]),
 }
 
 
