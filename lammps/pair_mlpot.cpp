@@ -850,7 +850,7 @@ static torch::Tensor zero_shifts(PairMLPot::Model &m, int64_t nedges)
    copied over; edges device: only the positions are copied, the rest is done there. */
 void PairMLPot::build_inputs()
 {
-  if (edges_device) return build_inputs_device();
+  if (edges_device && build_inputs_device()) return;
   build_inputs_host();
   Model &m = *model;
   const auto topts = torch::TensorOptions().dtype(m.dtype).device(m.device);
@@ -1019,8 +1019,9 @@ void PairMLPot::build_candidates()
 
 /* edges device: per step, the positions of every local and ghost atom are copied to where the model runs (the one
    host-to-device copy); there the candidates are filtered by the cutoff, the model positions gathered and the
-   image shifts of folded/merged images taken -- the same numbers build_inputs_host makes on the host. */
-void PairMLPot::build_inputs_device()
+   image shifts of folded/merged images taken -- the same numbers build_inputs_host makes on the host. Returns false
+   when two atoms may sit at the same position: build_inputs_host then builds this step (and names them). */
+bool PairMLPot::build_inputs_device()
 {
   Model &m = *model;
   const int nlocal = atom->nlocal, nall = nlocal + atom->nghost;
@@ -1038,8 +1039,8 @@ void PairMLPot::build_inputs_device()
   const double coincident = 1e-4 * len_factor;    // as build_inputs_host
   if (m.c_j.size(0) > 0 &&
       torch::where(within, rsq, torch::full({}, INFINITY, f64)).min().item<double>() < coincident * coincident) {
-    m.cand_ncalls = -1;    // build_inputs_host takes over the rows; it names the two atoms and throws
-    build_inputs_host();
+    m.cand_ncalls = -1;    // build_inputs_host takes over the rows (candidates are made again next time)
+    return false;
   }
   auto idx = within.nonzero().squeeze(1);
   m.nedges = idx.size(0);
@@ -1050,6 +1051,7 @@ void PairMLPot::build_inputs_device()
   else
     m.in_shifts = zero_shifts(m, m.nedges);
   rows_flag = m.nrows;
+  return true;
 }
 
 void PairMLPot::call_model(bool need_virial, bool need_uncertainty)

@@ -108,7 +108,7 @@ class PairMLPot : public Pair {
   void evaluate(bool write_forces, bool need_uncertainty, bool need_member_virial);
   void build_inputs();         // the model inputs as tensors where it runs: host or device edge building
   void build_inputs_host();    // edges within the cutoff, rows and positions on the host, copied over
-  void build_inputs_device();  // only positions copied; cutoff filter, image shifts and rows where the model runs
+  bool build_inputs_device();  // only positions copied; cutoff filter, image shifts and rows where the model runs
   void build_candidates();     // (edges device) the pairs of the current neighbour list, once per list build
   bool start_rows();           // rows of the mapped local atoms (and image owners); whether all types are mapped
   void map_images();

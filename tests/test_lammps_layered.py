@@ -143,9 +143,10 @@ def test_md_on_one_and_two_ranks_agree(tmp_path, plugin):
     np.testing.assert_allclose(f2, f1, rtol=0, atol=1e-9 * np.abs(f1).max())
 
 
-def test_rank_without_atoms(tmp_path, plugin):
-    """A cluster in one half of an open box on 2 ranks: the other rank has no atoms (and no edges) but takes
-    part in every exchange; energy and forces equal ASE's for the free cluster."""
+@pytest.mark.parametrize("extra", ["", "edges device"])
+def test_rank_without_atoms(tmp_path, plugin, extra):
+    """A cluster in one half of an open box on 2 ranks: the other rank has no atoms (and no edges, no pair
+    candidates) but takes part in every exchange; energy and forces equal ASE's for the free cluster."""
     from ase.cluster import Octahedron
 
     atoms = Octahedron("Cu", 3, 0)  # 19 atoms
@@ -157,7 +158,7 @@ def test_rank_without_atoms(tmp_path, plugin):
     work.mkdir()
     write_data(work / "system.data", atoms, elements=("Cu",))
     deck = DECK.replace("boundary p p p", "boundary f f f")
-    res = run_lmp("processors 2 1 1\n" + deck.format(plugin=plugin, model=MODEL, extra=""), work, 2, timeout=300)
+    res = run_lmp("processors 2 1 1\n" + deck.format(plugin=plugin, model=MODEL, extra=extra), work, 2, timeout=300)
     r, d = results(res.stdout), read_dump(work / "dump.atoms")
     atoms.calc = MLPotCalculator(MODEL)
     assert r["pe"] == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
