@@ -967,7 +967,8 @@ void PairMLPot::build_inputs_host()
 }
 
 /* edges device: the rows and every pair of the neighbour list (cutoff + skin) of the current list build, as
-   the rows' and atoms' indices, put where the model runs. Between list builds LAMMPS keeps its atoms' indices
+   the two rows and the neighbour's LAMMPS index, put where the model runs (the centre's and the owner's atoms are
+   the atoms of their rows). Between list builds LAMMPS keeps its atoms' indices
    (local and ghost) and only moves them, so the same candidates hold until the next build. The rows are those of
    build_inputs_host, except that a ghost is a row if it ends a candidate (not only an edge within the cutoff):
    a few rows more, with no edge, the same results. */
@@ -980,7 +981,7 @@ void PairMLPot::build_candidates()
   auto row = [&m](int a) { return m.row(a); };
   const bool by_owner = fold || merge;
   const int ncentres = list->inum + (ghostneigh && !fold ? list->gnum : 0);
-  std::vector<int64_t> &c = m.c_host;    // five columns, appended pair by pair, then split below
+  std::vector<int64_t> &c = m.c_host;    // three columns, appended pair by pair, then split below
   c.clear();
   for (int ii = 0; ii < ncentres; ii++) {
     const int i = list->ilist[ii];
@@ -993,20 +994,18 @@ void PairMLPot::build_candidates()
       const int o = by_owner ? m.owner[j] : j;
       const int ri = row(i);
       const int rj = o < nlocal ? m.row_of_atom[o] : row(o);
-      c.insert(c.end(), {(int64_t) ri, (int64_t) rj, (int64_t) i, (int64_t) j, (int64_t) o});
+      c.insert(c.end(), {(int64_t) ri, (int64_t) rj, (int64_t) j});
     }
   }
   m.nrows = (int) m.atom_of_row.size();
   m.types.resize(m.nrows);
   for (int r = 0; r < m.nrows; r++) m.types[r] = type_map[type[m.atom_of_row[r]]];
-  const int64_t ncand = (int64_t) c.size() / 5;
-  // one copy of the [C, 5] table; its columns are strided views there, made contiguous once
-  auto table = torch::from_blob(c.data(), {ncand, 5}, torch::kInt64).to(m.device, false, true);
+  const int64_t ncand = (int64_t) c.size() / 3;
+  // one copy of the [C, 3] table; its columns are strided views there, made contiguous once
+  auto table = torch::from_blob(c.data(), {ncand, 3}, torch::kInt64).to(m.device, false, true);
   m.c_src = table.select(1, 0).contiguous();
   m.c_dst = table.select(1, 1).contiguous();
-  m.c_i = table.select(1, 2).contiguous();
-  m.c_j = table.select(1, 3).contiguous();
-  m.c_o = table.select(1, 4).contiguous();
+  m.c_j = table.select(1, 2).contiguous();
   m.in_types = torch::from_blob(m.types.data(), {m.nrows}, torch::kInt64).to(m.device, false, true);
   std::vector<int64_t> rows(m.atom_of_row.begin(), m.atom_of_row.end());
   m.row_atom = torch::from_blob(rows.data(), {m.nrows}, torch::kInt64).to(m.device, false, true);
@@ -1032,8 +1031,9 @@ bool PairMLPot::build_inputs_device()
     build_candidates();
   const auto f64 = torch::TensorOptions().dtype(torch::kFloat64).device(m.device);
   auto x = nall > 0 ? torch::from_blob(atom->x[0], {nall, 3}, torch::kFloat64).to(f64) : torch::zeros({0, 3}, f64);
+  auto x_rows = x.index_select(0, m.row_atom);    // LAMMPS positions of the rows (centres, image owners)
   auto xj = x.index_select(0, m.c_j);
-  auto d = xj - x.index_select(0, m.c_i);
+  auto d = xj - x_rows.index_select(0, m.c_src);
   auto rsq = (d * d).sum(1);
   auto within = rsq < cut_lmp * cut_lmp;
   const double coincident = 1e-4 * len_factor;    // as build_inputs_host
@@ -1045,9 +1045,9 @@ bool PairMLPot::build_inputs_device()
   auto idx = within.nonzero().squeeze(1);
   m.nedges = idx.size(0);
   m.in_edges = torch::stack({m.c_src.index_select(0, idx), m.c_dst.index_select(0, idx)});
-  m.in_pos = (x.index_select(0, m.row_atom) / len_factor).to(m.dtype);
-  if (fold || merge)
-    m.in_shifts = ((xj.index_select(0, idx) - x.index_select(0, m.c_o.index_select(0, idx))) / len_factor).to(m.dtype);
+  m.in_pos = (x_rows / len_factor).to(m.dtype);
+  if (fold || merge)    // the image's position minus its owner's (the atom of the neighbour's row)
+    m.in_shifts = ((xj.index_select(0, idx) - x_rows.index_select(0, m.in_edges[1])) / len_factor).to(m.dtype);
   else
     m.in_shifts = zero_shifts(m, m.nedges);
   rows_flag = m.nrows;

@@ -56,9 +56,9 @@ struct PairMLPot::Model {
   bigint cand_ncalls = -1;          // neighbor->ncalls of the list the candidates come from
   const void *cand_list = nullptr;  // ... and that list, with the atom counts of that build
   int cand_nlocal = -1, cand_nall = -1;
-  std::vector<int64_t> c_host;      // [5, C] staging: centre row, neighbour row, centre, neighbour, its row's atom
+  std::vector<int64_t> c_host;      // [C, 3] staging: centre row, neighbour row, neighbour's LAMMPS index
   torch::Tensor c_src, c_dst;       // [C] rows of the centre and of the neighbour (its owner's row when folded)
-  torch::Tensor c_i, c_j, c_o;      // [C] LAMMPS indices of the centre, the neighbour, the atom of its row
+  torch::Tensor c_j;                // [C] LAMMPS index of the neighbour (an image of its row's atom when folded)
   torch::Tensor row_atom;           // [nrows] LAMMPS index of the atom of each row
   int n_local_rows = 0, nrows = 0;
   int64_t nedges = 0;

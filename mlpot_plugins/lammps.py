@@ -203,7 +203,7 @@ def lammps_stage(out_dir: Path, quick: bool) -> None:
             e0 = lmp.get_thermo("etotal")
             lmp.command(f"run {steps}")
             n = lmp.get_natoms()
-            x = [lmp.gather_atoms("x", 1, 3)[k] for k in range(3 * n)]
+            x = list(lmp.gather_atoms("x", 1, 3))    # one gather, in atom ID order
             return e0, lmp.get_thermo("etotal"), lmp.extract_compute("u", 0, 1)[0], n, x
         finally:
             lmp.close()

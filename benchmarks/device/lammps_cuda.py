@@ -74,23 +74,9 @@ def nve_drift(model, n=3, steps=400):
         lmp.close()
 
 
-def timing(model, device, n, steps):
-    lmp = lammps_instance()
-    try:
-        setup(lmp, model, device, n, MODELS[model][1], rattle=0.02)
-        for c in ["velocity all create 300 1 mom yes", "fix nve all nve", "timestep 0.001", "thermo 100000",
-                  "run 3"]:
-            lmp.command(c)
-        t0 = time.perf_counter()
-        lmp.command(f"run {steps}")
-        dt = (time.perf_counter() - t0) / steps
-        return {"atoms": lmp.get_natoms(), "s_per_step": dt, "atom_steps_per_s": lmp.get_natoms() / dt}
-    finally:
-        lmp.close()
-
-
-def edges_timing(model, options, n, steps, device="cuda"):
-    """One MD run: s/step, atom-steps/s and the adapter's share (pair time outside the model call)."""
+def timing(model, device, n, steps, options=""):
+    """One MD run (after 3 warm-up steps): s/step, atom-steps/s and the adapter's share (pair time outside the
+    model call)."""
     lmp = lammps_instance()
     try:
         setup(lmp, model, device, n, MODELS[model][1], rattle=0.02, options=options)
@@ -125,7 +111,7 @@ def edges_phase(budget_s, t_start, device="cuda", max_n=29):
                     report(key + "_skipped", "budget spent")
                     continue
                 try:
-                    report(key, edges_timing(model, f"{dtype} edges {edges}", n, steps, device))
+                    report(key, timing(model, device, n, steps, f"{dtype} edges {edges}"))
                 except Exception as exc:
                     report(key + "_error", repr(exc)[:300])
 
