@@ -52,6 +52,18 @@ inline void use_dynamic_shapes()
   torch::jit::setFusionStrategy(strategy);
 }
 
+// cast the module's floating-point parameters and buffers to DTYPE and nothing else: torch::jit::Module::to(dtype)
+// casts integer buffers too (a committee's type maps, species numbers, index tables), which then fail as indices
+// (one_hot, index_select) or count wrong (the rule of Python's Module.to(dtype), which keeps integer tensors)
+inline void cast_floating(torch::jit::Module &module, torch::ScalarType dtype)
+{
+  torch::NoGradGuard no_grad;
+  for (at::Tensor t : module.parameters(true))
+    if (t.is_floating_point() && t.scalar_type() != dtype) t.set_data(t.to(dtype));
+  for (at::Tensor t : module.buffers(true))
+    if (t.is_floating_point() && t.scalar_type() != dtype) t.set_data(t.to(dtype));
+}
+
 }    // namespace mlpot_torch
 
 #endif

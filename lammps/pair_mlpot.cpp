@@ -549,7 +549,7 @@ void PairMLPot::load_model(const std::string &path_in)
                       "exported dtype {} (drop 'dtype {}')", path, dtype, dtype_opt);
   if (!dtype_opt.empty() && dtype_opt != dtype) {    // pair_style option dtype: cast the whole module once
     m->dtype = dtype_opt == "float64" ? torch::kFloat64 : torch::kFloat32;
-    mod.to(m->dtype);
+    mlpot_torch::cast_floating(mod, m->dtype);
   }
   std::tie(mp_layers, mp_feature_dim) = layerwise_contract(error, meta, mod, path);
   if (layerwise_opt == 1 && mp_layers == 0)

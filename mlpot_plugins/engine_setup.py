@@ -6,8 +6,10 @@
   2.2-3.1x slower, issue 12). ``tune_malloc`` calls ``mallopt(M_MMAP_MAX, 0)`` and switches heap trimming
   off (``M_TRIM_THRESHOLD`` -1) once per process, so freed tensors stay in the heap and the next call reuses
   them (a 1 GiB threshold still gave back, and re-faulted, ~1.5 GB per step of a 9 GB call at 13.5k atoms).
-  The price: the process keeps its peak heap. Opt out with ``MLPOT_MALLOC=system`` (also when the glibc
-  ``MALLOC_MMAP_MAX_``/``MALLOC_TRIM_THRESHOLD_`` variables are set: yours win). The LAMMPS plugin does the
+  The price: the process keeps its peak heap. ``release_memory()`` gives the free part back when a long-lived
+  process is done with a big system or model (before it starts `lmp` or another big job beside itself). Opt out
+  with ``MLPOT_MALLOC=system`` (also when the glibc ``MALLOC_MMAP_MAX_``/``MALLOC_TRIM_THRESHOLD_`` variables
+  are set: yours win). The LAMMPS plugin does the
   same in C++ (pair_mlpot.cpp, ``tune_malloc``).
 * **Threads.** torch's intra-op threads: the ``threads`` argument of the engine, else ``MLPOT_THREADS``,
   else ``OMP_NUM_THREADS``, else 1. On a shared or MPI-packed machine more threads than free cores were
@@ -62,6 +64,22 @@ def tune_malloc() -> bool:
             mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
             _malloc_state = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _malloc_state
+
+
+def release_memory() -> bool:
+    """Give the heap's free memory back to the OS now (glibc ``malloc_trim(0)``; the tuned allocator keeps a
+    process's peak heap otherwise). Call it after the last evaluation of a big system or when dropping a model;
+    the next big call pays the page faults again. Returns True if memory was given back."""
+    import gc
+
+    gc.collect()  # tensors held only by reference cycles (dropped contexts, calculators) are freed first
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing kept on purpose
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return bool(trim(0))
 
 
 def choose_threads(threads: Optional[int] = None) -> int:

@@ -159,7 +159,7 @@ Model::Model(const MLPotForce &f, const std::string &device_name) : force(f)
   if (f.ensembleSize > 1 && !module.find_method("force_uncertainty"))
     throw OpenMMException("mlpot: model '" + path + "' is a committee without force_uncertainty; re-export it");
   dtype = f.precision == "float32" ? torch::kFloat32 : torch::kFloat64;
-  module.to(dtype);
+  mlpot_torch::cast_floating(module, dtype);
   types = torch::tensor(std::vector<int64_t>(f.types.begin(), f.types.end()), torch::kInt64).to(device);
 }
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from ase.calculators.emt import EMT
 
-from lammps_util import cuau, plugin  # noqa: F401
+from lammps_util import cuau, lammps_eval, lmp_factory, plugin  # noqa: F401
 from mlpot_plugins import export, load, pretrained_path
 from mlpot_plugins.ase import MLPotCalculator
 from mlpot_plugins.cli import main
@@ -59,20 +59,50 @@ def test_committee_equals_mean_of_members(tmp_path, members, triclinic_cell):
                                [p["stress"] for p in per], rtol=1e-10, atol=1e-14)
 
 
-def test_openmm_torch_backend_runs_the_committee(tmp_path, members):
-    from openmm_systems import (ase_reference, context_for, empty_system, energy_forces, periodic_triclinic,
-                                topology_of)
+def _engine_cases():
+    from openmm_systems import BACKENDS
+
+    return ([(b, "float64") for b in BACKENDS] + [(b, "float32") for b in BACKENDS if b in ("native", "torch")])
+
+
+@pytest.mark.parametrize("backend,dtype", _engine_cases())
+def test_openmm_backends_run_the_committee(tmp_path, members, backend, dtype):
+    """Every OpenMM backend, in the file's dtype and cast at load: the committee's integer type maps stay
+    integers (a whole-module cast made them float64 and the native backend failed on every committee file)."""
+    from openmm_systems import ase_reference, context_for, empty_system, energy_forces, periodic_triclinic, topology_of
 
     from mlpot_plugins.openmm import create_force
 
     path = str(make_committee(members, tmp_path / "committee.pt"))
     atoms = periodic_triclinic()
     system = empty_system(atoms)
-    system.addForce(create_force(path, topology_of(atoms), backend="torch"))
+    system.addForce(create_force(path, topology_of(atoms), backend=backend, dtype=dtype))
     e, f = energy_forces(context_for(system, atoms))
-    e_ref, f_ref = ase_reference(atoms, path)
-    assert e == pytest.approx(e_ref, rel=1e-10)
-    np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-10 * np.abs(f_ref).max())
+    if dtype == "float64":
+        e_ref, f_ref = ase_reference(atoms, path)
+        tol = 1e-10
+    else:
+        from mlpot_plugins import units
+
+        ref = atoms.copy()
+        ref.calc = MLPotCalculator(path, dtype="float32")
+        e_ref = ref.get_potential_energy() * units.OPENMM_ENERGY_FROM_MODEL
+        f_ref = ref.get_forces() * units.OPENMM_FORCE_FROM_MODEL
+        tol = 1e-5
+    assert e == pytest.approx(e_ref, rel=tol)
+    np.testing.assert_allclose(f, f_ref, rtol=0, atol=tol * np.abs(f_ref).max())
+
+
+def test_lammps_casts_the_committee_to_float32(tmp_path, lmp_factory, members):
+    """pair_style mlpot FILE dtype float32 on a committee file: floating-point weights cast, type maps kept."""
+    path = str(make_committee(members, tmp_path / "committee.pt"))
+    atoms = cuau((2, 2, 2), seed=4)
+    out = lammps_eval(lmp_factory, atoms, f"{path} dtype float32", workdir=tmp_path)
+    ref = atoms.copy()
+    ref.calc = MLPotCalculator(path, dtype="float32")
+    f_ref = ref.get_forces()
+    assert out["energy"] == pytest.approx(ref.get_potential_energy(), rel=1e-5)
+    np.testing.assert_allclose(out["forces"], f_ref, rtol=0, atol=1e-5 * np.abs(f_ref).max())
 
 
 def test_calibration_fits_finite_scale_that_lowers_nll(tmp_path, members):

@@ -143,9 +143,13 @@ def plugin_path(build: bool = True) -> Path:
 
 
 def load_plugin():
-    """Build (once) and load the plugin into OpenMM; returns its ctypes handle."""
+    """Build (once) and load the plugin into OpenMM; returns its ctypes handle. Tunes the allocator of the process
+    as every engine does (engine_setup.tune_malloc): a process that only deserializes a System gets it too."""
     import openmm
 
+    from ..engine_setup import tune_malloc
+
+    tune_malloc()
     with _LOCK:
         if "lib" in _LOADED:
             return _LOADED["lib"]
