@@ -52,9 +52,9 @@ inline void use_dynamic_shapes()
   torch::jit::setFusionStrategy(strategy);
 }
 
-// cast the module's floating-point parameters and buffers to DTYPE and nothing else: torch::jit::Module::to(dtype)
-// casts integer buffers too (a committee's type maps, species numbers, index tables), which then fail as indices
-// (one_hot, index_select) or count wrong (the rule of Python's Module.to(dtype), which keeps integer tensors)
+// cast the module's floating-point parameters and buffers to DTYPE and nothing else (the rule of Python's
+// Module.to(dtype)): torch::jit::Module::to(dtype) casts integer buffers too (a committee's type maps, species
+// numbers, index tables), which then fail as indices (index_select, one_hot)
 inline void cast_floating(torch::jit::Module &module, torch::ScalarType dtype)
 {
   torch::NoGradGuard no_grad;

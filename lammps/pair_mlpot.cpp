@@ -547,7 +547,7 @@ void PairMLPot::load_model(const std::string &path_in)
   if (m->lattice && !dtype_opt.empty() && dtype_opt != dtype)    // the rule of model_file.convert_dtype
     error->all(FLERR, "pair_style mlpot: dtype conversion is for atomistic models; lattice model '{}' runs in its "
                       "exported dtype {} (drop 'dtype {}')", path, dtype, dtype_opt);
-  if (!dtype_opt.empty() && dtype_opt != dtype) {    // pair_style option dtype: cast the whole module once
+  if (!dtype_opt.empty() && dtype_opt != dtype) {    // pair_style option dtype: cast its float tensors once
     m->dtype = dtype_opt == "float64" ? torch::kFloat64 : torch::kFloat32;
     mlpot_torch::cast_floating(mod, m->dtype);
   }

@@ -9,8 +9,7 @@
   The price: the process keeps its peak heap. ``release_memory()`` gives the free part back when a long-lived
   process is done with a big system or model (before it starts `lmp` or another big job beside itself). Opt out
   with ``MLPOT_MALLOC=system`` (also when the glibc ``MALLOC_MMAP_MAX_``/``MALLOC_TRIM_THRESHOLD_`` variables
-  are set: yours win). The LAMMPS plugin does the
-  same in C++ (pair_mlpot.cpp, ``tune_malloc``).
+  are set: yours win). The LAMMPS plugin does the same in C++ (pair_mlpot.cpp, ``tune_malloc``).
 * **Threads.** torch's intra-op threads: the ``threads`` argument of the engine, else ``MLPOT_THREADS``,
   else ``OMP_NUM_THREADS``, else 1. On a shared or MPI-packed machine more threads than free cores were
   4-10x slower (issue 12); raise it on an idle many-core node for large systems.
