@@ -48,6 +48,14 @@ def malloc_opt_out() -> Optional[str]:
     return None
 
 
+def _libc_function(name: str):
+    """The C library's function NAME, or None where there is no such library or function (not glibc)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def tune_malloc() -> bool:
     """Once per process: keep freed big tensors in glibc's heap (module docstring). True if applied."""
     global _malloc_state
@@ -55,10 +63,8 @@ def tune_malloc() -> bool:
     if _malloc_state is None:
         _malloc_state = False
         if opt_out is None:
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                mallopt = libc.mallopt
-            except (OSError, AttributeError):  # musl and others: no mallopt, nothing to tune
+            mallopt = _libc_function("mallopt")
+            if mallopt is None:  # musl and others: no mallopt, nothing to tune
                 return False
             mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
             _malloc_state = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
@@ -72,10 +78,8 @@ def release_memory() -> bool:
     import gc
 
     gc.collect()  # tensors held only by reference cycles (dropped contexts, calculators) are freed first
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing kept on purpose
+    trim = _libc_function("malloc_trim")
+    if trim is None:  # not glibc: nothing kept on purpose
         return False
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return bool(trim(0))

@@ -88,11 +88,11 @@ def energy_forces(ctx: openmm.Context, groups=-1):
             st.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer))
 
 
-def ase_reference(atoms: Atoms, model: str = MODEL):
-    """ASE calculator's energy and forces converted to OpenMM units."""
+def ase_reference(atoms: Atoms, model: str = MODEL, dtype=None):
+    """ASE calculator's energy and forces (the model run in DTYPE, default its own) converted to OpenMM units."""
     from mlpot_plugins.ase import MLPotCalculator
 
     atoms = atoms.copy()
-    atoms.calc = MLPotCalculator(model)
+    atoms.calc = MLPotCalculator(model, dtype=dtype)
     return (atoms.get_potential_energy() * units.OPENMM_ENERGY_FROM_MODEL,
             atoms.get_forces() * units.OPENMM_FORCE_FROM_MODEL)

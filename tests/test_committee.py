@@ -78,17 +78,8 @@ def test_openmm_backends_run_the_committee(tmp_path, members, backend, dtype):
     system = empty_system(atoms)
     system.addForce(create_force(path, topology_of(atoms), backend=backend, dtype=dtype))
     e, f = energy_forces(context_for(system, atoms))
-    if dtype == "float64":
-        e_ref, f_ref = ase_reference(atoms, path)
-        tol = 1e-10
-    else:
-        from mlpot_plugins import units
-
-        ref = atoms.copy()
-        ref.calc = MLPotCalculator(path, dtype="float32")
-        e_ref = ref.get_potential_energy() * units.OPENMM_ENERGY_FROM_MODEL
-        f_ref = ref.get_forces() * units.OPENMM_FORCE_FROM_MODEL
-        tol = 1e-5
+    e_ref, f_ref = ase_reference(atoms, path, dtype)
+    tol = 1e-10 if dtype == "float64" else 1e-5
     assert e == pytest.approx(e_ref, rel=tol)
     np.testing.assert_allclose(f, f_ref, rtol=0, atol=tol * np.abs(f_ref).max())
 

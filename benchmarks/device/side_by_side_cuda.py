@@ -9,8 +9,9 @@ MACE.pt: the MACE small trained on `cu-emt`'s EMT data (`benchmarks/data/mace-sm
 `mlpot import mace benchmarks/data/mace-small-cu-emt.model -o out/mace-small.pt`; carry `out/mace-small.pt`.
 
 For every dtype (float32, float64) and size (fcc Cu, 4 n^3 atoms: 864, 4000, 16k, 32k), the models one after the
-other at each size, best of 3 rounds of 3 calls after 2 warm-up calls (each call ends with the copy of the
-outputs to the host, so the GPU work is done when it returns):
+other at each size, best of 3 rounds of 3 calls after 3 warm-up calls (`ase_times` of
+`benchmarks/mace_side_by_side.py`, fcc Cu rattled 0.05 A; each call ends with the copy of the outputs to the
+host, so the GPU work is done when it returns):
 
 * `cu-emt` (K = 4) with forces and per-atom std in one call, and forces only;
 * the imported MACE (one model), and a 4-member committee of that file (`mlpot committee`), the cost of a MACE
@@ -29,8 +30,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mace_side_by_side import ase_times  # noqa: E402  the CPU benchmark's timing of one calculator
 
 results = []
 
@@ -39,36 +42,6 @@ def emit(out: Path, **rec) -> None:
     results.append(rec)
     print(json.dumps(rec), flush=True)
     (out / "side_by_side_cuda.json").write_text(json.dumps(results, indent=1))
-
-
-def crystal(n: int):
-    from ase.build import bulk
-
-    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
-    atoms.rattle(0.05, rng=np.random.default_rng(0))
-    return atoms
-
-
-def seconds_per_call(calc, atoms, with_std: bool, device: str) -> float:
-    from ase.calculators.calculator import all_changes
-
-    props = ["forces", "forces_std"] if with_std else ["forces"]
-    rng = np.random.default_rng(1)
-    base = atoms.positions.copy()
-
-    def call():
-        atoms.positions = base + rng.normal(scale=0.01, size=base.shape)
-        calc.calculate(atoms, props, all_changes)  # copies the outputs to the host: the GPU work is done
-
-    for _ in range(2):
-        call()
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(3):
-            call()
-        best = min(best, (time.perf_counter() - t0) / 3)
-    return best
 
 
 def main() -> int:
@@ -98,31 +71,27 @@ def main() -> int:
             if time.perf_counter() - t_start > args.budget / 2:
                 emit(out, what="stopped", reason=f"half of the budget of {args.budget} s spent", dtype=dtype, n=n)
                 break
-            atoms = crystal(n)
+            atoms = 4 * n ** 3
             row = {}
             for label, calc, with_std in (("cu-emt", calcs["cu-emt"], True),
                                           ("cu-emt, no std", calcs["cu-emt"], False),
                                           ("MACE", calcs["MACE"], False), ("MACE x4", calcs["MACE x4"], False)):
-                a = atoms.copy()
-                a.calc = calc
                 if args.device == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                 try:
-                    s = seconds_per_call(calc, a, with_std, args.device)
+                    s = ase_times(calc, n, 3, 3, with_std)
                 except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
                     row[label] = {"error": str(exc).splitlines()[0][:200]}
                     if args.device == "cuda":
                         torch.cuda.empty_cache()
                     continue
-                row[label] = {"s_per_call": s, "atom_steps_per_s": len(atoms) / s,
+                row[label] = {"s_per_call": s, "atom_steps_per_s": atoms / s,
                               "peak_gib": (torch.cuda.max_memory_allocated() / 2 ** 30
                                            if args.device == "cuda" else None)}
-            ratios = {}
-            if "s_per_call" in row.get("MACE", {}) and "s_per_call" in row.get("cu-emt", {}):
-                ratios["ours_vs_one_mace"] = row["MACE"]["s_per_call"] / row["cu-emt"]["s_per_call"]
-            if "s_per_call" in row.get("MACE x4", {}) and "s_per_call" in row.get("cu-emt", {}):
-                ratios["ours_vs_mace_x4"] = row["MACE x4"]["s_per_call"] / row["cu-emt"]["s_per_call"]
-            emit(out, what="size", dtype=dtype, atoms=len(atoms), **row, **ratios)
+            ratios = {key: row[mace]["s_per_call"] / row["cu-emt"]["s_per_call"]
+                      for key, mace in (("ours_vs_one_mace", "MACE"), ("ours_vs_mace_x4", "MACE x4"))
+                      if "s_per_call" in row[mace] and "s_per_call" in row["cu-emt"]}
+            emit(out, what="size", dtype=dtype, atoms=atoms, **row, **ratios)
     return 0
 
 
